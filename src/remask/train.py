@@ -115,6 +115,17 @@ def sample_from_logits(logits: torch.Tensor, uniform: torch.Tensor, temperature:
     return index.clamp_(max=logits.size(-1) - 1)
 
 
+def critic_batch(clean: torch.Tensor, masked: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The critic's input and labels: samples at masked positions only, errors against clean text.
+
+    Labels compare the filled sequence with the clean tokens, so a visible position (shown
+    clean) is never an error; comparing with ignore-index targets (-100) would mark every
+    visible token as one.
+    """
+    critic_input = torch.where(masked, sample, clean)
+    return critic_input, (critic_input != clean).float()
+
+
 # ---------------------------------------------------------------------------------------------
 # Objectives: one forward call each, so DDP sees a single forward per step
 
@@ -144,8 +155,7 @@ class DiffusionObjective(nn.Module):
             return out
         with torch.no_grad():
             sample = sample_from_logits(logits.detach(), noise.uniform, self.critic_cfg.sample_temperature)
-            critic_input = torch.where(noise.mask, sample, clean)
-            target = (critic_input != clean).float()
+            critic_input, target = critic_batch(clean, noise.mask, sample)
         if self.critic_cfg.detach_body:
             with torch.no_grad():
                 hidden = self.model.body(critic_input)
@@ -213,8 +223,7 @@ def evaluate_diffusion(
         masked += int(noise.mask.sum())
         tokens += clean.numel()
         sample = sample_from_logits(logits, noise.uniform, critic.sample_temperature)
-        critic_input = torch.where(noise.mask, sample, clean)
-        target = (critic_input != clean).float()
+        critic_input, target = critic_batch(clean, noise.mask, sample)
         with autocast(device):
             critic_logits = model(critic_input, head="critic").float()
         bce = F.binary_cross_entropy_with_logits(critic_logits, target, reduction="none")

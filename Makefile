@@ -1,0 +1,37 @@
+# Two entry points that work on a fresh machine with only Python 3.11:
+#   make repro   set up .venv and run the whole DVC pipeline on the default corpus
+#   make test    set up .venv with the test extras and run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+# DVC stages call `python`; this makes it the project's environment
+export PATH := $(BIN):$(PATH)
+
+.PHONY: repro test lab bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-base: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed-base
+
+repro: $(VENV)/.installed-base
+	$(BIN)/dvc repro
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+lab: $(VENV)/.installed-base
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(VENV)/.installed-base
+	$(BIN)/python benchmarks/train_step.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,107 @@
+import pickle
+
+import pytest
+import torch
+
+from remask import checkpoint
+from remask.checkpoint import CheckpointError
+from remask.data import CharTokenizer
+from remask.model import DiffusionTransformer, ModelConfig
+
+
+def saved(tmp_path, **overrides):
+    tok = CharTokenizer("abcdefghij")
+    sizes = dict(n_layer=1, n_head=2, n_embd=16, block_size=8) | overrides
+    cfg = ModelConfig(vocab_size=tok.vocab_size, mask_id=tok.mask_id, **sizes)
+    torch.manual_seed(0)
+    model = DiffusionTransformer(cfg)
+    checkpoint.save_model(tmp_path, model, tok, {"variant": "test"})
+    return model
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    model = saved(tmp_path).eval()
+    loaded, tok, info = checkpoint.load_model(tmp_path)
+    idx = torch.randint(0, 11, (2, 8))
+    torch.testing.assert_close(loaded(idx, head="both"), model(idx, head="both"), rtol=0, atol=0)
+    assert info["variant"] == "test" and tok.mask_id == 10
+
+
+def test_missing_folder_and_files(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint folder not found"):
+        checkpoint.load_model(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="config.json: not found"):
+        checkpoint.load_model(tmp_path)
+    saved(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors: not found"):
+        checkpoint.load_model(tmp_path)
+
+
+def test_truncated_weights_name_the_file(tmp_path):
+    saved(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors file"):
+        checkpoint.load_model(tmp_path)
+
+
+def test_wrong_shape_names_the_tensor(tmp_path):
+    saved(tmp_path)
+    # a config that promises a wider model than the weights hold
+    import json
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["model"]["n_embd"] = 32
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"tensor '[a-z_.0-9]+' has shape \(.*\), the model expects"):
+        checkpoint.load_model(tmp_path)
+
+
+def test_extra_layer_is_unexpected_tensor(tmp_path):
+    saved(tmp_path, critic_head="mlp")
+    import json
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["model"]["critic_head"] = "linear"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"(unexpected tensor|is missing)"):
+        checkpoint.load_model(tmp_path)
+
+
+def test_malformed_config(tmp_path):
+    saved(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        checkpoint.load_model(tmp_path)
+    (tmp_path / "config.json").write_text('{"model": {"vocab_size": 3, "colour": 1}, "tokenizer": {}}')
+    with pytest.raises(CheckpointError, match="malformed"):
+        checkpoint.load_model(tmp_path)
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch EXPLOITED",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "train_state.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"step": 1, "payload": _Exploit()}, handle)
+    with pytest.raises(CheckpointError, match="refused"):
+        checkpoint.load_train_state(path)
+    assert not (tmp_path / "EXPLOITED").exists()
+    # the same payload in torch's own zip format is refused too
+    torch.save({"payload": _Exploit()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        checkpoint.load_train_state(path)
+    assert not (tmp_path / "EXPLOITED").exists()
+
+
+def test_truncated_train_state(tmp_path):
+    path = tmp_path / "train_state.pt"
+    checkpoint.save_train_state(path, {"step": 3, "w": torch.ones(1000)})
+    assert checkpoint.load_train_state(path)["step"] == 3
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        checkpoint.load_train_state(path)

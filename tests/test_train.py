@@ -1,0 +1,144 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import tiny_params
+from pipeline.train import build_spec
+from remask import checkpoint
+from remask.data import load_meta
+from remask.model import DiffusionTransformer, ModelConfig
+from remask.train import DiffusionNoise, DiffusionObjective, critic_batch, learning_rate, sample_from_logits, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def spec_for(params, variant, tiny_data, tmp_path):
+    return build_spec(params, variant, load_meta(tiny_data), tmp_path / "models", tmp_path / "results")
+
+
+def test_critic_target_on_hand_made_example():
+    clean = torch.tensor([[1, 2, 3, 4, 5]])
+    masked = torch.tensor([[False, True, True, False, True]])
+    sample = torch.tensor([[9, 2, 7, 9, 5]])  # differs from clean at visible positions 0 and 3
+    critic_input, target = critic_batch(clean, masked, sample)
+    assert critic_input.tolist() == [[1, 2, 7, 4, 5]]
+    # visible positions keep their clean token and are never errors (the -100 label trap)
+    assert target.tolist() == [[0.0, 0.0, 1.0, 0.0, 0.0]]
+
+
+def test_float64_sampler_follows_the_distribution():
+    logits = torch.log(torch.tensor([0.7, 0.2, 0.1])).expand(20000, 3)
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    counts = torch.bincount(sample_from_logits(logits, u, 1.0), minlength=3).double() / 20000
+    torch.testing.assert_close(counts, torch.tensor([0.7, 0.2, 0.1], dtype=torch.float64), atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize("scope", ["filled", "all"])
+def test_label_scope_is_honoured(scope):
+    params = tiny_params(critic={"label_scope": scope})
+    torch.manual_seed(0)
+    model = DiffusionTransformer(ModelConfig(vocab_size=11, mask_id=10, n_layer=1, n_head=2, n_embd=16, block_size=8))
+    objective = DiffusionObjective(model, params.train, params.critic)
+    clean = torch.randint(0, 10, (4, 8))
+    noise = DiffusionNoise(torch.full((4,), 0.5), torch.rand(4, 8) < 0.5, torch.rand(4, 8, dtype=torch.float64))
+    norm = {"masked": float(noise.mask.sum()), "tokens": float(noise.mask.numel())}
+    out = objective(clean, noise, alpha=1.0, norm=norm)
+    with torch.no_grad():
+        logits = model(clean.masked_fill(noise.mask, 10))
+        critic_input, target = critic_batch(clean, noise.mask, sample_from_logits(logits, noise.uniform, 1.0))
+        bce = F.binary_cross_entropy_with_logits(model(critic_input, head="critic"), target, reduction="none")
+    expected = bce[noise.mask].mean() if scope == "filled" else bce.mean()
+    torch.testing.assert_close(out["loss_critic"], expected)
+    torch.testing.assert_close(out["loss"], out["loss_gen"] + out["loss_critic"])
+
+
+def test_lr_schedule_warms_up_and_decays():
+    cfg = tiny_params().train
+    assert learning_rate(0, cfg) == pytest.approx(cfg.lr / cfg.warmup_steps)
+    assert learning_rate(cfg.warmup_steps, cfg) == pytest.approx(cfg.lr)
+    assert learning_rate(cfg.max_steps, cfg) == pytest.approx(cfg.min_lr)
+
+
+def test_loss_falls_and_checkpoint_round_trips(tiny_data, tmp_path):
+    params = tiny_params(train={"max_steps": 40, "eval_every": 40, "lr": 1e-2})
+    spec = spec_for(params, "multitask", tiny_data, tmp_path)
+    first = train(spec.__class__(**{**spec.__dict__, "optim": spec.optim.model_copy(update={"max_steps": 1})}),
+                  tiny_data, progress=False)
+    result = train(spec, tiny_data, progress=False)
+    assert result.metrics["gen_loss"] < first.metrics["gen_loss"] - 0.3
+    for name in ("model.safetensors", "config.json", "train_state.pt"):
+        assert (spec.out_dir / name).is_file()
+    assert (spec.live_dir / "metrics.json").is_file()
+    model, tok, info = checkpoint.load_model(spec.out_dir)
+    assert info["step"] == 40 and info["variant"] == "multitask"
+    assert model.lm_head.weight is model.wte.weight
+    state = checkpoint.load_train_state(spec.out_dir / "train_state.pt")
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, state["model"][name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("variant", ["multitask", "generator_only", "judge"])
+def test_resume_equals_uninterrupted(tiny_data, tmp_path, variant):
+    params = tiny_params()
+    whole = spec_for(params, variant, tiny_data, tmp_path / "whole")
+    train(whole, tiny_data, progress=False)
+    parts = spec_for(params, variant, tiny_data, tmp_path / "parts")
+    first = train(parts, tiny_data, stop_after=5, progress=False)  # checkpoint at 4 and at 5
+    assert first.step == 5
+    second = train(parts, tiny_data, progress=False)
+    assert second.resumed_from == 5
+    a = checkpoint.load_train_state(whole.out_dir / "train_state.pt")["model"]
+    b = checkpoint.load_train_state(parts.out_dir / "train_state.pt")["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_changed_settings_do_not_resume(tiny_data, tmp_path):
+    spec = spec_for(tiny_params(), "multitask", tiny_data, tmp_path)
+    train(spec, tiny_data, stop_after=4, progress=False)
+    other = spec_for(tiny_params(train={"alpha": 1.0}), "multitask", tiny_data, tmp_path)
+    assert train(other, tiny_data, progress=False).resumed_from is None
+
+
+def test_generator_only_has_no_critic_loss(tiny_data, tmp_path):
+    spec = spec_for(tiny_params(), "generator_only", tiny_data, tmp_path)
+    assert spec.alpha == 0
+    train(spec, tiny_data, progress=False)
+    assert not (spec.live_dir / "plots" / "metrics" / "train" / "loss_critic.tsv").exists()
+    assert (spec.live_dir / "plots" / "metrics" / "train" / "loss_gen.tsv").exists()
+
+
+def test_ddp_two_processes_match_one(tiny_data, tmp_path):
+    """torchrun with 2 CPU (gloo) processes and the same global batch gives the same weights."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path[:0] = [{str(REPO / 'tests')!r}, {str(REPO)!r}]\n"
+        "from pathlib import Path\n"
+        "from conftest import tiny_params\n"
+        "from pipeline.train import build_spec\n"
+        "from remask.data import load_meta\n"
+        "from remask.train import train\n"
+        "out = Path(sys.argv[1]); data = Path(sys.argv[2])\n"
+        "spec = build_spec(tiny_params(), 'multitask', load_meta(data), out / 'models', out / 'results')\n"
+        "train(spec, data, progress=False)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), str(tiny_data)],
+                            cwd=REPO, env=env, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+         str(tmp_path / "two"), str(tiny_data)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert double.returncode == 0, double.stderr[-3000:]
+    a = checkpoint.load_train_state(tmp_path / "one" / "models" / "multitask" / "train_state.pt")["model"]
+    b = checkpoint.load_train_state(tmp_path / "two" / "models" / "multitask" / "train_state.pt")["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)

@@ -1,0 +1,3 @@
+"""remask: learned re-masking for masked diffusion language models."""
+
+__version__ = "0.1.0"

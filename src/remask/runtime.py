@@ -19,9 +19,9 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for, but torch sees no CUDA device")
+        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("device 'mps' was asked for, but torch sees no MPS device")
+        raise ValueError("device 'mps' was asked for, but torch sees no MPS device")
     return torch.device(name)
 
 

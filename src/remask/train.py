@@ -391,7 +391,8 @@ def _train(
             spec.out_dir,
             model,
             tokenizer,
-            {"variant": spec.variant, "objective": spec.objective, "step": at_step, "fingerprint": fingerprint},
+            {"variant": spec.variant, "objective": spec.objective, "alpha": spec.alpha, "step": at_step,
+             "fingerprint": fingerprint},
         )
 
     def evaluate() -> dict[str, float]:

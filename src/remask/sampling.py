@@ -1,0 +1,210 @@
+"""Batched masked-diffusion generation with a pluggable re-masking policy and exact NFE counts.
+
+Each of ``steps`` iterations:
+
+1. one forward pass fills every masked position by sampling in float64 (temperature, top-p);
+2. unless it is the last iteration, the policy scores tokens and the ``k_i`` highest-scoring
+   candidates are masked again, ``k_i`` from the schedule (:func:`remask.schedules.masked_counts`).
+
+Protected positions (a prompt, or the known text around an infilling gap) are never masked or
+changed. The last iteration re-masks nothing, so the output holds no ``[MASK]``.
+
+Noise: ``randomness_strength`` r blends uniform noise into the probability-scaled policy scores,
+``(1 - r_i) * score + r_i * U(0, 1)``, with r_i = r * (1 - i / (steps - 1)) annealed linearly to
+0, so early steps explore and late steps follow the policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from remask.model import DiffusionTransformer
+from remask.policies import StepState, get_policy
+from remask.runtime import autocast
+from remask.schedules import masked_counts
+
+
+@dataclass
+class TrajectoryStep:
+    masked: torch.Tensor  # (N, L) bool, masked before this step's fill
+    tokens: torch.Tensor  # (N, L) after the fill
+    scores: torch.Tensor | None  # (N, L) policy scores (nan where not a candidate); None on the last step
+    remasked: torch.Tensor  # (N, L) bool, masked again at the end of the step
+
+
+@dataclass
+class Generation:
+    tokens: torch.Tensor  # (N, L)
+    nfe: int  # forward passes per sample
+    steps: int
+    policy: str
+    trajectory: list[TrajectoryStep] | None = field(default=None, repr=False)
+
+
+def nfe_for(policy: str, steps: int) -> int:
+    """Forward passes of a run: one fill per step, plus the policy's extra passes per re-mask."""
+    return steps + get_policy(policy).extra_passes * (steps - 1)
+
+
+def steps_for_nfe(policy: str, budget: int) -> int:
+    """The most steps whose NFE fits ``budget`` (e.g. ``critic`` at NFE 32 takes 16 steps: 31 passes)."""
+    extra = get_policy(policy).extra_passes
+    steps = (budget + extra) // (1 + extra)
+    if steps < 1:
+        raise ValueError(f"an NFE budget of {budget} allows no step of policy {policy!r}")
+    return steps
+
+
+def prefix_prompt(ids: Sequence[int], num_samples: int, length: int, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed tokens and protected mask for a prompt at the start of every sample."""
+    if len(ids) > length:
+        raise ValueError(f"the prompt has {len(ids)} characters, longer than --length {length}")
+    fixed = torch.full((num_samples, length), mask_id, dtype=torch.long)
+    fixed[:, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
+    protected = torch.zeros(num_samples, length, dtype=torch.bool)
+    protected[:, : len(ids)] = True
+    return fixed, protected
+
+
+def tempered_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Sampling distribution in float64: temperature, then nucleus (top-p) truncation."""
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the smallest prefix reaching top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def _sample(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    uniform = torch.rand(probs.shape[:-1], generator=generator, dtype=torch.float64).to(probs.device)
+    cdf = probs.cumsum(-1)
+    return (cdf < uniform.unsqueeze(-1) * cdf[..., -1:]).sum(-1).clamp_(max=probs.size(-1) - 1)
+
+
+@torch.no_grad()
+def diffusion_generate(
+    model: DiffusionTransformer,
+    num_samples: int,
+    length: int,
+    steps: int,
+    policy: str = "confidence",
+    schedule: str = "linear",
+    fixed: torch.Tensor | None = None,
+    protected: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    randomness_strength: float = 0.0,
+    seed: int = 0,
+    record_trajectory: bool = False,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> Generation:
+    """Generate ``num_samples`` sequences of ``length`` tokens; see the module docstring."""
+    chosen = get_policy(policy)
+    cfg = model.config
+    if cfg.causal:
+        raise ValueError("diffusion_generate needs a bidirectional (diffusion) model, not the causal judge")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 1 <= length <= cfg.block_size:
+        raise ValueError(f"length must be between 1 and the model's block_size {cfg.block_size}, got {length}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if temperature <= 0 or not 0 < top_p <= 1 or not 0 <= randomness_strength <= 1:
+        raise ValueError("temperature must be > 0, top_p in (0, 1], randomness_strength in [0, 1]")
+    if protected is None:
+        protected = torch.zeros(num_samples, length, dtype=torch.bool)
+        fixed = torch.full((num_samples, length), cfg.mask_id, dtype=torch.long)
+    if fixed is None or fixed.shape != (num_samples, length) or protected.shape != (num_samples, length):
+        raise ValueError(f"fixed and protected must both have shape ({num_samples}, {length})")
+    if (fixed[protected] == cfg.mask_id).any():
+        raise ValueError("a protected position holds [MASK]")
+
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    outputs, trajectory = [], [] if record_trajectory else None
+    chunks = range(0, num_samples, batch_size)
+    bar = tqdm(total=len(chunks) * steps, desc=f"sample {policy}", unit="step", disable=not progress, leave=False)
+    passes = 0
+    for start in chunks:
+        rows = slice(start, start + batch_size)
+        tokens, passes, steps_log = _generate_chunk(
+            model, chosen, fixed[rows].to(device), protected[rows].to(device), steps, schedule,
+            temperature, top_p, randomness_strength, generator, record_trajectory, device, bar,
+        )
+        outputs.append(tokens.cpu())
+        if trajectory is not None:
+            trajectory.append(steps_log)
+    bar.close()
+    model.train(was_training)
+    if trajectory is not None:
+        trajectory = [_cat_steps([chunk[i] for chunk in trajectory]) for i in range(steps)]
+    result = Generation(torch.cat(outputs), passes, steps, policy, trajectory)
+    if result.nfe != nfe_for(policy, steps):
+        raise AssertionError(f"counted {result.nfe} forward passes, expected {nfe_for(policy, steps)}")
+    return result
+
+
+def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperature, top_p, strength,
+                    generator, record, device, bar):
+    mask_id = model.config.mask_id
+    tokens = torch.where(protected, fixed, torch.full_like(fixed, mask_id))
+    free = ~protected
+    counts = torch.tensor([masked_counts(int(n), steps, schedule) for n in free.sum(1).tolist()], device=device)
+    p_at_fill = torch.ones(tokens.shape, dtype=torch.float64, device=device)
+    passes = 0
+
+    def forward(seq: torch.Tensor, head: str) -> torch.Tensor:
+        nonlocal passes
+        passes += 1
+        with autocast(device):
+            return model(seq, head=head).float()
+
+    log = []
+    for i in range(steps):
+        masked = tokens == mask_id
+        probs = tempered_probs(forward(tokens, "lm"), temperature, top_p)
+        tokens = torch.where(masked, _sample(probs, generator).to(device), tokens)
+        p_current = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        p_at_fill = torch.where(masked, p_current, p_at_fill)
+        filled, last = tokens, i == steps - 1
+        scores, remask = None, torch.zeros_like(masked)
+        if not last:
+            state = StepState(tokens, masked, p_current, p_at_fill, generator, lambda s: forward(s, "critic"))
+            scores = chosen.score(state).double()
+            r = strength * (1.0 - i / (steps - 1))
+            if r > 0:
+                noise = torch.rand(tokens.shape, generator=generator, dtype=torch.float64).to(device)
+                scores = (1.0 - r) * scores + r * noise
+            candidates = masked if chosen.candidates == "filled" else free
+            scores = scores.masked_fill(~candidates, float("nan"))
+            remask = _top_k_per_row(scores, counts[:, i])
+            tokens = tokens.masked_fill(remask, mask_id)
+        if record:
+            log.append(TrajectoryStep(masked.cpu(), filled.cpu(), None if scores is None else scores.float().cpu(), remask.cpu()))
+        bar.update(1)
+    return tokens, passes, log
+
+
+def _top_k_per_row(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the ``k[row]`` highest scores of each row; nan scores are never chosen."""
+    order = torch.nan_to_num(scores, nan=float("-inf")).argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(scores.size(1), device=scores.device).expand_as(order))
+    return rank < k[:, None]
+
+
+def _cat_steps(parts: list[TrajectoryStep]) -> TrajectoryStep:
+    scores = None if parts[0].scores is None else torch.cat([p.scores for p in parts])
+    return TrajectoryStep(
+        torch.cat([p.masked for p in parts]), torch.cat([p.tokens for p in parts]), scores,
+        torch.cat([p.remasked for p in parts]),
+    )

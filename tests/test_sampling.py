@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from remask.model import DiffusionTransformer, ModelConfig
+from remask.policies import POLICIES, get_policy
+from remask.sampling import diffusion_generate, nfe_for, prefix_prompt, steps_for_nfe, tempered_probs
+from remask.schedules import masked_counts
+
+MASK = 10
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return DiffusionTransformer(ModelConfig(vocab_size=11, mask_id=MASK, n_layer=1, n_head=2, n_embd=16, block_size=24)).eval()
+
+
+class CountingModel(torch.nn.Module):
+    """Wraps a model and counts its forward calls, independently of the sampler's own count."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls, self.config = inner, 0, inner.config
+
+    def forward(self, idx, head="lm"):
+        self.calls += 1
+        return self.inner(idx, head=head)
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_schedule_protection_no_mask_and_exact_nfe(model, policy, schedule):
+    counting = CountingModel(model)
+    fixed, protected = prefix_prompt([1, 2, 3, 4], num_samples=5, length=20, mask_id=MASK)
+    steps = 6
+    result = diffusion_generate(counting, 5, 20, steps, policy=policy, schedule=schedule, fixed=fixed,
+                                protected=protected, seed=1, record_trajectory=True, batch_size=2)
+    # protected positions never change and the output holds no mask
+    assert torch.equal(result.tokens[:, :4], fixed[:, :4])
+    assert not (result.tokens == MASK).any()
+    # NFE: exact per policy, and what the model really saw (3 chunks of 2+2+1 samples)
+    assert result.nfe == nfe_for(policy, steps) == steps + get_policy(policy).extra_passes * (steps - 1)
+    assert counting.calls == 3 * result.nfe
+    # masked positions after each step follow the schedule over the 16 free positions
+    expected = masked_counts(16, steps, schedule)
+    for i, step in enumerate(result.trajectory):
+        after = step.remasked.sum(1)
+        assert after.tolist() == [expected[i]] * 5
+        assert not step.remasked[:, :4].any() and not step.masked[:, :4].any()
+        if get_policy(policy).candidates == "filled":
+            assert not (step.remasked & ~step.masked).any()  # only tokens filled in this step
+    assert result.trajectory[0].masked[:, 4:].all()
+    assert torch.equal(result.trajectory[-1].tokens, result.tokens)
+
+
+def test_all_candidates_can_revisit_committed_tokens(model):
+    result = diffusion_generate(model, 8, 24, 8, policy="critic", seed=0, record_trajectory=True)
+    revisited = sum(int((s.remasked & ~s.masked).sum()) for s in result.trajectory)
+    assert revisited > 0
+
+
+def test_same_seed_same_output_other_seed_differs(model):
+    a = diffusion_generate(model, 4, 16, 4, policy="critic", seed=7, randomness_strength=0.3)
+    b = diffusion_generate(model, 4, 16, 4, policy="critic", seed=7, randomness_strength=0.3)
+    c = diffusion_generate(model, 4, 16, 4, policy="critic", seed=8, randomness_strength=0.3)
+    assert torch.equal(a.tokens, b.tokens)
+    assert not torch.equal(a.tokens, c.tokens)
+
+
+def test_steps_for_nfe_matches_nfe_for():
+    assert steps_for_nfe("confidence", 32) == 32
+    assert steps_for_nfe("critic", 32) == 16 and nfe_for("critic", 16) == 31
+    assert steps_for_nfe("critic_confidence", 64) == 32
+    for policy in POLICIES:
+        for budget in (1, 2, 16, 17, 64):
+            steps = steps_for_nfe(policy, budget)
+            assert nfe_for(policy, steps) <= budget < nfe_for(policy, steps + 1)
+
+
+def test_top_p_keeps_smallest_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    probs = tempered_probs(logits, 1.0, 0.7)
+    torch.testing.assert_close(probs, torch.tensor([[0.625, 0.375, 0.0, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(tempered_probs(logits, 1.0, 1.0).sum(-1), torch.ones(1, dtype=torch.float64))
+
+
+def test_bad_arguments_are_refused(model):
+    with pytest.raises(ValueError, match="unknown policy 'best'; valid policies: random, confidence"):
+        diffusion_generate(model, 1, 8, 2, policy="best")
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        diffusion_generate(model, 1, 8, 0)
+    with pytest.raises(ValueError, match="block_size 24"):
+        diffusion_generate(model, 1, 25, 2)
+    with pytest.raises(ValueError, match="longer than --length 3"):
+        prefix_prompt([1, 2, 3, 4], 1, 3, MASK)

@@ -123,3 +123,21 @@ def test_console_script_entry_point(ckpt):
                              "--policy", "nope"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "unknown policy 'nope'" in result.stderr
+
+
+def test_prompt_filling_the_whole_length_is_returned_unchanged(ckpt, capsys):
+    prompt = "romeo, romeo, wherefore art thou"[:20]
+    code, out, err = run(["sample", "--checkpoint", str(ckpt / "multitask"), "--steps", "3", "--length", "20",
+                          "--prompt", prompt, "--num-samples", "2"], capsys)
+    assert code == 0, err
+    assert [json.loads(line)["text"] for line in out.splitlines()] == [prompt, prompt]
+
+
+def test_score_only_newlines_and_very_long_text(ckpt, capsys):
+    code, out, err = run(["score", "--checkpoint", str(ckpt / "multitask"), "--text", "\n\n\n", "--json"], capsys)
+    assert code == 0, err
+    assert len(json.loads(out)["error_prob"]) == 3
+    long_text = "to be or not to be, that is the question.\n" * 2500  # 105,000 characters
+    code, out, err = run(["score", "--checkpoint", str(ckpt / "multitask"), "--text", long_text, "--json"], capsys)
+    assert code == 0, err
+    assert len(json.loads(out)["error_prob"]) == len(long_text)

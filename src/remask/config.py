@@ -102,12 +102,78 @@ class JudgeSection(_Section):
     train: OptimSection = OptimSection()
 
 
+PolicyName = Literal["random", "confidence", "confidence_all", "critic", "critic_confidence"]
+
+
+class EvaluateCriticSection(_Section):
+    """The critic as an error detector on the test split."""
+
+    seed: int = Field(0, ge=0)
+    num_windows: int = Field(256, ge=2)
+    mask_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], min_length=1)
+    temperature: float = Field(1.0, gt=0)
+    rollout_policies: list[PolicyName] = Field(default_factory=lambda: ["confidence", "critic"], min_length=1)
+    rollout_windows: int = Field(64, ge=2)
+    rollout_mask_ratio: float = Field(0.5, gt=0, le=1)
+    rollout_steps: int = Field(16, ge=2)
+    reliability_bins: int = Field(10, ge=2, le=100)
+
+    @model_validator(mode="after")
+    def _ratios(self) -> "EvaluateCriticSection":
+        bad = [r for r in self.mask_ratios if not 0 < r < 1]
+        if bad:
+            raise ValueError(f"mask_ratios must lie strictly between 0 and 1, got {bad}")
+        return self
+
+
+class SampleSection(_Section):
+    """Which samples to draw: every policy at every NFE budget, and a temperature sweep."""
+
+    policies: list[PolicyName] = Field(
+        default_factory=lambda: ["random", "confidence", "confidence_all", "critic", "critic_confidence"], min_length=1
+    )
+    nfe_budgets: list[int] = Field(default_factory=lambda: [16, 32, 64, 128], min_length=1)
+    temperatures: list[float] = Field(default_factory=lambda: [0.8, 1.0, 1.4, 2.0, 3.0], min_length=1)
+    sweep_nfe: list[int] = Field(default_factory=lambda: [32, 64])
+    sweep_policies: list[PolicyName] = Field(
+        default_factory=lambda: ["confidence", "confidence_all", "critic", "critic_confidence"]
+    )
+    num_samples: int = Field(128, ge=2)
+    length: int = Field(128, ge=8)
+    schedule: Literal["linear", "cosine"] = "linear"
+    top_p: float = Field(1.0, gt=0, le=1)
+    randomness_strength: float = Field(0.0, ge=0, le=1)
+    seed: int = Field(0, ge=0)
+    batch_size: int = Field(128, ge=1)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+    @model_validator(mode="after")
+    def _budgets(self) -> "SampleSection":
+        for budget in self.nfe_budgets + self.sweep_nfe:
+            if budget < 2:
+                raise ValueError(f"every NFE budget must be >= 2, got {budget}")
+        missing = sorted(set(self.sweep_policies) - set(self.policies))
+        if missing:
+            raise ValueError(f"sweep_policies {missing} are not in policies")
+        return self
+
+
+class EvaluateSamplesSection(_Section):
+    bootstrap_resamples: int = Field(1000, ge=100)
+    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    seed: int = Field(0, ge=0)
+    entropy_tolerance: float = Field(0.02, gt=0, lt=1)
+
+
 class Params(_Section):
     data: DataSection = DataSection()
     model: ModelSection = ModelSection()
     train: TrainSection = TrainSection()
     critic: CriticSection = CriticSection()
     judge: JudgeSection = JudgeSection()
+    evaluate_critic: EvaluateCriticSection = EvaluateCriticSection()
+    sample: SampleSection = SampleSection()
+    evaluate_samples: EvaluateSamplesSection = EvaluateSamplesSection()
 
 
 _TYPE_WORDS = {
@@ -117,6 +183,7 @@ _TYPE_WORDS = {
     "string_type": "a string",
     "model_type": "a mapping of keys",
     "dict_type": "a mapping of keys",
+    "list_type": "a list",
 }
 
 

@@ -252,7 +252,11 @@ class CharTokenizer:
             return text, 0
         return "".join(replacement if c in missing else c for c in text), sum(text.count(c) for c in missing)
 
-    def decode(self, ids: Iterable[int], mask: str = "_") -> str:
+    def decode(self, ids: Iterable[int], mask: str | None = None) -> str:
+        """Text of ``ids``; a ``[MASK]`` is shown as ``mask``, and is an error when none is given."""
+        ids = list(ids)
+        if mask is None and self.mask_id in ids:
+            raise DataError(f"cannot decode [MASK] at position {ids.index(self.mask_id)} as text")
         return "".join(mask if i == self.mask_id else self.chars[i] for i in ids)
 
     def to_dict(self) -> dict:

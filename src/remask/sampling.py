@@ -32,6 +32,7 @@ from remask.schedules import masked_counts
 class TrajectoryStep:
     masked: torch.Tensor  # (N, L) bool, masked before this step's fill
     tokens: torch.Tensor  # (N, L) after the fill
+    p_at_fill: torch.Tensor  # (N, L) probability each token had when it was filled (1 for protected)
     scores: torch.Tensor | None  # (N, L) policy scores (nan where not a candidate); None on the last step
     remasked: torch.Tensor  # (N, L) bool, masked again at the end of the step
 
@@ -82,10 +83,15 @@ def tempered_probs(logits: torch.Tensor, temperature: float, top_p: float) -> to
     return probs
 
 
-def _sample(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    uniform = torch.rand(probs.shape[:-1], generator=generator, dtype=torch.float64).to(probs.device)
-    cdf = probs.cumsum(-1)
+def inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Draw one token per row of ``probs`` from given uniforms in [0, 1); exact in float64."""
+    cdf = probs.double().cumsum(-1)
     return (cdf < uniform.unsqueeze(-1) * cdf[..., -1:]).sum(-1).clamp_(max=probs.size(-1) - 1)
+
+
+def sample_tokens(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    uniform = torch.rand(probs.shape[:-1], generator=generator, dtype=torch.float64).to(probs.device)
+    return inverse_cdf(probs, uniform)
 
 
 @torch.no_grad()
@@ -173,7 +179,7 @@ def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperatur
     for i in range(steps):
         masked = tokens == mask_id
         probs = tempered_probs(forward(tokens, "lm"), temperature, top_p)
-        tokens = torch.where(masked, _sample(probs, generator).to(device), tokens)
+        tokens = torch.where(masked, sample_tokens(probs, generator).to(device), tokens)
         p_current = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         p_at_fill = torch.where(masked, p_current, p_at_fill)
         filled, last = tokens, i == steps - 1
@@ -190,7 +196,8 @@ def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperatur
             remask = _top_k_per_row(scores, counts[:, i])
             tokens = tokens.masked_fill(remask, mask_id)
         if record:
-            log.append(TrajectoryStep(masked.cpu(), filled.cpu(), None if scores is None else scores.float().cpu(), remask.cpu()))
+            log.append(TrajectoryStep(masked.cpu(), filled.cpu(), p_at_fill.float().cpu(),
+                                      None if scores is None else scores.float().cpu(), remask.cpu()))
         bar.update(1)
     return tokens, passes, log
 
@@ -205,6 +212,37 @@ def _top_k_per_row(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 def _cat_steps(parts: list[TrajectoryStep]) -> TrajectoryStep:
     scores = None if parts[0].scores is None else torch.cat([p.scores for p in parts])
     return TrajectoryStep(
-        torch.cat([p.masked for p in parts]), torch.cat([p.tokens for p in parts]), scores,
-        torch.cat([p.remasked for p in parts]),
+        torch.cat([p.masked for p in parts]), torch.cat([p.tokens for p in parts]),
+        torch.cat([p.p_at_fill for p in parts]), scores, torch.cat([p.remasked for p in parts]),
     )
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One cell of the compute-matched grid."""
+
+    policy: str
+    nfe_budget: int
+    steps: int
+    temperature: float
+
+    @property
+    def nfe(self) -> int:
+        return nfe_for(self.policy, self.steps)
+
+    @property
+    def key(self) -> str:
+        return f"{self.policy}/nfe{self.nfe_budget}/t{self.temperature:g}"
+
+
+def compute_matched_grid(
+    policy: str, nfe_budgets: Sequence[int], sweep_nfe: Sequence[int], temperatures: Sequence[float], sweep: bool
+) -> list[Setting]:
+    """Every NFE budget at temperature 1, plus (for swept policies) every temperature at ``sweep_nfe``.
+
+    Steps are chosen per policy so that its NFE fits the budget (:func:`steps_for_nfe`).
+    """
+    cells = {(budget, 1.0) for budget in nfe_budgets}
+    if sweep:
+        cells |= {(budget, float(t)) for budget in sweep_nfe for t in temperatures}
+    return [Setting(policy, budget, steps_for_nfe(policy, budget), t) for budget, t in sorted(cells)]

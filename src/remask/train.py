@@ -42,6 +42,7 @@ from remask.config import CriticSection, OptimSection, TrainSection
 from remask.data import CharTokenizer, fixed_windows, load_meta, load_split, sample_windows
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.runtime import World, autocast, barrier, close_world, init_world
+from remask.sampling import inverse_cdf, tempered_probs
 from remask.schedules import elbo_weight, masked_fraction
 
 Objective = Literal["diffusion", "autoregressive"]
@@ -79,8 +80,19 @@ class RunSpec:
             "diffusion": self.diffusion.model_dump(exclude={"resume", "device", "compile"}) if self.diffusion else None,
             "critic": self.critic.model_dump() if self.critic else None,
             "data": data_meta.get("bin_sha256"),
+            "code": _code_digest(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _code_digest() -> str:
+    """Hash of the modules that decide what a training step computes: edited code never resumes."""
+    import remask
+
+    digest = hashlib.sha256()
+    for name in ("model.py", "train.py", "schedules.py", "sampling.py", "data.py"):
+        digest.update((Path(remask.__file__).parent / name).read_bytes())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,11 +120,9 @@ def draw_noise(batch: int, length: int, schedule: str, eps: float, generator: to
 
 
 def sample_from_logits(logits: torch.Tensor, uniform: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Inverse-CDF sample in float64 (low precision distorts the tail) driven by given uniforms."""
-    probs = torch.softmax(logits.double() / temperature, dim=-1)
-    cdf = probs.cumsum(-1)
-    index = (cdf < uniform.unsqueeze(-1) * cdf[..., -1:]).sum(-1)
-    return index.clamp_(max=logits.size(-1) - 1)
+    """Sample in float64 (low precision distorts the tail), driven by pre-drawn uniforms so that
+    every DDP rank can take its slice of the global batch's noise."""
+    return inverse_cdf(tempered_probs(logits, temperature, 1.0), uniform)
 
 
 def critic_batch(clean: torch.Tensor, masked: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,7 +345,10 @@ def _train(
     state_path = spec.out_dir / checkpoint.TRAIN_STATE
     if cfg.resume and state_path.is_file():
         state = checkpoint.load_train_state(state_path)
-        if state.get("fingerprint") == fingerprint:
+        if state.get("fingerprint") == fingerprint and int(state["step"]) >= cfg.max_steps:
+            if world.is_main:
+                print(f"[{spec.variant}] {state_path} is a finished run; training afresh")
+        elif state.get("fingerprint") == fingerprint:
             checkpoint.check_state_dict(model, state["model"], state_path)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -367,6 +380,8 @@ def _train(
     val_windows = fixed_windows(val_data, cfg.eval_batches * cfg.batch_size, block)
     live = None
     if world.is_main:
+        for stale in spec.out_dir.glob(".*.tmp"):  # left by a process killed while writing
+            stale.unlink()
         if resumed_from is None:
             _clear_live_dir(spec.live_dir)
         else:
@@ -431,7 +446,7 @@ def _train(
         if not torch.isfinite(loss).all():
             bar.close()
             raise TrainingError(
-                f"[{spec.variant}] loss is {float(loss)} at step {step}; stopping. "
+                f"[{spec.variant}] loss is {float(loss.detach())} at step {step}; stopping. "
                 f"The last good checkpoint in {spec.out_dir} is kept."
             )
         optimizer.zero_grad(set_to_none=True)
@@ -476,7 +491,16 @@ def _clear_live_dir(live_dir: Path) -> None:
 
 
 def _truncate_live_dir(live_dir: Path, step: int) -> None:
-    """Drop logged rows past ``step``: they were logged after the checkpoint we resume from."""
+    """Drop logged rows past ``step``: they were logged after the checkpoint we resume from.
+
+    A summary cut short by a kill is removed; DVCLive writes a new one at the next evaluation.
+    """
+    summary = live_dir / "metrics.json"
+    if summary.is_file():
+        try:
+            json.loads(summary.read_text())
+        except json.JSONDecodeError:
+            summary.unlink()
     for tsv in live_dir.glob("plots/metrics/**/*.tsv"):
         lines = tsv.read_text().splitlines()
         if not lines:

@@ -1,0 +1,89 @@
+"""DVC stage ``evaluate_critic``: the critic as an error detector on the test split.
+
+Writes ``results/evaluate_critic/metrics.json`` (AUROC, average precision and calibration error
+of every score, on one-step fills per mask ratio and on real sampler states per rollout policy)
+and plot data under ``results/evaluate_critic/plots/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline._common import run_stage
+from remask.atomic import write_json, write_text
+from remask.checkpoint import load_model
+from remask.config import Params
+from remask.data import fixed_windows, load_meta, load_split
+from remask.detection import PROBABILITY_SCORES, curves, one_step_scores, rollout_scores, summarise
+from remask.runtime import resolve_device
+
+DATA_DIR = Path("data/prepared")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        raise ValueError(f"{path}: no rows to write")
+    header = list(rows[0])
+    lines = [",".join(header)] + [",".join(str(r[h]) for h in header) for r in rows]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def main(params: Params, args: argparse.Namespace) -> None:
+    cfg = params.evaluate_critic
+    out = Path(args.out_dir)
+    model, tok, _ = load_model(Path(args.models_dir) / "multitask", resolve_device(params.sample.device))
+    meta = load_meta(DATA_DIR)
+    test = load_split(DATA_DIR, "test", meta)
+    block = model.config.block_size
+    windows = fixed_windows(test, cfg.num_windows, block)
+
+    metrics: dict = {"one_step": {}, "rollout": {}}
+    pooled: dict[str, list[np.ndarray]] = {}
+    by_ratio = []
+    for i, ratio in enumerate(tqdm(cfg.mask_ratios, desc="one-step fills", unit="ratio")):
+        scores = one_step_scores(model, windows, ratio, cfg.temperature, seed=cfg.seed + i)
+        summary = summarise(scores, cfg.reliability_bins)
+        metrics["one_step"][f"ratio_{ratio:g}"] = summary
+        by_ratio.append({"mask_ratio": ratio, **{name: round(summary[name]["auroc"], 5) for name in PROBABILITY_SCORES}})
+        for name, values in scores.items():
+            pooled.setdefault(name, []).append(values)
+    one_step = {k: np.concatenate(v) for k, v in pooled.items()}
+    metrics["one_step"]["pooled"] = summarise(one_step, cfg.reliability_bins)
+
+    rollout_windows = windows[: cfg.rollout_windows]
+    rollouts = {}
+    for policy in tqdm(cfg.rollout_policies, desc="sampler states", unit="policy"):
+        scores = rollout_scores(model, rollout_windows, policy, cfg.rollout_mask_ratio, cfg.rollout_steps,
+                                cfg.temperature, seed=cfg.seed)
+        rollouts[policy] = scores
+        metrics["rollout"][f"{policy}_policy"] = summarise(scores, cfg.reliability_bins)
+        per_step = []
+        for step in np.unique(scores["step"]):
+            at = scores["step"] == step
+            part = summarise({k: v[at] for k, v in scores.items() if k != "step"}, cfg.reliability_bins)
+            per_step.append({"step": int(step), **{n: round(part[n]["auroc"], 5) for n in part}})
+        write_csv(out / "plots" / f"rollout_auroc_by_step_{policy}.csv", per_step)
+
+    write_csv(out / "plots" / "auroc_vs_mask_ratio.csv", by_ratio)
+    for kind, scores in [("one_step", one_step)] + [(f"rollout_{p}", s) for p, s in rollouts.items()]:
+        roc, reliability = curves({k: v for k, v in scores.items() if k != "step"}, cfg.reliability_bins)
+        for name, points in roc.items():  # one file per curve: DVC plots draw one line per file
+            write_csv(out / "plots" / "roc" / kind / f"{name}.csv", points)
+        for name, rows in reliability.items():
+            write_csv(out / "plots" / "reliability" / kind / f"{name}.csv", rows)
+    write_json(out / "metrics.json", metrics)
+    headline = {p: {n: round(v["auroc"], 4) for n, v in m.items()} for p, m in metrics["rollout"].items()}
+    print(json.dumps({"one_step_pooled_auroc": {n: round(v["auroc"], 4) for n, v in metrics["one_step"]["pooled"].items()},
+                      "rollout_auroc": headline}, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate_critic")
+    parser.add_argument("--models-dir", default="models")
+    parser.add_argument("--out-dir", default="results/evaluate_critic")
+    run_stage("evaluate_critic", main, parser)

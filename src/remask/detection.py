@@ -1,0 +1,108 @@
+"""The critic as an error detector, against scores that need no training.
+
+Two kinds of input:
+
+- **one-step fills**: a share ``r`` of each test window is masked and filled by one sample from
+  the generator; an error is a filled token that differs from the test text;
+- **sampler states**: ``diffusion_generate`` infills a share of each test window (the rest is
+  protected, so the truth is known); after the fill of every step but the last, each
+  non-protected token is labelled an error where it differs from the test text. Here the
+  heuristic's score for a token committed in an earlier step is the confidence it had when it
+  was filled (stale), which is where a critic can know better.
+
+Scores (higher: more likely an error): ``critic`` = sigmoid(critic logit); ``confidence`` =
+1 - p(sampled token); ``entropy`` of the predictive distribution (nats); ``margin`` = 1 - (p1 - p2),
+the top-2 margin. Only the first two are probabilities, so only they get a calibration error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from remask.metrics import detection_metrics, reliability_table, roc_points
+from remask.model import DiffusionTransformer
+from remask.runtime import autocast
+from remask.sampling import diffusion_generate, sample_tokens, tempered_probs
+
+PROBABILITY_SCORES = {"critic": True, "confidence": True, "entropy": False, "margin": False}
+
+
+@torch.no_grad()
+def one_step_scores(
+    model: DiffusionTransformer, windows: torch.Tensor, ratio: float, temperature: float, seed: int,
+    batch_size: int = 64,
+) -> dict[str, np.ndarray]:
+    """Labels and every score for the filled positions of one-step fills at mask ratio ``ratio``."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    n_mask = max(1, round(ratio * windows.size(1)))
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("label", *PROBABILITY_SCORES)}
+    for start in range(0, len(windows), batch_size):
+        clean = windows[start : start + batch_size]
+        order = torch.rand(clean.shape, generator=generator).argsort(dim=1)
+        masked = torch.zeros_like(clean, dtype=torch.bool).scatter_(1, order[:, :n_mask], True)
+        clean, masked = clean.to(device), masked.to(device)
+        with autocast(device):
+            logits = model(clean.masked_fill(masked, model.config.mask_id)).float()
+        probs = tempered_probs(logits, temperature, 1.0)
+        filled = torch.where(masked, sample_tokens(probs, generator).to(device), clean)
+        with autocast(device):
+            critic = torch.sigmoid(model(filled, head="critic").float().double())
+        top2 = probs.topk(2, dim=-1).values
+        scores = {
+            "label": (filled != clean).double(),
+            "critic": critic,
+            "confidence": 1.0 - probs.gather(-1, filled.unsqueeze(-1)).squeeze(-1),
+            "entropy": -(probs * probs.clamp_min(1e-300).log()).sum(-1),
+            "margin": 1.0 - (top2[..., 0] - top2[..., 1]),
+        }
+        for name, value in scores.items():
+            parts[name].append(value[masked].cpu().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def rollout_scores(
+    model: DiffusionTransformer, windows: torch.Tensor, policy: str, ratio: float, steps: int, temperature: float,
+    seed: int, batch_size: int = 64,
+) -> dict[str, np.ndarray]:
+    """Labels, critic and stale-confidence scores on the intermediate states of real infilling runs."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    protected = torch.rand(windows.shape, generator=generator) >= ratio
+    result = diffusion_generate(
+        model, len(windows), windows.size(1), steps, policy=policy, fixed=windows, protected=protected,
+        temperature=temperature, seed=seed, record_trajectory=True, batch_size=batch_size,
+    )
+    parts: dict[str, list[np.ndarray]] = {"label": [], "critic": [], "confidence": [], "step": []}
+    free = ~protected
+    for i, state in enumerate(result.trajectory[:-1]):  # the states re-masking decisions are made on
+        for start in range(0, len(windows), batch_size):
+            rows = slice(start, start + batch_size)
+            with autocast(device):
+                critic = torch.sigmoid(model(state.tokens[rows].to(device), head="critic").float()).cpu()
+            keep = free[rows]
+            parts["label"].append((state.tokens[rows] != windows[rows])[keep].double().numpy())
+            parts["critic"].append(critic[keep].double().numpy())
+            parts["confidence"].append((1.0 - state.p_at_fill[rows].double())[keep].numpy())
+            parts["step"].append(np.full(int(keep.sum()), i))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def summarise(scores: dict[str, np.ndarray], bins: int) -> dict[str, dict]:
+    """Detection metrics of every score present in ``scores``."""
+    return {
+        name: detection_metrics(scores[name], scores["label"], PROBABILITY_SCORES[name], bins)
+        for name in PROBABILITY_SCORES
+        if name in scores
+    }
+
+
+def curves(scores: dict[str, np.ndarray], bins: int) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    """ROC points of every score and reliability rows of the probability scores."""
+    names = [n for n in PROBABILITY_SCORES if n in scores]
+    labels = scores["label"]
+    roc = {n: roc_points(scores[n], labels) for n in names} if 0 < labels.sum() < labels.size else {}
+    reliability = {n: reliability_table(scores[n], labels, bins) for n in names if PROBABILITY_SCORES[n]}
+    return roc, reliability

@@ -1,0 +1,181 @@
+"""Metrics: error detection (AUROC, AP, ECE) and sample quality, with bootstrap intervals.
+
+Sample-quality metrics are computed per *setting* (a list of texts) and pooled where a
+per-text value would be biased on short texts (entropy, distinct-n, word validity). Every
+metric comes with a percentile bootstrap interval over texts (``scipy.stats.bootstrap``).
+
+- ``char_entropy``: unigram entropy of the pooled characters, in bits;
+- ``word_validity``: share of words (see :func:`remask.data.words`) found in the train vocabulary;
+- ``distinct_2`` / ``distinct_3``: distinct word n-grams over all word n-grams, pooled;
+- ``rep_4``: seq-rep-4 (Welleck et al., 2020) on characters: per text, the share of character
+  4-grams that repeat an earlier one of the same text; averaged over texts;
+- ``judge_nll``: the causal judge's negative log-likelihood, bits per character, averaged over texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy.stats import bootstrap
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from remask.data import words
+
+
+# ---------------------------------------------------------------------------------------------
+# Error detection
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """ECE with equal-width bins: sum over bins of (share of items) * |observed rate - mean prob|."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    if probs.size == 0:
+        return float("nan")
+    which = np.minimum((probs * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.mean() * abs(labels[inside].mean() - probs[inside].mean())
+    return float(total)
+
+
+def reliability_table(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> list[dict]:
+    """Per bin: mean predicted probability, observed error rate, count (empty bins left out)."""
+    which = np.minimum((np.asarray(probs) * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            rows.append({"bin": b, "predicted": float(np.mean(probs[inside])), "observed": float(np.mean(labels[inside])),
+                         "count": int(inside.sum())})
+    return rows
+
+
+def detection_metrics(scores: np.ndarray, labels: np.ndarray, is_probability: bool, bins: int = 10) -> dict:
+    """AUROC and average precision of ``scores`` (higher: more likely an error); ECE if a probability."""
+    labels = np.asarray(labels).astype(int)
+    out = {"n": int(labels.size), "error_rate": float(labels.mean()) if labels.size else float("nan")}
+    if 0 < labels.sum() < labels.size:
+        out["auroc"] = float(roc_auc_score(labels, scores))
+        out["average_precision"] = float(average_precision_score(labels, scores))
+    else:
+        out["auroc"] = out["average_precision"] = float("nan")
+    if is_probability:
+        out["ece"] = expected_calibration_error(scores, labels, bins)
+    return out
+
+
+def roc_points(scores: np.ndarray, labels: np.ndarray, max_points: int = 200) -> list[dict]:
+    """A thinned ROC curve (fpr, tpr) for plotting."""
+    fpr, tpr, _ = roc_curve(np.asarray(labels).astype(int), scores)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, num=min(max_points, len(fpr))).astype(int))
+    return [{"fpr": round(float(fpr[i]), 5), "tpr": round(float(tpr[i]), 5)} for i in keep]
+
+
+# ---------------------------------------------------------------------------------------------
+# Text metrics on a single text
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    if total == 0:
+        return float("nan")
+    p = counts[counts > 0] / total
+    return float(-(p * np.log2(p)).sum())
+
+
+def char_entropy(texts: Sequence[str]) -> float:
+    from collections import Counter
+
+    return entropy_bits(np.array(list(Counter("".join(texts)).values())))
+
+
+def word_validity(texts: Sequence[str], vocabulary: set[str]) -> float:
+    tokens = [w for t in texts for w in words(t)]
+    return sum(w in vocabulary for w in tokens) / len(tokens) if tokens else float("nan")
+
+
+def word_ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    tokens = words(text)
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    grams = [g for t in texts for g in word_ngrams(t, n)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+def rep_4(text: str) -> float:
+    """Share of character 4-grams that repeat an earlier 4-gram of the same text."""
+    grams = [text[i : i + 4] for i in range(len(text) - 3)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# A setting's metrics with bootstrap intervals
+
+
+def bootstrap_ci(
+    n_items: int, statistic: Callable[[np.ndarray], float], resamples: int, level: float, seed: int
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(indices)`` over resampled item indices."""
+    if n_items < 2:
+        return (float("nan"), float("nan"))
+    result = bootstrap(
+        (np.arange(n_items),), lambda idx: statistic(idx.astype(int)), vectorized=False, paired=False,
+        n_resamples=resamples, confidence_level=level, method="percentile", rng=np.random.default_rng(seed),
+    )
+    return (float(result.confidence_interval.low), float(result.confidence_interval.high))
+
+
+def text_metrics(
+    texts: Sequence[str],
+    vocabulary: set[str],
+    judge_nll: Sequence[float] | None,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float | list[float]]:
+    """All sample-quality metrics of one setting, each with ``<name>_ci = [low, high]``."""
+    from collections import Counter
+
+    alphabet = sorted(set("".join(texts)))
+    index = {c: i for i, c in enumerate(alphabet)}
+    counts = np.zeros((len(texts), max(len(alphabet), 1)))
+    for row, text in enumerate(texts):
+        for char, n in Counter(text).items():
+            counts[row, index[char]] = n
+    valid = np.array([sum(w in vocabulary for w in words(t)) for t in texts], dtype=np.float64)
+    total_words = np.array([len(words(t)) for t in texts], dtype=np.float64)
+    gram_ids: dict[int, list[np.ndarray]] = {}
+    for n in (2, 3):
+        table: dict[tuple[str, ...], int] = {}
+        gram_ids[n] = [np.array([table.setdefault(g, len(table)) for g in word_ngrams(t, n)], dtype=np.int64) for t in texts]
+    reps = np.array([rep_4(t) for t in texts])
+
+    def distinct(n: int) -> Callable[[np.ndarray], float]:
+        def stat(idx: np.ndarray) -> float:
+            joined = np.concatenate([gram_ids[n][i] for i in idx]) if len(idx) else np.array([])
+            return np.unique(joined).size / joined.size if joined.size else float("nan")
+
+        return stat
+
+    statistics: dict[str, Callable[[np.ndarray], float]] = {
+        "char_entropy": lambda idx: entropy_bits(counts[idx].sum(0)),
+        "word_validity": lambda idx: valid[idx].sum() / max(total_words[idx].sum(), 1.0),
+        "distinct_2": distinct(2),
+        "distinct_3": distinct(3),
+        "rep_4": lambda idx: float(np.nanmean(reps[idx])),
+    }
+    if judge_nll is not None:
+        nll = np.asarray(judge_nll, dtype=np.float64)
+        statistics["judge_nll"] = lambda idx: float(nll[idx].mean())
+    everything = np.arange(len(texts))
+    out: dict[str, float | list[float]] = {"n_texts": len(texts)}
+    for offset, (name, stat) in enumerate(statistics.items()):
+        out[name] = float(stat(everything))
+        out[f"{name}_ci"] = list(bootstrap_ci(len(texts), stat, resamples, level, seed + offset))
+    return out

@@ -1,0 +1,98 @@
+import math
+
+import numpy as np
+import pytest
+
+from remask.metrics import (
+    char_entropy,
+    detection_metrics,
+    distinct_n,
+    expected_calibration_error,
+    rep_4,
+    text_metrics,
+    word_validity,
+)
+from remask.report import compare, matched_entropy, verdict
+from remask.sampling import compute_matched_grid, nfe_for
+
+
+def test_word_validity_on_hand_made_text():
+    vocab = {"to", "be", "or", "not", "o'er"}
+    assert word_validity(["To be, or NOT to bee!"], vocab) == pytest.approx(5 / 6)
+    assert word_validity(["O'er the hills"], vocab) == pytest.approx(1 / 3)
+    assert math.isnan(word_validity(["123 ..."], vocab))
+
+
+def test_char_entropy():
+    assert char_entropy(["abab"]) == pytest.approx(1.0)
+    assert char_entropy(["aaaa"]) == pytest.approx(0.0)
+    assert char_entropy(["ab", "cd"]) == pytest.approx(2.0)  # pooled over texts
+
+
+def test_repeated_4grams():
+    assert rep_4("abcdefgh") == 0.0
+    assert rep_4("abcabcabc") == pytest.approx(1 - 3 / 6)  # abca bcab cabc then repeats
+    assert rep_4("you you your you") > rep_4("the quick brown fox")
+
+
+def test_distinct_n():
+    assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert distinct_n(["a b c", "a b d"], 2) == pytest.approx(3 / 4)
+
+
+def test_ece_perfect_and_overconfident():
+    probs = np.array([0.2] * 5 + [0.8] * 5)
+    labels = np.array([1, 0, 0, 0, 0, 1, 1, 1, 1, 0])
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.0)
+    assert expected_calibration_error(np.full(4, 0.9), np.array([1, 0, 0, 0])) == pytest.approx(0.65)
+
+
+def test_detection_metrics():
+    out = detection_metrics(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]), is_probability=True)
+    assert out["auroc"] == pytest.approx(0.75)
+    assert 0 < out["average_precision"] <= 1 and "ece" in out
+    assert "ece" not in detection_metrics(np.array([1.0, 2.0]), np.array([0, 1]), is_probability=False)
+    assert math.isnan(detection_metrics(np.array([0.1, 0.2]), np.array([0, 0]), True)["auroc"])
+
+
+def test_text_metrics_intervals_contain_the_estimate():
+    texts = ["the king is dead", "long live the king", "to be or not to be", "what light", "all the world"] * 4
+    out = text_metrics(texts, {"the", "king", "to", "be"}, judge_nll=[2.0 + 0.1 * i for i in range(20)],
+                       resamples=200, seed=1)
+    for name in ("char_entropy", "word_validity", "distinct_2", "distinct_3", "rep_4", "judge_nll"):
+        lo, hi = out[f"{name}_ci"]
+        assert lo <= out[name] + 1e-9 and out[name] <= hi + 1e-9, name
+    assert out["judge_nll"] == pytest.approx(2.95)
+    assert text_metrics(texts, set(), None, resamples=200, seed=1) == text_metrics(texts, set(), None, resamples=200, seed=1)
+
+
+def test_compute_matched_grid_assigns_steps_per_policy():
+    grid = compute_matched_grid("critic", [16, 32], [32], [1.0, 2.0], sweep=True)
+    assert [(s.nfe_budget, s.steps, s.temperature, s.nfe) for s in grid] == [
+        (16, 8, 1.0, 15), (32, 16, 1.0, 31), (32, 16, 2.0, 31)]
+    grid = compute_matched_grid("confidence", [16, 32], [32], [1.0, 2.0], sweep=False)
+    assert [(s.nfe_budget, s.steps, s.nfe) for s in grid] == [(16, 16, 16), (32, 32, 32)]
+    for policy in ("random", "confidence_all", "critic_confidence"):
+        for s in compute_matched_grid(policy, [16, 64], [], [1.0], sweep=False):
+            assert s.nfe <= s.nfe_budget and nfe_for(policy, s.steps + 1) > s.nfe_budget
+
+
+def row(nll, nll_ci, valid, valid_ci, entropy=4.0):
+    return {"judge_nll": nll, "judge_nll_ci": nll_ci, "word_validity": valid, "word_validity_ci": valid_ci,
+            "char_entropy": entropy}
+
+
+def test_compare_and_verdict():
+    good = row(2.0, [1.9, 2.1], 0.8, [0.75, 0.85])
+    bad = row(2.5, [2.4, 2.6], 0.6, [0.55, 0.65])
+    close = row(2.05, [1.95, 2.15], 0.6, [0.55, 0.65])
+    assert compare(good, bad, "judge_nll") == 1 and compare(bad, good, "judge_nll") == -1
+    assert compare(good, close, "judge_nll") == 0
+    assert verdict(good, bad).startswith("wins")
+    assert verdict(bad, good).startswith("loses")
+    assert verdict(close, good) == "no clear winner (judge NLL not significantly different, word validity worse)"
+
+
+def test_matched_entropy_picks_closest():
+    rows = [row(2, [1, 3], 0.5, [0.4, 0.6], entropy=e) for e in (3.5, 4.6, 5.2)]
+    assert matched_entropy(rows, 4.8)["char_entropy"] == 4.6

@@ -32,6 +32,7 @@ lab: $(VENV)/.installed-base
 
 bench: $(VENV)/.installed-base
 	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/sample.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -71,11 +71,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
     write_csv(out / "plots" / "auroc_vs_mask_ratio.csv", by_ratio)
     for kind, scores in [("one_step", one_step)] + [(f"rollout_{p}", s) for p, s in rollouts.items()]:
-        roc, reliability = curves({k: v for k, v in scores.items() if k != "step"}, cfg.reliability_bins)
-        for name, points in roc.items():  # one file per curve: DVC plots draw one line per file
-            write_csv(out / "plots" / "roc" / kind / f"{name}.csv", points)
-        for name, rows in reliability.items():
-            write_csv(out / "plots" / "reliability" / kind / f"{name}.csv", rows)
+        plots = curves({k: v for k, v in scores.items() if k != "step"}, cfg.reliability_bins)
+        for plot, per_score in plots.items():  # one file per curve: DVC plots draw one line per file
+            for name, rows in per_score.items():
+                write_csv(out / "plots" / plot / kind / f"{name}.csv", rows)
     write_json(out / "metrics.json", metrics)
     headline = {p: {n: round(v["auroc"], 4) for n, v in m.items()} for p, m in metrics["rollout"].items()}
     print(json.dumps({"one_step_pooled_auroc": {n: round(v["auroc"], 4) for n, v in metrics["one_step"]["pooled"].items()},

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
@@ -25,6 +26,13 @@ TINY = {
                "sweep_policies": ["confidence", "critic"], "num_samples": 6, "length": 16, "batch_size": 4,
                "device": "cpu"},
     "evaluate_samples": {"bootstrap_resamples": 100},
+    "notebooks": {"num_examples": 2, "steps": 4, "nfe": 8, "passage_length": 40, "cell_timeout": 300},
+}
+NOTEBOOKS = {
+    "01_masked_diffusion_and_the_heuristic": {"schedule", "trajectory_confidence", "confidence_of_errors"},
+    "02_training_the_critic": {"generator_loss", "critic_training"},
+    "03_critic_as_error_detector": {"roc_and_pr", "reliability_and_mask_ratio", "one_step_vs_rollouts"},
+    "04_policy_comparison": {"quality_vs_nfe", "frontier", "trajectories"},
 }
 
 
@@ -92,3 +100,41 @@ def test_second_repro_changes_nothing(pipeline_run):
     status = dvc(pipeline_run, "status")
     assert status.returncode == 0
     assert "up to date" in status.stdout, status.stdout
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_notebooks_are_executed_with_their_figures(pipeline_run, name):
+    """papermill ran every notebook to the end on the tiny artifacts, with params.yaml's values."""
+    executed = nbformat.read(pipeline_run / "reports" / f"{name}.ipynb", as_version=4)
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code), "a code cell did not run"
+    assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "seed = 0" in injected.source and "project_dir = \".\"" in injected.source
+    assert "<html" in (pipeline_run / "reports" / f"{name}.html").read_text()[:500].lower()
+    figures = {p.stem for p in (pipeline_run / "reports" / "figures" / name).glob("*.png")}
+    assert figures == NOTEBOOKS[name]
+    assert all(p.stat().st_size > 1000 for p in (pipeline_run / "reports" / "figures" / name).glob("*.png"))
+
+
+def test_notebook_04_uses_the_notebooks_nfe(pipeline_run):
+    executed = nbformat.read(pipeline_run / "reports" / "04_policy_comparison.ipynb", as_version=4)
+    injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "nfe = 8" in injected.source and "length = 16" in injected.source
+
+
+def test_a_failing_cell_fails_the_notebook_stage(pipeline_run, tmp_path):
+    """A broken artifact makes papermill stop; the stage exits non-zero, naming the cell, and leaves no figures."""
+    project = tmp_path / "broken"
+    shutil.copytree(pipeline_run, project, ignore=shutil.ignore_patterns(".dvc"))
+    (project / "results/evaluate_samples/metrics.json").write_text("{}")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(project)}
+    run = subprocess.run([sys.executable, "-m", "pipeline.notebook", "--name", "04_policy_comparison"], cwd=project,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode != 0
+    assert "notebook 04_policy_comparison: cell" in run.stderr and "KeyError" in run.stderr
+    assert not (project / "reports/figures/04_policy_comparison").exists()
+    assert (project / "reports/04_policy_comparison.failed.ipynb").is_file()
+    # the previous complete notebook is still there, untouched
+    assert nbformat.read(project / "reports/04_policy_comparison.ipynb", as_version=4).cells

@@ -165,6 +165,17 @@ class EvaluateSamplesSection(_Section):
     entropy_tolerance: float = Field(0.02, gt=0, lt=1)
 
 
+class NotebooksSection(_Section):
+    """Parameters the notebook stages pass to papermill (the notebooks read only artifacts)."""
+
+    seed: int = Field(0, ge=0)
+    num_examples: int = Field(4, ge=1, le=64)
+    steps: int = Field(16, ge=2)  # sampler steps of notebook 01's trajectories
+    nfe: int = Field(32, ge=2)  # notebook 04: side-by-side samples and trajectories at this NFE budget
+    passage_length: int = Field(256, ge=8)  # notebook 03: characters of test text shown through the critic
+    cell_timeout: int = Field(600, ge=10)  # seconds a cell may run before the stage fails
+
+
 class Params(_Section):
     data: DataSection = DataSection()
     model: ModelSection = ModelSection()
@@ -174,6 +185,16 @@ class Params(_Section):
     evaluate_critic: EvaluateCriticSection = EvaluateCriticSection()
     sample: SampleSection = SampleSection()
     evaluate_samples: EvaluateSamplesSection = EvaluateSamplesSection()
+    notebooks: NotebooksSection = NotebooksSection()
+
+    @model_validator(mode="after")
+    def _notebook_budget(self) -> "Params":
+        if self.notebooks.nfe not in self.sample.nfe_budgets:
+            raise ValueError(
+                f"notebooks.nfe ({self.notebooks.nfe}) must be one of sample.nfe_budgets {self.sample.nfe_budgets}: "
+                "notebook 04 shows the samples drawn at that budget"
+            )
+        return self
 
 
 _TYPE_WORDS = {

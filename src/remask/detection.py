@@ -20,12 +20,31 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from remask.metrics import detection_metrics, reliability_table, roc_points
+from remask.metrics import detection_metrics, pr_points, reliability_table, roc_points
 from remask.model import DiffusionTransformer
 from remask.runtime import autocast
 from remask.sampling import diffusion_generate, sample_tokens, tempered_probs
 
 PROBABILITY_SCORES = {"critic": True, "confidence": True, "entropy": False, "margin": False}
+
+
+@torch.no_grad()
+def fill_once(
+    model: DiffusionTransformer, clean: torch.Tensor, ratio: float, temperature: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mask ``round(ratio * length)`` random positions of each row and fill them with one sample.
+
+    Returns the mask, the filled sequences and the sampling distribution ``(B, T, V)``.
+    """
+    device = clean.device
+    n_mask = max(1, round(ratio * clean.size(1)))
+    order = torch.rand(clean.shape, generator=generator).argsort(dim=1).to(device)
+    masked = torch.zeros_like(clean, dtype=torch.bool).scatter_(1, order[:, :n_mask], True)
+    with autocast(device):
+        logits = model(clean.masked_fill(masked, model.config.mask_id)).float()
+    probs = tempered_probs(logits, temperature, 1.0)
+    filled = torch.where(masked, sample_tokens(probs, generator).to(device), clean)
+    return masked, filled, probs
 
 
 @torch.no_grad()
@@ -36,17 +55,10 @@ def one_step_scores(
     """Labels and every score for the filled positions of one-step fills at mask ratio ``ratio``."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    n_mask = max(1, round(ratio * windows.size(1)))
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("label", *PROBABILITY_SCORES)}
     for start in range(0, len(windows), batch_size):
-        clean = windows[start : start + batch_size]
-        order = torch.rand(clean.shape, generator=generator).argsort(dim=1)
-        masked = torch.zeros_like(clean, dtype=torch.bool).scatter_(1, order[:, :n_mask], True)
-        clean, masked = clean.to(device), masked.to(device)
-        with autocast(device):
-            logits = model(clean.masked_fill(masked, model.config.mask_id)).float()
-        probs = tempered_probs(logits, temperature, 1.0)
-        filled = torch.where(masked, sample_tokens(probs, generator).to(device), clean)
+        clean = windows[start : start + batch_size].to(device)
+        masked, filled, probs = fill_once(model, clean, ratio, temperature, generator)
         with autocast(device):
             critic = torch.sigmoid(model(filled, head="critic").float().double())
         top2 = probs.topk(2, dim=-1).values
@@ -99,10 +111,16 @@ def summarise(scores: dict[str, np.ndarray], bins: int) -> dict[str, dict]:
     }
 
 
-def curves(scores: dict[str, np.ndarray], bins: int) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
-    """ROC points of every score and reliability rows of the probability scores."""
+def curves(scores: dict[str, np.ndarray], bins: int) -> dict[str, dict[str, list[dict]]]:
+    """Plot data: ``roc`` and ``pr`` points of every score, ``reliability`` rows of the probability scores.
+
+    ROC and precision-recall curves need both classes; where one is missing they are left out.
+    """
     names = [n for n in PROBABILITY_SCORES if n in scores]
     labels = scores["label"]
-    roc = {n: roc_points(scores[n], labels) for n in names} if 0 < labels.sum() < labels.size else {}
-    reliability = {n: reliability_table(scores[n], labels, bins) for n in names if PROBABILITY_SCORES[n]}
-    return roc, reliability
+    both = 0 < labels.sum() < labels.size
+    return {
+        "roc": {n: roc_points(scores[n], labels) for n in names} if both else {},
+        "pr": {n: pr_points(scores[n], labels) for n in names} if both else {},
+        "reliability": {n: reliability_table(scores[n], labels, bins) for n in names if PROBABILITY_SCORES[n]},
+    }

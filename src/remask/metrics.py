@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.stats import bootstrap
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from remask.data import words
 
@@ -72,6 +72,13 @@ def roc_points(scores: np.ndarray, labels: np.ndarray, max_points: int = 200) ->
     fpr, tpr, _ = roc_curve(np.asarray(labels).astype(int), scores)
     keep = np.unique(np.linspace(0, len(fpr) - 1, num=min(max_points, len(fpr))).astype(int))
     return [{"fpr": round(float(fpr[i]), 5), "tpr": round(float(tpr[i]), 5)} for i in keep]
+
+
+def pr_points(scores: np.ndarray, labels: np.ndarray, max_points: int = 200) -> list[dict]:
+    """A thinned precision-recall curve (recall, precision) for plotting, from high recall to low."""
+    precision, recall, _ = precision_recall_curve(np.asarray(labels).astype(int), scores)
+    keep = np.unique(np.linspace(0, len(recall) - 1, num=min(max_points, len(recall))).astype(int))
+    return [{"recall": round(float(recall[i]), 5), "precision": round(float(precision[i]), 5)} for i in keep]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""DVC stages ``notebook@<name>``: execute a notebook template with papermill, export it to HTML.
+
+``notebooks/<name>.ipynb`` is executed on the ``python3`` kernel in the repository root with
+parameters from the ``notebooks`` section of ``params.yaml`` (passed as Python values through
+papermill's API, so booleans and numbers keep their types). It writes
+``reports/<name>.ipynb``, ``reports/<name>.html`` and the figures ``reports/figures/<name>/*.png``.
+
+A failing cell fails the stage: the error names the cell, the partly executed notebook is kept
+as ``reports/<name>.failed.ipynb`` for inspection, and no figure of the failed run is left in
+``reports/figures/<name>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+
+from pipeline._common import run_stage
+from remask.atomic import atomic_path, write_text
+from remask.config import ConfigError, Params
+
+TEMPLATES = Path("notebooks")
+REPORTS = Path("reports")
+KERNEL = "python3"
+
+
+def notebook_parameters(name: str, params: Params) -> dict:
+    """The papermill parameters of notebook ``name`` (each notebook declares its own defaults)."""
+    nb = params.notebooks
+    per_notebook = {
+        "01_masked_diffusion_and_the_heuristic": {"num_examples": nb.num_examples, "steps": nb.steps,
+                                                  "length": params.sample.length},
+        "02_training_the_critic": {},
+        "03_critic_as_error_detector": {"passage_length": nb.passage_length},
+        "04_policy_comparison": {"num_examples": nb.num_examples, "nfe": nb.nfe, "length": params.sample.length},
+    }
+    if name not in per_notebook:
+        raise ConfigError(f"--name {name!r}: valid notebooks are {', '.join(per_notebook)}")
+    return {"project_dir": ".", "figures_dir": str(REPORTS / "figures" / name), "seed": nb.seed, **per_notebook[name]}
+
+
+def execute(name: str, parameters: dict, timeout: int) -> None:
+    template = TEMPLATES / f"{name}.ipynb"
+    if not template.is_file():
+        raise ConfigError(f"{template}: notebook template not found")
+    figures = Path(parameters["figures_dir"])
+    failed = REPORTS / f"{name}.failed.ipynb"
+    shutil.rmtree(figures, ignore_errors=True)
+    failed.unlink(missing_ok=True)
+    with atomic_path(REPORTS / f"{name}.ipynb") as executed:
+        try:
+            papermill.execute_notebook(
+                str(template), str(executed), parameters=parameters, kernel_name=KERNEL, cwd=".",
+                execution_timeout=timeout, progress_bar=sys.stderr.isatty(), log_output=False,
+            )
+        except papermill.PapermillExecutionError as exc:
+            shutil.copyfile(executed, failed)
+            shutil.rmtree(figures, ignore_errors=True)
+            print(f"notebook {name}: cell {exc.cell_index} failed with {exc.ename}: {exc.evalue}\n"
+                  f"the partly executed notebook is {failed}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except BaseException:
+            shutil.rmtree(figures, ignore_errors=True)
+            raise
+        body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+        write_text(REPORTS / f"{name}.html", body)
+    print(f"notebook {name}: wrote {REPORTS / name}.ipynb, {REPORTS / name}.html and "
+          f"{len(list(figures.glob('*.png')))} figures in {figures}")
+
+
+def main(params: Params, args: argparse.Namespace) -> None:
+    execute(args.name, notebook_parameters(args.name, params), params.notebooks.cell_timeout)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m pipeline.notebook")
+    parser.add_argument("--name", required=True, help="a notebook of notebooks/, without .ipynb")
+    run_stage("notebook", main, parser)

@@ -51,8 +51,9 @@ def bench(params, alpha: float, steps: int, vocab: int, device: torch.device) ->
 
     def step() -> None:
         clean = torch.randint(0, vocab - 1, (B, T), generator=gen).to(device)
-        noise = draw_noise(B, T, train_cfg.mask_schedule, train_cfg.mask_eps, gen).to(device)
-        norm = {"masked": max(float(noise.mask.sum()), 1.0), "tokens": float(B * T)}
+        noise = draw_noise(B, T, train_cfg.mask_schedule, train_cfg.mask_eps, gen, params.critic, vocab - 1).to(device)
+        norm = {"masked": max(float(noise.mask.sum()), 1.0), "tokens": float(B * T),
+                "critic": max(float(noise.critic_scope(params.critic.label_scope).sum()), 1.0)}
         with autocast(device):
             loss = objective(clean, noise, alpha, norm)["loss"]
         optimizer.zero_grad(set_to_none=True)

@@ -19,7 +19,7 @@ from remask.atomic import write_json, write_text
 from remask.checkpoint import load_model
 from remask.config import Params
 from remask.data import fixed_windows, load_meta, load_split
-from remask.detection import PROBABILITY_SCORES, curves, one_step_scores, rollout_scores, summarise
+from remask.detection import curves, one_step_scores, rollout_scores, summarise
 from remask.runtime import resolve_device
 
 DATA_DIR = Path("data/prepared")
@@ -49,7 +49,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
         scores = one_step_scores(model, windows, ratio, cfg.temperature, seed=cfg.seed + i)
         summary = summarise(scores, cfg.reliability_bins)
         metrics["one_step"][f"ratio_{ratio:g}"] = summary
-        by_ratio.append({"mask_ratio": ratio, **{name: round(summary[name]["auroc"], 5) for name in PROBABILITY_SCORES}})
+        by_ratio.append({"mask_ratio": ratio, **{name: round(m["auroc"], 5) for name, m in summary.items()}})
         for name, values in scores.items():
             pooled.setdefault(name, []).append(values)
     one_step = {k: np.concatenate(v) for k, v in pooled.items()}

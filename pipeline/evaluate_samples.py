@@ -87,9 +87,15 @@ def main(params: Params, args: argparse.Namespace) -> None:
         path = results / "train" / variant / "metrics.json"
         if path.is_file():
             losses[variant] = json.loads(path.read_text())["val"]["gen_loss"]
+    ablation = []
+    for arm in params.ablation.arms:
+        path = results / "ablation" / arm / "metrics.json"
+        if not path.is_file():
+            raise ConfigError(f"{path}: not found; run the ablate@{arm} stage first")
+        ablation.append(json.loads(path.read_text()))
     challengers = [p for p in scfg.policies if p.startswith("critic")]
     summary = render_summary(reference, judge_row, settings, scfg.sweep_nfe, challengers, BASELINE,
-                             cfg.entropy_tolerance, detection, losses)
+                             cfg.entropy_tolerance, detection, losses, ablation)
     write_text(results / "summary.md", summary)
     print(summary)
 

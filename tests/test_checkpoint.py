@@ -105,3 +105,26 @@ def test_truncated_train_state(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="corrupted or truncated"):
         checkpoint.load_train_state(path)
+
+
+def test_init_from_checkpoint_keeps_the_body_and_refreshes_a_critic_head_of_another_shape(tmp_path):
+    source = saved(tmp_path)
+    cfg = source.config
+    same = DiffusionTransformer(cfg)
+    assert checkpoint.init_from_checkpoint(same, tmp_path) == []
+    for name, tensor in source.state_dict().items():
+        torch.testing.assert_close(same.state_dict()[name], tensor, rtol=0, atol=0)
+    torch.manual_seed(1)
+    mlp = DiffusionTransformer(ModelConfig(**{**cfg.to_dict(), "critic_head": "mlp"}))
+    head_before = {k: v.clone() for k, v in mlp.state_dict().items() if k.startswith("critic_head.")}
+    fresh = checkpoint.init_from_checkpoint(mlp, tmp_path)
+    assert set(fresh) == set(head_before)
+    torch.testing.assert_close(mlp.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight, rtol=0, atol=0)
+    for name, tensor in head_before.items():
+        torch.testing.assert_close(mlp.state_dict()[name], tensor, rtol=0, atol=0)
+    wider = DiffusionTransformer(ModelConfig(**{**cfg.to_dict(), "n_embd": 32}))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor '[^']+' has shape \(16, 16\), the model expects \(32, 32\)"):
+        checkpoint.init_from_checkpoint(wider, tmp_path)
+    assert checkpoint.weights_digest(tmp_path) == checkpoint.weights_digest(tmp_path)
+    with pytest.raises(CheckpointError, match="not found"):
+        checkpoint.weights_digest(tmp_path / "nope")

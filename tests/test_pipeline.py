@@ -21,11 +21,16 @@ TINY = {
     "train": dict(TINY_OPTIM, max_steps=8, alpha=0.5, alpha_warmup_steps=2),
     "judge": {"model": dict(TINY_MODEL, block_size=24), "train": dict(TINY_OPTIM, max_steps=8)},
     "evaluate_critic": {"num_windows": 12, "mask_ratios": [0.3, 0.7], "rollout_windows": 4, "rollout_steps": 3},
-    "sample": {"policies": ["random", "confidence", "confidence_all", "critic", "critic_confidence"],
+    "sample": {"policies": ["random", "confidence", "confidence_all", "remdm_conf", "critic", "critic_confidence",
+                            "critic_fused"],
                "nfe_budgets": [4, 8], "temperatures": [1.0, 2.0], "sweep_nfe": [8],
                "sweep_policies": ["confidence", "critic"], "num_samples": 6, "length": 16, "batch_size": 4,
                "device": "cpu"},
     "evaluate_samples": {"bootstrap_resamples": 100},
+    "ablation": {"arms": {"baseline": {}, "partial_input": {"critic": {"input": "partial"}},
+                          "mlp_head": {"model": {"critic_head": "mlp"}}},
+                 "steps": 4, "eval_windows": 4, "rollout_steps": 3, "nfe": 8, "temperatures": [1.0, 2.0],
+                 "num_samples": 4},
     "notebooks": {"num_examples": 2, "steps": 4, "nfe": 8, "passage_length": 40, "cell_timeout": 300},
 }
 NOTEBOOKS = {
@@ -85,6 +90,26 @@ def test_every_stage_produces_its_outputs(pipeline_run):
     assert set(metrics["settings"]) >= {"confidence/nfe8/t2", "random/nfe4/t1", "critic_confidence/nfe8/t1"}
     summary = (p / "results/summary.md").read_text()
     assert "## Verdict" in summary and "NFE 8, matched entropy" in summary
+
+
+def test_ablation_arms_continue_the_multitask_run_and_fill_the_table(pipeline_run):
+    p = pipeline_run
+    arms = {}
+    for arm in ("baseline", "partial_input", "mlp_head"):
+        arms[arm] = json.loads((p / "results/ablation" / arm / "metrics.json").read_text())
+        assert set(arms[arm]["matched"]) == {"confidence", "critic", "critic_fused"}
+        assert {"critic", "critic_fused", "confidence"} <= set(arms[arm]["rollout_auroc"])
+        assert all(row["nfe"] <= 8 for rows in arms[arm]["sweep"].values() for row in rows)
+    assert arms["partial_input"]["overrides"] == {"critic": {"input": "partial"}}
+    # every arm trained the same number of extra steps, from the multitask weights
+    for arm in arms:
+        info = json.loads((p / "models/ablation" / arm / "config.json").read_text())
+        assert info["step"] == 4 and info["variant"] == f"ablation_{arm}"
+    summary = (p / "results/summary.md").read_text()
+    assert "## Ablation: one critic lever at a time" in summary
+    for arm, lever in [("baseline", "none"), ("partial_input", "critic.input=partial"),
+                       ("mlp_head", "model.critic_head=mlp")]:
+        assert f"| {arm} | {lever} |" in summary
 
 
 def test_dvc_metrics_and_plots_are_declared(pipeline_run):

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -93,3 +95,27 @@ def test_bad_arguments_are_refused(model):
         diffusion_generate(model, 1, 25, 2)
     with pytest.raises(ValueError, match="longer than --length 3"):
         prefix_prompt([1, 2, 3, 4], 1, 3, MASK)
+
+
+def test_critic_fused_scores_committed_tokens_in_the_fill_pass(model):
+    """critic_fused costs one pass per step: committed tokens are scored by the critic head on the
+    fill pass's input (with its masks), just-filled tokens by 1 - p."""
+    counting = CountingModel(model)
+    result = diffusion_generate(counting, 3, 16, 5, policy="critic_fused", seed=2, record_trajectory=True)
+    assert result.nfe == 5 == counting.calls
+    before, step = result.trajectory[0], result.trajectory[1]
+    fill_input = before.tokens.masked_fill(before.remasked, MASK)
+    assert torch.equal(fill_input == MASK, step.masked)
+    expected = torch.where(step.masked, 1.0 - step.p_at_fill, torch.sigmoid(model(fill_input, head="critic")))
+    torch.testing.assert_close(step.scores, expected, atol=1e-5, rtol=0)
+    # a critic that calls every committed token an error makes the policy revisit them
+    alarmed = copy.deepcopy(model)
+    torch.nn.init.constant_(alarmed.critic_head.bias, 6.0)
+    revisit = diffusion_generate(alarmed, 3, 16, 5, policy="critic_fused", seed=2, record_trajectory=True)
+    assert sum(int((s.remasked & ~s.masked).sum()) for s in revisit.trajectory) > 0
+
+
+def test_remdm_conf_ranks_by_the_confidence_recorded_at_fill(model):
+    result = diffusion_generate(model, 3, 16, 4, policy="remdm_conf", seed=3, record_trajectory=True)
+    for step in result.trajectory[:-1]:
+        torch.testing.assert_close(step.scores, 1.0 - step.p_at_fill, atol=1e-6, rtol=0)

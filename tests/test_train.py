@@ -12,7 +12,9 @@ from pipeline.train import build_spec
 from remask import checkpoint
 from remask.data import load_meta
 from remask.model import DiffusionTransformer, ModelConfig
-from remask.train import DiffusionNoise, DiffusionObjective, critic_batch, learning_rate, sample_from_logits, train
+from remask.train import (
+    DiffusionNoise, DiffusionObjective, critic_batch, draw_noise, learning_rate, sample_from_logits, train,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +48,8 @@ def test_label_scope_is_honoured(scope):
     objective = DiffusionObjective(model, params.train, params.critic)
     clean = torch.randint(0, 10, (4, 8))
     noise = DiffusionNoise(torch.full((4,), 0.5), torch.rand(4, 8) < 0.5, torch.rand(4, 8, dtype=torch.float64))
-    norm = {"masked": float(noise.mask.sum()), "tokens": float(noise.mask.numel())}
+    norm = {"masked": float(noise.mask.sum()), "tokens": float(noise.mask.numel()),
+            "critic": float(noise.critic_scope(scope).sum())}
     out = objective(clean, noise, alpha=1.0, norm=norm)
     with torch.no_grad():
         logits = model(clean.masked_fill(noise.mask, 10))
@@ -55,6 +58,42 @@ def test_label_scope_is_honoured(scope):
     expected = bce[noise.mask].mean() if scope == "filled" else bce.mean()
     torch.testing.assert_close(out["loss_critic"], expected)
     torch.testing.assert_close(out["loss"], out["loss_gen"] + out["loss_critic"])
+
+
+def test_critic_levers_build_the_input_and_labels_they_promise():
+    """replace_visible swaps visible tokens (labelled errors when they differ), input=partial masks
+    some of the filled sequence again (no label there), pos_weight weights the error class."""
+    params = tiny_params(critic={"replace_visible": 0.3, "input": "partial", "pos_weight": 3.0,
+                                 "sample_temperature_spread": 1.0})
+    noise = draw_noise(6, 8, "linear", 1e-3, torch.Generator().manual_seed(0), params.critic, n_chars=10)
+    assert noise.replace is not None and not (noise.replace & noise.mask).any()  # only visible tokens
+    assert ((noise.temperature >= 1.0) & (noise.temperature <= 2.0)).all()
+    scope = noise.critic_scope("filled")
+    assert torch.equal(scope, (noise.mask | noise.replace) & ~noise.remask)
+    torch.manual_seed(0)
+    model = DiffusionTransformer(ModelConfig(vocab_size=11, mask_id=10, n_layer=1, n_head=2, n_embd=16, block_size=8))
+    clean = torch.randint(0, 10, (6, 8))
+    objective = DiffusionObjective(model, params.train, params.critic)
+    norm = {"masked": float(noise.mask.sum()), "tokens": 48.0, "critic": float(scope.sum())}
+    out = objective(clean, noise, alpha=1.0, norm=norm)
+    with torch.no_grad():
+        logits = model(clean.masked_fill(noise.mask, 10))
+        sample = sample_from_logits(logits, noise.uniform, noise.temperature[:, None, None])
+        shown, _ = critic_batch(clean, noise.mask, sample)
+        shown = torch.where(noise.replace, noise.replacement, shown)
+        target = (shown != clean).float()
+        critic_logits = model(shown.masked_fill(noise.remask, 10), head="critic")
+        bce = F.binary_cross_entropy_with_logits(critic_logits, target, reduction="none", pos_weight=torch.tensor(3.0))
+    torch.testing.assert_close(out["loss_critic"], bce[scope].mean())
+    assert target[noise.replace & (noise.replacement != clean)].eq(1).all()
+
+
+def test_default_critic_options_draw_no_extra_noise():
+    """A run without the levers draws exactly the randomness it always drew (same stream, same results)."""
+    a = draw_noise(4, 8, "linear", 1e-3, torch.Generator().manual_seed(0), tiny_params().critic, n_chars=10)
+    b = draw_noise(4, 8, "linear", 1e-3, torch.Generator().manual_seed(0))
+    assert a.temperature is a.replace is a.remask is None
+    assert torch.equal(a.mask, b.mask) and torch.equal(a.uniform, b.uniform)
 
 
 def test_lr_schedule_warms_up_and_decays():

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save_model as save_safetensors_model
 
 from remask import atomic
-from remask.data import CharTokenizer
+from remask.data import CharTokenizer, sha256_of
 from remask.model import DiffusionTransformer, ModelConfig
 
 WEIGHTS = "model.safetensors"
@@ -73,15 +73,46 @@ def load_model(
     return model.to(device).eval(), tokenizer, raw
 
 
-def load_weights(model: DiffusionTransformer, path: Path) -> None:
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: not found")
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_weights(model: DiffusionTransformer, path: Path) -> None:
+    state = _read_weights(path)
     check_state_dict(model, state, path)
     model.load_state_dict(state, strict=False)
+
+
+def init_from_checkpoint(model: DiffusionTransformer, directory: str | Path) -> list[str]:
+    """Copy the weights saved in ``directory`` into ``model``, to continue training from them.
+
+    A critic head of another architecture (``linear`` vs ``mlp``) keeps its fresh initial values;
+    every other tensor must fit. Returns the names of the tensors left fresh.
+    """
+    path = Path(directory) / WEIGHTS
+    state = _read_weights(path)
+    expected = model.state_dict()
+    head = [k for k in expected if k.startswith("critic_head.")]
+    fresh = [] if all(k in state and state[k].shape == expected[k].shape for k in head) else head
+    if fresh:
+        state = {k: v for k, v in state.items() if not k.startswith("critic_head.")}
+        state.update({k: expected[k] for k in fresh})
+    check_state_dict(model, state, path)
+    model.load_state_dict(state, strict=False)
+    return fresh
+
+
+def weights_digest(directory: str | Path) -> str:
+    """sha256 of a model directory's weights file: a run started from it resumes only from the same one."""
+    path = Path(directory) / WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found")
+    return sha256_of(path)
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: Path | str) -> None:

@@ -90,9 +90,15 @@ class TrainSection(OptimSection):
 
 
 class CriticSection(_Section):
+    """How the critic is trained (see :mod:`remask.train`); every option is an ablation lever."""
+
     sample_temperature: float = Field(1.0, gt=0)
+    sample_temperature_spread: float = Field(0.0, ge=0)  # per sequence ~ U(T, T + spread)
     label_scope: Literal["filled", "all"] = "filled"
     detach_body: bool = False
+    pos_weight: float = Field(1.0, gt=0)  # BCE weight of the error class
+    replace_visible: float = Field(0.0, ge=0, lt=1)  # share of visible tokens swapped for random characters
+    input: Literal["filled", "partial"] = "filled"  # partial: a random share of the filled sequence re-masked
 
 
 class JudgeSection(_Section):
@@ -102,7 +108,9 @@ class JudgeSection(_Section):
     train: OptimSection = OptimSection()
 
 
-PolicyName = Literal["random", "confidence", "confidence_all", "critic", "critic_confidence"]
+PolicyName = Literal[
+    "random", "confidence", "confidence_all", "remdm_conf", "critic", "critic_confidence", "critic_fused"
+]
 
 
 class EvaluateCriticSection(_Section):
@@ -130,13 +138,16 @@ class SampleSection(_Section):
     """Which samples to draw: every policy at every NFE budget, and a temperature sweep."""
 
     policies: list[PolicyName] = Field(
-        default_factory=lambda: ["random", "confidence", "confidence_all", "critic", "critic_confidence"], min_length=1
+        default_factory=lambda: [
+            "random", "confidence", "confidence_all", "remdm_conf", "critic", "critic_confidence", "critic_fused"
+        ],
+        min_length=1,
     )
     nfe_budgets: list[int] = Field(default_factory=lambda: [16, 32, 64, 128], min_length=1)
     temperatures: list[float] = Field(default_factory=lambda: [0.8, 1.0, 1.4, 2.0, 3.0], min_length=1)
     sweep_nfe: list[int] = Field(default_factory=lambda: [32, 64])
     sweep_policies: list[PolicyName] = Field(
-        default_factory=lambda: ["confidence", "confidence_all", "critic", "critic_confidence"]
+        default_factory=lambda: ["confidence", "confidence_all", "remdm_conf", "critic", "critic_confidence", "critic_fused"]
     )
     num_samples: int = Field(128, ge=2)
     length: int = Field(128, ge=8)
@@ -176,6 +187,51 @@ class NotebooksSection(_Section):
     cell_timeout: int = Field(600, ge=10)  # seconds a cell may run before the stage fails
 
 
+ARM_SECTIONS = ("model", "train", "critic")
+
+
+def _default_arms() -> dict[str, dict[str, dict[str, Any]]]:
+    return {
+        "baseline": {},
+        "label_scope_all": {"critic": {"label_scope": "all"}},
+        "pos_weight": {"critic": {"pos_weight": 0.3}},
+        "temperature_mix": {"critic": {"sample_temperature_spread": 1.0}},
+        "replace_visible": {"critic": {"replace_visible": 0.05}},
+        "partial_input": {"critic": {"input": "partial"}},
+        "alpha_high": {"train": {"alpha": 2.0}},
+        "detach_body": {"critic": {"detach_body": True}},
+        "mlp_head": {"model": {"critic_head": "mlp"}},
+    }
+
+
+class AblationSection(_Section):
+    """Critic levers, one at a time: each arm continues ``models/multitask`` for ``steps`` steps
+    with its overrides of the ``model``, ``train`` and ``critic`` sections (``baseline``: none)."""
+
+    arms: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=_default_arms, min_length=1)
+    steps: int = Field(200, ge=1)
+    lr: float = Field(5e-4, gt=0, le=1)
+    eval_windows: int = Field(32, ge=2)
+    rollout_steps: int = Field(16, ge=2)
+    policies: list[PolicyName] = Field(default_factory=lambda: ["confidence", "critic", "critic_fused"], min_length=1)
+    nfe: int = Field(32, ge=2)
+    temperatures: list[float] = Field(default_factory=lambda: [1.0, 1.4, 2.0], min_length=1)
+    num_samples: int = Field(64, ge=2)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _arm_names(self) -> "AblationSection":
+        for name, overrides in self.arms.items():
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"arms: arm name {name!r} must be letters, digits and underscores")
+            wrong = sorted(set(overrides) - set(ARM_SECTIONS))
+            if wrong:
+                raise ValueError(f"arms.{name}.{wrong[0]}: an arm overrides only {', '.join(ARM_SECTIONS)}")
+        if "confidence" not in self.policies:
+            raise ValueError("policies must hold confidence, the baseline every arm is compared with")
+        return self
+
+
 class Params(_Section):
     data: DataSection = DataSection()
     model: ModelSection = ModelSection()
@@ -186,6 +242,7 @@ class Params(_Section):
     sample: SampleSection = SampleSection()
     evaluate_samples: EvaluateSamplesSection = EvaluateSamplesSection()
     notebooks: NotebooksSection = NotebooksSection()
+    ablation: AblationSection = AblationSection()
 
     @model_validator(mode="after")
     def _notebook_budget(self) -> "Params":
@@ -194,7 +251,21 @@ class Params(_Section):
                 f"notebooks.nfe ({self.notebooks.nfe}) must be one of sample.nfe_budgets {self.sample.nfe_budgets}: "
                 "notebook 04 shows the samples drawn at that budget"
             )
+        for arm, overrides in self.ablation.arms.items():
+            if not overrides:
+                continue
+            try:
+                self.for_arm(arm)
+            except ValidationError as exc:
+                raise ValueError(f"ablation.arms.{arm}: " + "; ".join(_describe(e) for e in exc.errors())) from None
         return self
+
+    def for_arm(self, arm: str) -> "Params":
+        """These params with the overrides of ablation arm ``arm`` applied."""
+        raw = self.model_dump(exclude={"ablation"})
+        for section, values in self.ablation.arms[arm].items():
+            raw[section] = {**raw[section], **values}
+        return Params.model_validate({**raw, "ablation": {"arms": {arm: {}}}})
 
 
 _TYPE_WORDS = {

@@ -12,7 +12,10 @@ Two kinds of input:
 
 Scores (higher: more likely an error): ``critic`` = sigmoid(critic logit); ``confidence`` =
 1 - p(sampled token); ``entropy`` of the predictive distribution (nats); ``margin`` = 1 - (p1 - p2),
-the top-2 margin. Only the first two are probabilities, so only they get a calibration error.
+the top-2 margin. On sampler states also ``critic_fused``, the score the ``critic_fused`` policy
+ranks by: the critic head of the step's fill pass (run on the state with its masks) for tokens
+committed earlier, 1 - p for the tokens just filled. Entropy and margin are no probabilities, so
+they get no calibration error.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from remask.model import DiffusionTransformer
 from remask.runtime import autocast
 from remask.sampling import diffusion_generate, sample_tokens, tempered_probs
 
-PROBABILITY_SCORES = {"critic": True, "confidence": True, "entropy": False, "margin": False}
+PROBABILITY_SCORES = {"critic": True, "confidence": True, "critic_fused": True, "entropy": False, "margin": False}
+ONE_STEP_SCORES = ("critic", "confidence", "entropy", "margin")
 
 
 @torch.no_grad()
@@ -55,7 +59,7 @@ def one_step_scores(
     """Labels and every score for the filled positions of one-step fills at mask ratio ``ratio``."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("label", *PROBABILITY_SCORES)}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("label", *ONE_STEP_SCORES)}
     for start in range(0, len(windows), batch_size):
         clean = windows[start : start + batch_size].to(device)
         masked, filled, probs = fill_once(model, clean, ratio, temperature, generator)
@@ -87,17 +91,21 @@ def rollout_scores(
         model, len(windows), windows.size(1), steps, policy=policy, fixed=windows, protected=protected,
         temperature=temperature, seed=seed, record_trajectory=True, batch_size=batch_size,
     )
-    parts: dict[str, list[np.ndarray]] = {"label": [], "critic": [], "confidence": [], "step": []}
+    parts: dict[str, list[np.ndarray]] = {"label": [], "critic": [], "confidence": [], "critic_fused": [], "step": []}
     free = ~protected
     for i, state in enumerate(result.trajectory[:-1]):  # the states re-masking decisions are made on
         for start in range(0, len(windows), batch_size):
             rows = slice(start, start + batch_size)
+            tokens, just_filled = state.tokens[rows].to(device), state.masked[rows].to(device)
             with autocast(device):
-                critic = torch.sigmoid(model(state.tokens[rows].to(device), head="critic").float()).cpu()
+                critic = torch.sigmoid(model(tokens, head="critic").float()).cpu()
+                in_fill = torch.sigmoid(model(tokens.masked_fill(just_filled, model.config.mask_id), head="critic").float())
+            stale = 1.0 - state.p_at_fill[rows].double()
             keep = free[rows]
             parts["label"].append((state.tokens[rows] != windows[rows])[keep].double().numpy())
             parts["critic"].append(critic[keep].double().numpy())
-            parts["confidence"].append((1.0 - state.p_at_fill[rows].double())[keep].numpy())
+            parts["confidence"].append(stale[keep].numpy())
+            parts["critic_fused"].append(torch.where(state.masked[rows], stale, in_fill.cpu().double())[keep].numpy())
             parts["step"].append(np.full(int(keep.sum()), i))
     return {k: np.concatenate(v) for k, v in parts.items()}
 

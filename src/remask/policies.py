@@ -14,8 +14,14 @@ every policy (the design note blended noise into raw critic logits, whose scale 
 | `random`            | filled     | 0 | uniform noise                                                               |
 | `confidence`        | filled     | 0 | 1 - p(sampled token), from the pass that filled it                          |
 | `confidence_all`    | all        | 0 | 1 - p(current token) at every position, from this step's single pass        |
+| `remdm_conf`        | all        | 0 | 1 - p recorded when each token was filled (ReMDM-style, stale for old ones) |
 | `critic`            | all        | 1 | sigmoid(critic logit) on the filled sequence                                |
 | `critic_confidence` | all        | 1 | 0.5 * sigmoid(critic) + 0.5 * (1 - p recorded when the token was filled)    |
+| `critic_fused`      | all        | 0 | committed tokens: sigmoid(critic logit) from the fill pass; just filled: 1 - p |
+
+`critic_fused` reads the critic head in the same forward pass that fills the masked positions, so
+re-masking with the critic costs no extra NFE; its critic judges committed tokens while the other
+positions are still masked, the input that ``critic.input: partial`` trains it on.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class StepState:
     p_at_fill: torch.Tensor  # (N, L) prob each token had when it was filled (stale for earlier steps)
     generator: torch.Generator
     critic: Callable[[torch.Tensor], torch.Tensor]  # error logits of a sequence; costs one forward pass
+    critic_at_fill: torch.Tensor | None = None  # (N, L) error prob of the tokens visible in the fill pass (fused)
 
 
 @dataclass(frozen=True)
@@ -48,14 +55,15 @@ class Policy:
     extra_passes: int  # forward passes a re-masking step adds beyond the fill
     score: Callable[[StepState], torch.Tensor]
     doc: str
+    fused: bool = False  # reads the critic head in the fill pass (StepState.critic_at_fill)
 
 
 POLICIES: dict[str, Policy] = {}
 
 
-def register(name: str, candidates: Literal["filled", "all"], extra_passes: int = 0):
+def register(name: str, candidates: Literal["filled", "all"], extra_passes: int = 0, fused: bool = False):
     def wrap(fn: Callable[[StepState], torch.Tensor]) -> Callable[[StepState], torch.Tensor]:
-        POLICIES[name] = Policy(name, candidates, extra_passes, fn, (fn.__doc__ or "").strip())
+        POLICIES[name] = Policy(name, candidates, extra_passes, fn, (fn.__doc__ or "").strip(), fused)
         return fn
 
     return wrap
@@ -85,6 +93,13 @@ def confidence_all(state: StepState) -> torch.Tensor:
     return 1.0 - state.p_current
 
 
+@register("remdm_conf", candidates="all")
+def remdm_conf(state: StepState) -> torch.Tensor:
+    """ReMDM-style re-masking without training: every token's confidence from when it was filled,
+    so committed tokens can be revisited (a deterministic top-k form of ReMDM's confidence schedule)."""
+    return 1.0 - state.p_at_fill
+
+
 @register("critic", candidates="all", extra_passes=1)
 def critic(state: StepState) -> torch.Tensor:
     """The learned critic's error probability on the filled sequence."""
@@ -97,3 +112,9 @@ def critic_confidence(state: StepState) -> torch.Tensor:
     return CRITIC_BLEND * torch.sigmoid(state.critic(state.tokens).double()) + (1 - CRITIC_BLEND) * (
         1.0 - state.p_at_fill
     )
+
+
+@register("critic_fused", candidates="all", fused=True)
+def critic_fused(state: StepState) -> torch.Tensor:
+    """One pass per step: committed tokens by the critic head of the fill pass, just-filled ones by 1 - p."""
+    return torch.where(state.just_filled, 1.0 - state.p_current, state.critic_at_fill)

@@ -169,23 +169,31 @@ def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperatur
     p_at_fill = torch.ones(tokens.shape, dtype=torch.float64, device=device)
     passes = 0
 
-    def forward(seq: torch.Tensor, head: str) -> torch.Tensor:
+    def forward(seq: torch.Tensor, head: str) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         nonlocal passes
         passes += 1
         with autocast(device):
-            return model(seq, head=head).float()
+            out = model(seq, head=head)
+        return tuple(o.float() for o in out) if head == "both" else out.float()
 
     log = []
+    critic_at_fill = None
     for i in range(steps):
         masked = tokens == mask_id
-        probs = tempered_probs(forward(tokens, "lm"), temperature, top_p)
+        if chosen.fused:  # the critic head judges the committed tokens in the pass that fills the rest
+            logits, critic_logits = forward(tokens, "both")
+            critic_at_fill = torch.sigmoid(critic_logits.double())
+        else:
+            logits = forward(tokens, "lm")
+        probs = tempered_probs(logits, temperature, top_p)
         tokens = torch.where(masked, sample_tokens(probs, generator).to(device), tokens)
         p_current = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         p_at_fill = torch.where(masked, p_current, p_at_fill)
         filled, last = tokens, i == steps - 1
         scores, remask = None, torch.zeros_like(masked)
         if not last:
-            state = StepState(tokens, masked, p_current, p_at_fill, generator, lambda s: forward(s, "critic"))
+            state = StepState(tokens, masked, p_current, p_at_fill, generator, lambda s: forward(s, "critic"),
+                              critic_at_fill)
             scores = chosen.score(state).double()
             r = strength * (1.0 - i / (steps - 1))
             if r > 0:

@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +65,7 @@ class RunSpec:
     live_dir: Path
     diffusion: TrainSection | None = None
     critic: CriticSection | None = None
+    init_from: Path | None = None  # start from this model directory's weights (a fresh run only)
 
     @property
     def alpha(self) -> float:
@@ -81,6 +82,7 @@ class RunSpec:
             "critic": self.critic.model_dump() if self.critic else None,
             "data": data_meta.get("bin_sha256"),
             "code": _code_digest(),
+            "init_from": checkpoint.weights_digest(self.init_from) if self.init_from else None,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -104,19 +106,56 @@ class DiffusionNoise:
     t: torch.Tensor  # (B,) diffusion time per sequence
     mask: torch.Tensor  # (B, T) bool, True where the input is [MASK]
     uniform: torch.Tensor  # (B, T) float64, drives the inverse-CDF sample shown to the critic
+    # Optional, drawn only when a critic option asks for them (so the default run's stream is unchanged):
+    temperature: torch.Tensor | None = None  # (B,) float64, sampling temperature of the critic's fill
+    replace: torch.Tensor | None = None  # (B, T) bool, visible tokens swapped for random characters
+    replacement: torch.Tensor | None = None  # (B, T) long, the random characters
+    remask: torch.Tensor | None = None  # (B, T) bool, positions of the filled sequence masked again
+
+    def _map(self, fn) -> "DiffusionNoise":
+        return DiffusionNoise(**{f.name: None if (v := getattr(self, f.name)) is None else fn(v) for f in fields(self)})
 
     def rows(self, start: int, stop: int) -> "DiffusionNoise":
-        return DiffusionNoise(self.t[start:stop], self.mask[start:stop], self.uniform[start:stop])
+        return self._map(lambda v: v[start:stop])
 
     def to(self, device: torch.device) -> "DiffusionNoise":
-        return DiffusionNoise(self.t.to(device), self.mask.to(device), self.uniform.to(device))
+        return self._map(lambda v: v.to(device))
+
+    def critic_scope(self, label_scope: str) -> torch.Tensor:
+        """Positions whose critic label enters the loss: filled (or all) positions, plus swapped
+        visible ones, less those masked again in the critic's input (they show no token to judge)."""
+        scope = self.mask if label_scope == "filled" else torch.ones_like(self.mask)
+        if self.replace is not None:
+            scope = scope | self.replace
+        if self.remask is not None:
+            scope = scope & ~self.remask
+        return scope
 
 
-def draw_noise(batch: int, length: int, schedule: str, eps: float, generator: torch.Generator) -> DiffusionNoise:
+def draw_noise(
+    batch: int, length: int, schedule: str, eps: float, generator: torch.Generator,
+    critic: CriticSection | None = None, n_chars: int | None = None,
+) -> DiffusionNoise:
+    """All randomness of one global batch; ``critic`` adds what its options need (``n_chars``:
+    the number of real characters, for random replacements)."""
     t = eps + (1.0 - eps) * torch.rand(batch, generator=generator, dtype=torch.float64)
     mask = torch.rand(batch, length, generator=generator, dtype=torch.float64) < masked_fraction(t, schedule)[:, None]
     uniform = torch.rand(batch, length, generator=generator, dtype=torch.float64)
-    return DiffusionNoise(t.float(), mask, uniform)
+    noise = DiffusionNoise(t.float(), mask, uniform)
+    if critic is None:
+        return noise
+    if critic.sample_temperature_spread > 0:
+        spread = critic.sample_temperature_spread * torch.rand(batch, generator=generator, dtype=torch.float64)
+        noise.temperature = critic.sample_temperature + spread
+    if critic.replace_visible > 0:
+        if n_chars is None:
+            raise ValueError("critic.replace_visible needs the number of characters")
+        noise.replace = ~mask & (torch.rand(batch, length, generator=generator, dtype=torch.float64) < critic.replace_visible)
+        noise.replacement = torch.randint(0, n_chars, (batch, length), generator=generator)
+    if critic.input == "partial":
+        share = torch.rand(batch, generator=generator, dtype=torch.float64)
+        noise.remask = torch.rand(batch, length, generator=generator, dtype=torch.float64) < share[:, None]
+    return noise
 
 
 def sample_from_logits(logits: torch.Tensor, uniform: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -163,20 +202,25 @@ class DiffusionObjective(nn.Module):
         if self.train_cfg.alpha == 0:  # the generator-only baseline skips the critic pass
             out["loss"] = loss_gen
             return out
+        cfg = self.critic_cfg
         with torch.no_grad():
-            sample = sample_from_logits(logits.detach(), noise.uniform, self.critic_cfg.sample_temperature)
+            temperature = cfg.sample_temperature if noise.temperature is None else noise.temperature[:, None, None]
+            sample = sample_from_logits(logits.detach(), noise.uniform, temperature)
             critic_input, target = critic_batch(clean, noise.mask, sample)
-        if self.critic_cfg.detach_body:
+            if noise.replace is not None:
+                critic_input = torch.where(noise.replace, noise.replacement, critic_input)
+                target = (critic_input != clean).float()
+            if noise.remask is not None:
+                critic_input = critic_input.masked_fill(noise.remask, mask_id)
+        if cfg.detach_body:
             with torch.no_grad():
                 hidden = self.model.body(critic_input)
             critic_logits = self.model.critic_head(hidden).squeeze(-1)
         else:
             critic_logits = self.model(critic_input, head="critic")
-        bce = F.binary_cross_entropy_with_logits(critic_logits.float(), target, reduction="none")
-        if self.critic_cfg.label_scope == "filled":
-            loss_critic = (bce * noise.mask).sum() / norm["masked"]
-        else:
-            loss_critic = bce.sum() / norm["tokens"]
+        pos_weight = None if cfg.pos_weight == 1.0 else torch.tensor(cfg.pos_weight, device=critic_logits.device)
+        bce = F.binary_cross_entropy_with_logits(critic_logits.float(), target, reduction="none", pos_weight=pos_weight)
+        loss_critic = (bce * noise.critic_scope(cfg.label_scope)).sum() / norm["critic"]
         out["loss_critic"] = loss_critic
         out["loss"] = loss_gen + alpha * loss_critic
         return out
@@ -359,6 +403,11 @@ def _train(
                 print(f"[{spec.variant}] resuming from {state_path} at step {step}")
         elif world.is_main:
             print(f"[{spec.variant}] {state_path} was saved with other settings; starting afresh")
+    if resumed_from is None and spec.init_from is not None:
+        fresh = checkpoint.init_from_checkpoint(model, spec.init_from)
+        if world.is_main:
+            print(f"[{spec.variant}] starting from the weights of {spec.init_from}"
+                  + (f"; {', '.join(fresh)} start fresh (another shape)" if fresh else ""))
     model.to(device)
     # optimizer state follows the parameters to the device
     for st in optimizer.state.values():
@@ -432,10 +481,13 @@ def _train(
             group["lr"] = lr
         window = sample_windows(train_data, cfg.batch_size, block, generator)
         if spec.objective == "diffusion":
-            noise = draw_noise(cfg.batch_size, block, spec.diffusion.mask_schedule, spec.diffusion.mask_eps, generator)
+            noise = draw_noise(cfg.batch_size, block, spec.diffusion.mask_schedule, spec.diffusion.mask_eps, generator,
+                               spec.critic if uses_critic else None, spec.model.mask_id)
             # losses are normalised by global counts and scaled by the world size, so that DDP's
             # gradient average equals the single-process gradient of the global batch
             norm = {"masked": max(int(noise.mask.sum()), 1) / world.size, "tokens": noise.mask.numel() / world.size}
+            if uses_critic:
+                norm["critic"] = max(int(noise.critic_scope(spec.critic.label_scope).sum()), 1) / world.size
             with autocast(device):
                 out = step_fn(window[lo:hi].to(device), noise.rows(lo, hi).to(device), alpha_at(step, spec.diffusion), norm)
         else:

@@ -13,11 +13,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from remask.data import CharTokenizer
-from remask.model import DiffusionTransformer
+from remask.model import DiffusionTransformer, token_cross_entropy
 from remask.runtime import autocast
 from remask.sampling import tempered_probs
 
@@ -56,7 +55,7 @@ def judge_nll_bits(
             chunk = ids[:, lo : lo + window + 1]
             with autocast(device):
                 logits = model(chunk[:, :-1]).float()
-            ce = F.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="none")
+            ce = token_cross_entropy(logits, chunk[:, 1:])
             nll += (ce * valid[:, lo : lo + chunk.size(1) - 1]).sum(1).double()
         for row, i in enumerate(group):
             results[i] = float(nll[row]) / max(int(valid[row].sum()), 1) / math.log(2)

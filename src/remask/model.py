@@ -44,6 +44,15 @@ class ModelConfig:
         return cls(**raw)
 
 
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every position, ``(B, T)``, from logits ``(B, T, V)`` in float32.
+
+    Computed on the flattened batch: ``torch.compile`` on CUDA (inductor, torch 2.11) fails to
+    build the backward of ``cross_entropy`` on a transposed ``(B, V, T)`` view.
+    """
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+
+
 class Rotary(nn.Module):
     """Rotary position embedding: rotates channel pairs by a position-dependent angle."""
 

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from remask import checkpoint
 from remask.config import CriticSection, OptimSection, TrainSection
 from remask.data import CharTokenizer, fixed_windows, load_meta, load_split, sample_windows
-from remask.model import DiffusionTransformer, ModelConfig
+from remask.model import DiffusionTransformer, ModelConfig, token_cross_entropy
 from remask.runtime import World, autocast, barrier, close_world, init_world
 from remask.sampling import inverse_cdf, tempered_probs
 from remask.schedules import elbo_weight, masked_fraction
@@ -192,7 +192,7 @@ class DiffusionObjective(nn.Module):
         mask_id = self.model.config.mask_id
         masked_input = clean.masked_fill(noise.mask, mask_id)
         logits = self.model(masked_input, head="lm")
-        ce = F.cross_entropy(logits.float().transpose(1, 2), clean, reduction="none")
+        ce = token_cross_entropy(logits, clean)
         if self.train_cfg.elbo_weighting:
             weight = elbo_weight(noise.t, self.train_cfg.mask_schedule)[:, None]
             loss_gen = (ce * noise.mask * weight).sum() / norm["tokens"]
@@ -235,7 +235,7 @@ class AutoregressiveObjective(nn.Module):
 
     def forward(self, window: torch.Tensor, norm: dict[str, float]) -> dict[str, torch.Tensor]:
         logits = self.model(window[:, :-1], head="lm")
-        ce = F.cross_entropy(logits.float().transpose(1, 2), window[:, 1:], reduction="sum")
+        ce = token_cross_entropy(logits, window[:, 1:]).sum()
         loss = ce / norm["tokens"]
         return {"loss": loss, "loss_gen": loss}
 
@@ -271,7 +271,7 @@ def evaluate_diffusion(
         clean, noise = clean.to(device), noise.to(device)
         with autocast(device):
             logits = model(clean.masked_fill(noise.mask, model.config.mask_id), head="lm").float()
-        ce = F.cross_entropy(logits.transpose(1, 2), clean, reduction="none")
+        ce = token_cross_entropy(logits, clean)
         ce_sum += float((ce * noise.mask).sum())
         ce_weighted += float((ce * noise.mask * elbo_weight(noise.t, train.mask_schedule)[:, None]).sum())
         masked += int(noise.mask.sum())
@@ -311,7 +311,7 @@ def evaluate_autoregressive(model: DiffusionTransformer, windows: torch.Tensor, 
         window = windows[start : start + batch_size].to(device)
         with autocast(device):
             logits = model(window[:, :-1], head="lm").float()
-        total += float(F.cross_entropy(logits.transpose(1, 2), window[:, 1:], reduction="sum"))
+        total += float(token_cross_entropy(logits, window[:, 1:]).sum())
         count += window[:, 1:].numel()
     model.train(was_training)
     return {"gen_loss": total / count, "bpc": total / count / math.log(2)}

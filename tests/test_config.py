@@ -75,3 +75,20 @@ def test_empty_file_gives_defaults(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert load_params(empty) == Params()
+
+
+def test_ablation_arms_are_validated_as_params():
+    with pytest.raises(ConfigError, match=r"ablation\.arms\.bad: critic\.label_scope must be one of"):
+        parse_params({"ablation": {"arms": {"bad": {"critic": {"label_scope": "bogus"}}}}})
+    with pytest.raises(ConfigError, match=r"arms\.bad\.data: an arm overrides only model, train, critic"):
+        parse_params({"ablation": {"arms": {"bad": {"data": {"split_seed": 1}}}}})
+    with pytest.raises(ConfigError, match=r"ablation\.arms\.typo: critic\.pos_wieght is not a known key"):
+        parse_params({"ablation": {"arms": {"typo": {"critic": {"pos_wieght": 2.0}}}}})
+    params = parse_params({"critic": {"pos_weight": 2.0}, "ablation": {"arms": {"mlp": {"model": {"critic_head": "mlp"}}}}})
+    arm = params.for_arm("mlp")
+    assert arm.model.critic_head == "mlp" and arm.critic.pos_weight == 2.0  # overrides on top of the base
+
+
+def test_notebook_budget_must_be_sampled():
+    with pytest.raises(ConfigError, match=r"notebooks\.nfe \(48\) must be one of sample\.nfe_budgets"):
+        parse_params({"notebooks": {"nfe": 48}})

@@ -163,3 +163,16 @@ def test_a_failing_cell_fails_the_notebook_stage(pipeline_run, tmp_path):
     assert (project / "reports/04_policy_comparison.failed.ipynb").is_file()
     # the previous complete notebook is still there, untouched
     assert nbformat.read(project / "reports/04_policy_comparison.ipynb", as_version=4).cells
+
+
+def test_a_second_pipeline_from_scratch_gives_identical_metrics(pipeline_run, tmp_path):
+    """Same params, same machine: every metrics file and the summary come out byte for byte the same."""
+    again = make_project(tmp_path)
+    result = dvc(again, "repro", "evaluate_samples")  # everything but the notebooks (leaves)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    shown = dvc(again, "metrics", "show", "--json")
+    declared = sorted(p.relative_to(again) for p in (again / "results").rglob("metrics.json")) + [
+        Path("data/prepared/stats.json"), Path("results/summary.md")]
+    assert len(declared) > 10 and shown.returncode == 0
+    for path in declared:
+        assert (pipeline_run / path).read_bytes() == (again / path).read_bytes(), path

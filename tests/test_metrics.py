@@ -96,3 +96,28 @@ def test_compare_and_verdict():
 def test_matched_entropy_picks_closest():
     rows = [row(2, [1, 3], 0.5, [0.4, 0.6], entropy=e) for e in (3.5, 4.6, 5.2)]
     assert matched_entropy(rows, 4.8)["char_entropy"] == 4.6
+
+
+def test_goal_check_marks_each_criterion_from_the_numbers():
+    from remask.report import goal_check
+
+    def setting(policy, nll, valid, entropy, rep):
+        return {**row(nll, [nll - 0.05, nll + 0.05], valid, [valid - 0.02, valid + 0.02], entropy),
+                "policy": policy, "nfe_budget": 32, "temperature": 1.0, "rep_4": rep}
+
+    reference = {"char_entropy": 4.0, "rep_4": 0.1}
+    detection = {"sampler states (confidence rollouts)": {"critic": {"auroc": 0.80}, "critic_fused": {"auroc": 0.90},
+                                                         "confidence": {"auroc": 0.84}}}
+    wins = [setting("confidence", 2.5, 0.6, 4.0, 0.1), setting("critic", 2.0, 0.8, 4.02, 0.12)]
+    lines = goal_check(wins, reference, [32], ["critic"], "confidence", 0.02, detection,
+                       {"multitask": 2.015, "generator_only": 2.0})
+    assert lines[4].endswith("| yes |") and "`critic` beats `confidence`" in lines[4]
+    assert "`critic_fused` 0.900 vs confidence 0.840 (+0.060)" in lines[5] and lines[5].endswith("| yes |")
+    assert "+0.75%" in lines[6] and lines[6].endswith("| yes |")
+    # too repetitive, or outside the entropy tolerance, or a generator that got 2% worse: not met
+    repetitive = [wins[0], setting("critic", 2.0, 0.8, 4.02, 0.2)]
+    off_entropy = [wins[0], setting("critic", 2.0, 0.8, 3.5, 0.12)]
+    for rows in (repetitive, off_entropy):
+        assert goal_check(rows, reference, [32], ["critic"], "confidence", 0.02, None, {})[4].endswith("| no |")
+    assert goal_check(wins, reference, [32], ["critic"], "confidence", 0.02, None,
+                      {"multitask": 2.04, "generator_only": 2.0})[-1].endswith("| no |")

@@ -120,6 +120,8 @@ def render_summary(
             f"- Caution: no swept temperature brought {', '.join(far_budgets)} within {tolerance:.0%} of the test "
             "text's entropy; widen `sample.temperatures` for a fair match."
         )
+    lines += ["", *goal_check(settings, reference, sweep_nfe, challengers, baseline, tolerance, detection,
+                              generator_losses)]
     if generator_losses:
         lines += ["", "## What the critic costs the generator", ""]
         lines.append(
@@ -207,5 +209,65 @@ def render_ablation(arms: list[Mapping], baseline: str) -> list[str]:
             f"| {arm['arm']} | {lever} | {arm['val']['gen_loss']:.4f} | {auroc['critic']:.3f} | "
             f"{auroc.get('critic_fused', float('nan')):.3f} | {auroc['confidence']:.3f} | " + " | ".join(cells) + " | "
             + " | ".join(verdicts) + " |"
+        )
+    return lines
+
+
+ROLLOUT_LABEL = "sampler states (confidence rollouts)"
+
+
+def goal_check(
+    settings: list[Mapping],
+    reference: Mapping,
+    sweep_nfe: list[int],
+    challengers: list[str],
+    baseline: str,
+    tolerance: float,
+    detection: Mapping | None,
+    generator_losses: Mapping[str, float],
+) -> list[str]:
+    """The project's goal, criterion by criterion, each measured here and marked met or not.
+
+    A critic policy wins a swept NFE budget when, at matched entropy (within ``tolerance`` of the
+    test text's for both policies), it beats ``baseline`` on judge NLL *and* word validity with
+    disjoint intervals and its rep-4 is at most 1.5x the test text's.
+    """
+    target = reference["char_entropy"]
+    lines = ["## The goal, criterion by criterion", "", "| criterion | measured | met |", "|---|---|---|"]
+    for budget in sweep_nfe:
+        base_rows = [s for s in settings if s["policy"] == baseline and s["nfe_budget"] == budget]
+        if not base_rows:
+            continue
+        base = matched_entropy(base_rows, target)
+        for name in challengers:
+            rows = [s for s in settings if s["policy"] == name and s["nfe_budget"] == budget]
+            if not rows:
+                continue
+            best = matched_entropy(rows, target)
+            matched = all(abs(r["char_entropy"] - target) <= tolerance * target for r in (best, base))
+            met = (matched and compare(best, base, "judge_nll") == 1 and compare(best, base, "word_validity") == 1
+                   and best["rep_4"] <= 1.5 * reference["rep_4"])
+            lines.append(
+                f"| NFE {budget}: `{name}` beats `{baseline}` at matched entropy (within {tolerance:.0%}) on judge NLL "
+                f"and word validity, rep-4 <= 1.5x the text's | entropy {best['char_entropy']:.3f} vs "
+                f"{base['char_entropy']:.3f} (text {target:.3f}); NLL {best['judge_nll']:.3f} vs {base['judge_nll']:.3f}; "
+                f"validity {best['word_validity']:.3f} vs {base['word_validity']:.3f}; rep-4 {best['rep_4']:.3f} "
+                f"(limit {1.5 * reference['rep_4']:.3f}) | {'yes' if met else 'no'} |"
+            )
+    if detection and ROLLOUT_LABEL in detection:
+        block = detection[ROLLOUT_LABEL]
+        scores = {k: block[k]["auroc"] for k in ("critic", "critic_fused") if k in block}
+        best_name = max(scores, key=scores.get)
+        gap = scores[best_name] - block["confidence"]["auroc"]
+        lines.append(
+            f"| error-detection AUROC on real sampler states >= confidence's + 0.05 | `{best_name}` "
+            f"{scores[best_name]:.3f} vs confidence {block['confidence']['auroc']:.3f} ({gap:+.3f}) | "
+            f"{'yes' if gap >= 0.05 else 'no'} |"
+        )
+    if {"multitask", "generator_only"} <= set(generator_losses):
+        change = generator_losses["multitask"] / generator_losses["generator_only"] - 1
+        lines.append(
+            f"| the multitask generator's validation loss within 1% of generator-only | {change:+.2%} | "
+            f"{'yes' if change <= 0.01 else 'no'} |"
         )
     return lines

@@ -4,7 +4,8 @@ Run: ``python benchmarks/sample.py [--checkpoint models/multitask] [--nfe 32]`` 
 training stage, or ``--synthetic`` for an untrained model of ``params.yaml``'s ``model`` size
 (throughput does not depend on the weights). All figures come from one run on one device. The
 last line is one JSON object keyed by policy, each with ``steps``, ``nfe`` and ``samples_per_s``
-(at equal NFE), plus ``equal_steps`` and ``batch_scaling`` sections.
+at equal NFE, ``chars_per_s``, and ``equal_steps`` (the same at the steps of ``confidence``);
+``confidence`` also holds ``batch_scaling`` (samples/s per batch size).
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ def main() -> None:
         count = max(size, min(n, 4 * size))
         scaling[str(size)] = round(samples_per_s(model, "confidence", steps, count, length, size, args.repeats), 2)
         print(f"  batch {size:4d}: {scaling[str(size)]:8.2f} samples/s")
-    print(json.dumps({**equal_nfe, "equal_steps": equal_steps, "batch_scaling": scaling}))
+    figures = {policy: {**row, "equal_steps": equal_steps[policy]} for policy, row in equal_nfe.items()}
+    figures["confidence"]["batch_scaling"] = scaling
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

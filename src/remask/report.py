@@ -146,7 +146,7 @@ def render_summary(
                 f"{h['average_precision']:.3f} | {c.get('ece', float('nan')):.3f} | {h.get('ece', float('nan')):.3f} |"
             )
     if ablation:
-        lines += ["", *render_ablation(ablation, baseline)]
+        lines += ["", *render_ablation(ablation, baseline, tolerance)]
     lines += ["", "## Compute-matched table, temperature 1", "",
               "| NFE budget | policy | steps | NFE | judge NLL | entropy | word validity | distinct-2 | distinct-3 | rep-4 |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -174,11 +174,12 @@ def render_summary(
     return "\n".join(lines) + "\n"
 
 
-def render_ablation(arms: list[Mapping], baseline: str) -> list[str]:
+def render_ablation(arms: list[Mapping], baseline: str, tolerance: float) -> list[str]:
     """The ablation table: one row per arm (one lever changed), its cost and what it changed.
 
     Each arm's policies are compared with ``baseline`` sampled from the *same* arm's model, at
-    matched entropy, with the same rule as the main verdict.
+    matched entropy, with the same rule as the main verdict; a comparison whose entropies are not
+    both within ``tolerance`` of the test text's is marked as such, since it says little.
     """
     policies = [p for p in arms[0]["matched"] if p != baseline]
     first = arms[0]
@@ -189,8 +190,8 @@ def render_ablation(arms: list[Mapping], baseline: str) -> list[str]:
         f"Rollout AUROC: error detection on the confidence policy's infilling states (test split). Samples: NFE "
         f"{first['matched'][baseline]['nfe']} for `{baseline}`, each policy at the temperature of its sweep whose "
         f"entropy is closest to the test text's ({first['reference']['char_entropy']:.3f}); "
-        "cells are judge NLL / word validity (T). Verdicts compare with the same arm's "
-        f"`{baseline}`.",
+        "cells are judge NLL / word validity / character entropy (T). Verdicts compare with the same arm's "
+        f"`{baseline}`; *entropy not matched* marks a pair not both within {tolerance:.0%} of the text's entropy.",
         "",
         "| arm | lever | val gen loss | AUROC critic | AUROC critic_fused | AUROC confidence | "
         + " | ".join(f"`{p}`" for p in [baseline, *policies]) + " | "
@@ -200,11 +201,16 @@ def render_ablation(arms: list[Mapping], baseline: str) -> list[str]:
     for arm in arms:
         lever = ", ".join(f"{s}.{k}={v}" for s, kv in arm["overrides"].items() for k, v in kv.items()) or "none"
         auroc = arm["rollout_auroc"]
+        target = arm["reference"]["char_entropy"]
         cells = [
-            f"{m['judge_nll']:.3f} / {m['word_validity']:.3f} (T={m['temperature']:g})"
+            f"{m['judge_nll']:.3f} / {m['word_validity']:.3f} / {m['char_entropy']:.2f} (T={m['temperature']:g})"
             for m in (arm["matched"][p] for p in [baseline, *policies])
         ]
-        verdicts = [verdict(arm["matched"][p], arm["matched"][baseline]) for p in policies]
+        verdicts = []
+        for p in policies:
+            pair = (arm["matched"][p], arm["matched"][baseline])
+            matched = all(abs(m["char_entropy"] - target) <= tolerance * target for m in pair)
+            verdicts.append(("" if matched else "*entropy not matched*: ") + verdict(*pair))
         lines.append(
             f"| {arm['arm']} | {lever} | {arm['val']['gen_loss']:.4f} | {auroc['critic']:.3f} | "
             f"{auroc.get('critic_fused', float('nan')):.3f} | {auroc['confidence']:.3f} | " + " | ".join(cells) + " | "

@@ -28,6 +28,20 @@ def compare(a: Mapping, b: Mapping, metric: str) -> int:
     return 0
 
 
+def matched_pairs(
+    settings: list[Mapping], target: float, budgets: list[int], challengers: list[str], baseline: str
+) -> list[tuple[int, str, Mapping, Mapping]]:
+    """(budget, challenger, its matched-entropy row, the baseline's) for every swept budget both have."""
+    pairs = []
+    for budget in budgets:
+        base_rows = [s for s in settings if s["policy"] == baseline and s["nfe_budget"] == budget]
+        for name in challengers:
+            rows = [s for s in settings if s["policy"] == name and s["nfe_budget"] == budget]
+            if base_rows and rows:
+                pairs.append((budget, name, matched_entropy(rows, target), matched_entropy(base_rows, target)))
+    return pairs
+
+
 def matched_entropy(rows: list[Mapping], target: float) -> Mapping:
     """The row (one temperature of a sweep) whose character entropy is closest to ``target``."""
     return min(rows, key=lambda r: abs(r["char_entropy"] - target))
@@ -84,24 +98,15 @@ def render_summary(
     lines += ["", "## Verdict", ""]
     by_key = {(s["policy"], s["nfe_budget"], s["temperature"]): s for s in settings}
     policies = sorted({s["policy"] for s in settings})
-    for budget in sweep_nfe:
-        base_rows = [s for s in settings if s["policy"] == baseline and s["nfe_budget"] == budget]
-        if not base_rows:
-            continue
-        base = matched_entropy(base_rows, target)
-        for name in challengers:
-            rows = [s for s in settings if s["policy"] == name and s["nfe_budget"] == budget]
-            if not rows:
-                continue
-            best = matched_entropy(rows, target)
-            lines.append(
-                f"- **NFE {budget}, matched entropy**: `{name}` (T={best['temperature']:g}, entropy "
-                f"{best['char_entropy']:.3f}) vs `{baseline}` (T={base['temperature']:g}, entropy "
-                f"{base['char_entropy']:.3f}): judge NLL {fmt(best, 'judge_nll')} vs {fmt(base, 'judge_nll')}; "
-                f"word validity {fmt(best, 'word_validity')} vs {fmt(base, 'word_validity')}; "
-                f"rep-4 {best['rep_4']:.3f} vs {base['rep_4']:.3f} (text {reference['rep_4']:.3f}). "
-                f"**`{name}` {verdict(best, base)}.**"
-            )
+    for budget, name, best, base in matched_pairs(settings, target, sweep_nfe, challengers, baseline):
+        lines.append(
+            f"- **NFE {budget}, matched entropy**: `{name}` (T={best['temperature']:g}, entropy "
+            f"{best['char_entropy']:.3f}) vs `{baseline}` (T={base['temperature']:g}, entropy "
+            f"{base['char_entropy']:.3f}): judge NLL {fmt(best, 'judge_nll')} vs {fmt(base, 'judge_nll')}; "
+            f"word validity {fmt(best, 'word_validity')} vs {fmt(base, 'word_validity')}; "
+            f"rep-4 {best['rep_4']:.3f} vs {base['rep_4']:.3f} (text {reference['rep_4']:.3f}). "
+            f"**`{name}` {verdict(best, base)}.**"
+        )
     for budget in sorted({s["nfe_budget"] for s in settings}):
         base = by_key.get((baseline, budget, 1.0))
         for name in challengers:
@@ -240,26 +245,17 @@ def goal_check(
     """
     target = reference["char_entropy"]
     lines = ["## The goal, criterion by criterion", "", "| criterion | measured | met |", "|---|---|---|"]
-    for budget in sweep_nfe:
-        base_rows = [s for s in settings if s["policy"] == baseline and s["nfe_budget"] == budget]
-        if not base_rows:
-            continue
-        base = matched_entropy(base_rows, target)
-        for name in challengers:
-            rows = [s for s in settings if s["policy"] == name and s["nfe_budget"] == budget]
-            if not rows:
-                continue
-            best = matched_entropy(rows, target)
-            matched = all(abs(r["char_entropy"] - target) <= tolerance * target for r in (best, base))
-            met = (matched and compare(best, base, "judge_nll") == 1 and compare(best, base, "word_validity") == 1
-                   and best["rep_4"] <= 1.5 * reference["rep_4"])
-            lines.append(
-                f"| NFE {budget}: `{name}` beats `{baseline}` at matched entropy (within {tolerance:.0%}) on judge NLL "
-                f"and word validity, rep-4 <= 1.5x the text's | entropy {best['char_entropy']:.3f} vs "
-                f"{base['char_entropy']:.3f} (text {target:.3f}); NLL {best['judge_nll']:.3f} vs {base['judge_nll']:.3f}; "
-                f"validity {best['word_validity']:.3f} vs {base['word_validity']:.3f}; rep-4 {best['rep_4']:.3f} "
-                f"(limit {1.5 * reference['rep_4']:.3f}) | {'yes' if met else 'no'} |"
-            )
+    for budget, name, best, base in matched_pairs(settings, target, sweep_nfe, challengers, baseline):
+        matched = all(abs(r["char_entropy"] - target) <= tolerance * target for r in (best, base))
+        met = (matched and compare(best, base, "judge_nll") == 1 and compare(best, base, "word_validity") == 1
+               and best["rep_4"] <= 1.5 * reference["rep_4"])
+        lines.append(
+            f"| NFE {budget}: `{name}` beats `{baseline}` at matched entropy (within {tolerance:.0%}) on judge NLL "
+            f"and word validity, rep-4 <= 1.5x the text's | entropy {best['char_entropy']:.3f} vs "
+            f"{base['char_entropy']:.3f} (text {target:.3f}); NLL {best['judge_nll']:.3f} vs {base['judge_nll']:.3f}; "
+            f"validity {best['word_validity']:.3f} vs {base['word_validity']:.3f}; rep-4 {best['rep_4']:.3f} "
+            f"(limit {1.5 * reference['rep_4']:.3f}) | {'yes' if met else 'no'} |"
+        )
     if detection and ROLLOUT_LABEL in detection:
         block = detection[ROLLOUT_LABEL]
         scores = {k: block[k]["auroc"] for k in ("critic", "critic_fused") if k in block}

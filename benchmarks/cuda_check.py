@@ -24,16 +24,12 @@ from remask.config import DataSection, load_params
 from remask.data import Document, load_meta, prepare
 from remask.model import ModelConfig
 from remask.policies import POLICIES
+from remask.runtime import synchronize
 from remask.sampling import diffusion_generate, nfe_for, steps_for_nfe
 from remask.train import RunSpec, train
 
 WORDS = ("the king is dead long live the king to be or not to be that is the question what light "
          "through yonder window breaks it is the east and juliet is the sun").split()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def synthetic_corpus(out: Path, documents: int = 12, words: int = 6000) -> dict:
@@ -91,10 +87,10 @@ def main() -> None:
         sampling = {}
         for policy in POLICIES:
             steps = steps_for_nfe(policy, 32)
-            _sync(device)
+            synchronize(device)
             started = time.perf_counter()
             first = diffusion_generate(gpu_model, 64, params.sample.length, steps, policy=policy, seed=0)
-            _sync(device)
+            synchronize(device)
             seconds = time.perf_counter() - started
             again = diffusion_generate(gpu_model, 64, params.sample.length, steps, policy=policy, seed=0)
             assert first.nfe == nfe_for(policy, steps) and not (first.tokens == gpu_model.config.mask_id).any()

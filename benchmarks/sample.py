@@ -20,13 +20,8 @@ from remask.checkpoint import load_model
 from remask.config import load_params
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.policies import POLICIES
-from remask.runtime import resolve_device
+from remask.runtime import resolve_device, synchronize
 from remask.sampling import diffusion_generate, nfe_for, steps_for_nfe
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def samples_per_s(model: DiffusionTransformer, policy: str, steps: int, num_samples: int, length: int,
@@ -35,10 +30,10 @@ def samples_per_s(model: DiffusionTransformer, policy: str, steps: int, num_samp
     device = next(model.parameters()).device
     best = float("inf")
     for attempt in range(repeats + 1):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         diffusion_generate(model, num_samples, length, steps, policy=policy, seed=attempt, batch_size=batch_size)
-        _sync(device)
+        synchronize(device)
         if attempt:  # the first run warms up kernels and caches
             best = min(best, time.perf_counter() - start)
     return num_samples / best

@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from remask.config import load_params
 from remask.model import DiffusionTransformer, ModelConfig
-from remask.runtime import autocast, resolve_device
+from remask.runtime import autocast, resolve_device, synchronize
 from remask.train import DiffusionObjective, draw_noise, make_optimizer
 
 
@@ -26,17 +26,12 @@ def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(2):
         a @ b
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    _sync(device)
+    synchronize(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def bench(params, alpha: float, steps: int, vocab: int, device: torch.device) -> tuple[float, float]:
@@ -65,11 +60,11 @@ def bench(params, alpha: float, steps: int, vocab: int, device: torch.device) ->
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    synchronize(device)
     return B * T * steps / (time.perf_counter() - start), flops
 
 

@@ -71,7 +71,7 @@ def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
 
     windows = fixed_windows(test, cfg.eval_windows, model.config.block_size)
     scores = rollout_scores(model, windows, "confidence", params.evaluate_critic.rollout_mask_ratio, cfg.rollout_steps,
-                            1.0, seed=cfg.seed)
+                            1.0, seed=cfg.seed, sampler=params.sample.sampler_options())
     detection = {name: m["auroc"] for name, m in summarise({k: v for k, v in scores.items() if k != "step"}, 10).items()}
     reference = quality([tok.decode(w.tolist()) for w in fixed_windows(test, cfg.num_samples, length)], cfg.seed)
 
@@ -80,7 +80,7 @@ def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
     for policy, temperature in tqdm(cells, desc=f"ablate {arm}: samples", unit="setting"):
         steps = steps_for_nfe(policy, cfg.nfe)
         run = diffusion_generate(model, cfg.num_samples, length, steps, policy=policy, temperature=temperature,
-                                 schedule=params.sample.schedule, seed=cfg.seed, batch_size=params.sample.batch_size)
+                                 seed=cfg.seed, batch_size=params.sample.batch_size, **params.sample.sampler_options())
         row = quality([tok.decode(ids.tolist()) for ids in run.tokens], cfg.seed + 1)
         samples.setdefault(policy, []).append({"temperature": temperature, "steps": steps, "nfe": run.nfe, **row})
     matched = {policy: matched_entropy(rows, reference["char_entropy"]) for policy, rows in samples.items()}

@@ -1,8 +1,9 @@
 """DVC stage ``evaluate_critic``: the critic as an error detector on the test split.
 
 Writes ``results/evaluate_critic/metrics.json`` (AUROC, average precision and calibration error
-of every score, on one-step fills per mask ratio and on real sampler states per rollout policy)
-and plot data under ``results/evaluate_critic/plots/``.
+of every score, on one-step fills per mask ratio and on real sampler states per rollout policy,
+and ``added_information``: what the critic adds to the heuristic's ranking when both are fitted
+together) and plot data under ``results/evaluate_critic/plots/``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from remask.checkpoint import load_model
 from remask.config import Params
 from remask.data import fixed_windows, load_meta, load_split
 from remask.detection import curves, one_step_scores, rollout_scores, summarise
+from remask.metrics import added_information
 from remask.runtime import resolve_device
 
 DATA_DIR = Path("data/prepared")
@@ -54,14 +56,19 @@ def main(params: Params, args: argparse.Namespace) -> None:
             pooled.setdefault(name, []).append(values)
     one_step = {k: np.concatenate(v) for k, v in pooled.items()}
     metrics["one_step"]["pooled"] = summarise(one_step, cfg.reliability_bins)
+    metrics["added_information"] = {
+        "one_step": added_information(one_step["label"], one_step["confidence"], one_step["critic"], seed=cfg.seed)
+    }
 
     rollout_windows = windows[: cfg.rollout_windows]
     rollouts = {}
     for policy in tqdm(cfg.rollout_policies, desc="sampler states", unit="policy"):
         scores = rollout_scores(model, rollout_windows, policy, cfg.rollout_mask_ratio, cfg.rollout_steps,
-                                cfg.temperature, seed=cfg.seed)
+                                cfg.temperature, seed=cfg.seed, sampler=params.sample.sampler_options())
         rollouts[policy] = scores
         metrics["rollout"][f"{policy}_policy"] = summarise(scores, cfg.reliability_bins)
+        metrics["added_information"][f"{policy}_policy"] = added_information(
+            scores["label"], scores["confidence"], scores["critic"], seed=cfg.seed)
         per_step = []
         for step in np.unique(scores["step"]):
             at = scores["step"] == step
@@ -77,8 +84,9 @@ def main(params: Params, args: argparse.Namespace) -> None:
                 write_csv(out / "plots" / plot / kind / f"{name}.csv", rows)
     write_json(out / "metrics.json", metrics)
     headline = {p: {n: round(v["auroc"], 4) for n, v in m.items()} for p, m in metrics["rollout"].items()}
+    gains = {k: round(v["gain"], 4) for k, v in metrics["added_information"].items()}
     print(json.dumps({"one_step_pooled_auroc": {n: round(v["auroc"], 4) for n, v in metrics["one_step"]["pooled"].items()},
-                      "rollout_auroc": headline}, indent=2))
+                      "rollout_auroc": headline, "critic_added_auroc": gains}, indent=2))
 
 
 if __name__ == "__main__":

@@ -77,11 +77,16 @@ def main(params: Params, args: argparse.Namespace) -> None:
                 write_csv(out / "plots" / "frontier" / f"{policy}_nfe{budget}.csv", [_plot_row(s, "temperature") for s in sweep])
 
     detection_path = results / "evaluate_critic" / "metrics.json"
-    detection = None
+    detection = added = None
     if detection_path.is_file():
         raw = json.loads(detection_path.read_text())
-        detection = {"one-step fills (pooled ratios)": raw["one_step"]["pooled"],
-                     **{f"sampler states ({k.replace('_policy', '')} rollouts)": v for k, v in raw["rollout"].items()}}
+
+        def label(key: str) -> str:
+            return "one-step fills (pooled ratios)" if key == "one_step" else \
+                f"sampler states ({key.replace('_policy', '')} rollouts)"
+
+        detection = {label("one_step"): raw["one_step"]["pooled"], **{label(k): v for k, v in raw["rollout"].items()}}
+        added = {label(k): v for k, v in raw["added_information"].items()}
     losses = {}
     for variant in ("multitask", "generator_only"):
         path = results / "train" / variant / "metrics.json"
@@ -95,7 +100,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
         ablation.append(json.loads(path.read_text()))
     challengers = [p for p in scfg.policies if p.startswith("critic")]
     summary = render_summary(reference, judge_row, settings, scfg.sweep_nfe, challengers, BASELINE,
-                             cfg.entropy_tolerance, detection, losses, ablation)
+                             cfg.entropy_tolerance, detection, losses, ablation, added)
     write_text(results / "summary.md", summary)
     print(summary)
 

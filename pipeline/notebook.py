@@ -35,10 +35,12 @@ def notebook_parameters(name: str, params: Params) -> dict:
     nb = params.notebooks
     per_notebook = {
         "01_masked_diffusion_and_the_heuristic": {"num_examples": nb.num_examples, "steps": nb.steps,
-                                                  "length": params.sample.length},
+                                                  "length": params.sample.length,
+                                                  "sampler": params.sample.sampler_options()},
         "02_training_the_critic": {},
         "03_critic_as_error_detector": {"passage_length": nb.passage_length},
-        "04_policy_comparison": {"num_examples": nb.num_examples, "nfe": nb.nfe, "length": params.sample.length},
+        "04_policy_comparison": {"num_examples": nb.num_examples, "nfe": nb.nfe, "length": params.sample.length,
+                                 "sampler": params.sample.sampler_options()},
     }
     if name not in per_notebook:
         raise ConfigError(f"--name {name!r}: valid notebooks are {', '.join(per_notebook)}")

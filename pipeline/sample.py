@@ -33,9 +33,8 @@ def sample_policy(params: Params, policy: str, model_dir: Path, out: Path) -> No
         print(f"[{policy}] setting {number}/{len(grid)}: NFE budget {setting.nfe_budget}, {setting.steps} steps, "
               f"temperature {setting.temperature:g}", flush=True)
         result = diffusion_generate(
-            model, cfg.num_samples, cfg.length, setting.steps, policy=policy, schedule=cfg.schedule,
-            temperature=setting.temperature, top_p=cfg.top_p, randomness_strength=cfg.randomness_strength,
-            seed=cfg.seed, batch_size=cfg.batch_size, progress=True,
+            model, cfg.num_samples, cfg.length, setting.steps, policy=policy, temperature=setting.temperature,
+            seed=cfg.seed, batch_size=cfg.batch_size, progress=True, **cfg.sampler_options(),
         )
         rows += [
             {"policy": policy, "nfe_budget": setting.nfe_budget, "steps": setting.steps, "nfe": result.nfe,

@@ -121,3 +121,35 @@ def test_goal_check_marks_each_criterion_from_the_numbers():
         assert goal_check(rows, reference, [32], ["critic"], "confidence", 0.02, None, {})[4].endswith("| no |")
     assert goal_check(wins, reference, [32], ["critic"], "confidence", 0.02, None,
                       {"multitask": 2.04, "generator_only": 2.0})[-1].endswith("| no |")
+
+
+def test_added_information_sees_a_critic_that_knows_more_and_one_that_knows_nothing():
+    from remask.metrics import added_information
+
+    rng = np.random.default_rng(0)
+    labels = rng.random(4000) < 0.3
+    heuristic = np.clip(0.3 + 0.2 * labels + 0.25 * rng.standard_normal(4000), 0.01, 0.99)
+    informed = np.clip(0.3 + 0.2 * labels + 0.25 * rng.standard_normal(4000), 0.01, 0.99)  # independent evidence
+    copy = np.clip(heuristic + 0.01 * rng.standard_normal(4000), 0.01, 0.99)  # the heuristic, noisier
+    assert added_information(labels, heuristic, informed)["gain"] > 0.05
+    assert abs(added_information(labels, heuristic, copy)["gain"]) < 0.005
+    few_errors = np.r_[np.ones(3), np.zeros(97)]  # fewer errors than folds: no honest estimate
+    assert np.isnan(added_information(few_errors, heuristic[:100], copy[:100])["gain"])
+
+
+def test_evidence_section_tests_both_predictions_on_the_numbers():
+    from remask.report import render_evidence
+
+    def block(critic, confidence, first=None):
+        out = {"critic": {"auroc": critic}, "confidence": {"auroc": confidence}}
+        return out | ({"first_pass": {"auroc": first}} if first is not None else {})
+
+    detection = {"one-step": block(0.79, 0.86), "states": block(0.77, 0.82, 0.84)}
+    small = {"heuristic": 0.86, "stacked": 0.861, "gain": 0.001}
+    holds = render_evidence(detection, {"one-step": small, "states": small})
+    assert "Prediction 1 holds on 1 of 1" in holds[-1] and "prediction 2 holds on 2 of 2" in holds[-1]
+    assert "| states | 0.770 | 0.820 | 0.840 | 0.860 | 0.861 | +0.0010 |" in holds
+    detection["states"] = block(0.77, 0.82, 0.80)
+    fails = render_evidence(detection, {"one-step": small, "states": {**small, "gain": 0.03}})
+    assert "Prediction 1 holds on 0 of 1" in fails[-1] and "prediction 2 holds on 1 of 2" in fails[-1]
+    assert "does not fully explain" in fails[-1]

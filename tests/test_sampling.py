@@ -1,5 +1,7 @@
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -119,3 +121,48 @@ def test_remdm_conf_ranks_by_the_confidence_recorded_at_fill(model):
     result = diffusion_generate(model, 3, 16, 4, policy="remdm_conf", seed=3, record_trajectory=True)
     for step in result.trajectory[:-1]:
         torch.testing.assert_close(step.scores, 1.0 - step.p_at_fill, atol=1e-6, rtol=0)
+
+
+def test_gumbel_selection_at_zero_temperature_is_top_k(model):
+    """tau = 0 leaves the keys a monotone function of the scores, so the choice is plain top-k."""
+    top_k = diffusion_generate(model, 4, 16, 5, policy="confidence", seed=4)
+    gumbel = diffusion_generate(model, 4, 16, 5, policy="confidence", seed=4, selection="gumbel",
+                                selection_temperature=0.0)
+    assert torch.equal(top_k.tokens, gumbel.tokens)
+
+
+def test_gumbel_keys_draw_in_proportion_to_the_scores():
+    """At tau = 1 the top key of a row is a draw with probability proportional to the scores."""
+    from remask.sampling import _gumbel_keys
+
+    scores = torch.tensor([[0.1, 0.2, 0.3, 0.4]], dtype=torch.float64).expand(40_000, 4)
+    winners = _gumbel_keys(scores, 1.0, torch.Generator().manual_seed(0)).argmax(1)
+    share = torch.bincount(winners, minlength=4).double() / len(winners)
+    torch.testing.assert_close(share, scores[0], atol=0.01, rtol=0)
+
+
+def test_gumbel_selection_is_seeded_and_refuses_bad_settings(model):
+    a = diffusion_generate(model, 4, 16, 4, policy="critic_fused", seed=7, selection="gumbel")
+    b = diffusion_generate(model, 4, 16, 4, policy="critic_fused", seed=7, selection="gumbel")
+    c = diffusion_generate(model, 4, 16, 4, policy="critic_fused", seed=8, selection="gumbel")
+    assert torch.equal(a.tokens, b.tokens) and not torch.equal(a.tokens, c.tokens)
+    with pytest.raises(ValueError, match="selection must be one of topk, gumbel"):
+        diffusion_generate(model, 1, 8, 2, selection="nucleus")
+    with pytest.raises(ValueError, match="selection_temperature >= 0"):
+        diffusion_generate(model, 1, 8, 2, selection="gumbel", selection_temperature=-1.0)
+
+
+def test_first_pass_score_is_the_confidence_given_the_protected_text_only(model):
+    """On the first state every free token was filled in the pass that saw only the protected text,
+    so first_pass equals the stale confidence there; later it keeps judging against that pass."""
+    from remask.detection import rollout_scores
+
+    windows = torch.randint(0, MASK, (6, 24), generator=torch.Generator().manual_seed(0))
+    scores = rollout_scores(model, windows, "confidence", 0.5, 4, 1.0, seed=0, batch_size=4,
+                            sampler={"selection": "gumbel"})
+    assert {"label", "critic", "confidence", "critic_fused", "first_pass", "step"} <= set(scores)
+    first = scores["step"] == 0
+    np.testing.assert_allclose(scores["first_pass"][first], scores["confidence"][first], atol=1e-6)
+    later = scores["step"] > 0
+    assert later.any() and not np.allclose(scores["first_pass"][later], scores["confidence"][later])
+    assert ((scores["first_pass"] >= 0) & (scores["first_pass"] <= 1)).all()

@@ -13,7 +13,8 @@ from remask import checkpoint
 from remask.data import load_meta
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.train import (
-    DiffusionNoise, DiffusionObjective, critic_batch, draw_noise, learning_rate, sample_from_logits, train,
+    DiffusionNoise, DiffusionObjective, critic_batch, draw_noise, learning_rate, rollout_refill, sample_from_logits,
+    train,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,11 +89,41 @@ def test_critic_levers_build_the_input_and_labels_they_promise():
     assert target[noise.replace & (noise.replacement != clean)].eq(1).all()
 
 
+def test_rollout_lever_shows_the_critic_a_two_step_confidence_state():
+    """rollout_share: for the chosen sequences, the least confident half of the first fill is masked
+    again and refilled in a second pass that sees the kept tokens; labels follow the final tokens."""
+    params = tiny_params(critic={"rollout_share": 1.0})
+    noise = draw_noise(6, 8, "linear", 1e-3, torch.Generator().manual_seed(1), params.critic, n_chars=10)
+    assert noise.rollout.all() and noise.uniform_refill.shape == (6, 8)
+    torch.manual_seed(0)
+    model = DiffusionTransformer(ModelConfig(vocab_size=11, mask_id=10, n_layer=1, n_head=2, n_embd=16, block_size=8))
+    clean = torch.randint(0, 10, (6, 8))
+    with torch.no_grad():
+        logits = model(clean.masked_fill(noise.mask, 10))
+        sample = sample_from_logits(logits, noise.uniform, 1.0)
+        first, _ = critic_batch(clean, noise.mask, sample)
+        p = torch.softmax(logits.double(), -1).gather(-1, sample.unsqueeze(-1)).squeeze(-1)
+        shown = rollout_refill(model, first, noise.mask, p, noise.uniform_refill, 1.0)
+    changed = shown != first
+    assert not (changed & ~noise.mask).any()  # visible tokens are never touched
+    for row in range(6):  # only the least confident half of the filled tokens may change
+        filled = noise.mask[row].nonzero().squeeze(1)
+        kept = filled[(1 - p[row, filled]).argsort(descending=True, stable=True)[round(0.5 * len(filled)):]]
+        assert not changed[row, kept].any()
+    scope = noise.critic_scope("filled")
+    objective = DiffusionObjective(model, params.train, params.critic)
+    norm = {"masked": float(noise.mask.sum()), "tokens": 48.0, "critic": float(scope.sum())}
+    out = objective(clean, noise, alpha=1.0, norm=norm)
+    with torch.no_grad():
+        bce = F.binary_cross_entropy_with_logits(model(shown, head="critic"), (shown != clean).float(), reduction="none")
+    torch.testing.assert_close(out["loss_critic"], bce[scope].mean())
+
+
 def test_default_critic_options_draw_no_extra_noise():
     """A run without the levers draws exactly the randomness it always drew (same stream, same results)."""
     a = draw_noise(4, 8, "linear", 1e-3, torch.Generator().manual_seed(0), tiny_params().critic, n_chars=10)
     b = draw_noise(4, 8, "linear", 1e-3, torch.Generator().manual_seed(0))
-    assert a.temperature is a.replace is a.remask is None
+    assert a.temperature is a.replace is a.remask is a.rollout is a.uniform_refill is None
     assert torch.equal(a.mask, b.mask) and torch.equal(a.uniform, b.uniform)
 
 

@@ -17,7 +17,7 @@ from remask.checkpoint import CheckpointError, load_model
 from remask.data import DataError
 from remask.policies import POLICIES
 from remask.runtime import autocast, resolve_device
-from remask.sampling import diffusion_generate, prefix_prompt
+from remask.sampling import SELECTIONS, diffusion_generate, prefix_prompt
 from remask.schedules import SCHEDULES
 
 SUSPECT = 0.5  # error probability above which `score` highlights a character
@@ -66,7 +66,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     result = diffusion_generate(
         model, args.num_samples, args.length, args.steps, policy=args.policy, schedule=args.schedule,
         fixed=fixed, protected=protected, temperature=args.temperature, top_p=args.top_p,
-        randomness_strength=args.randomness, seed=args.seed, batch_size=args.batch_size, progress=True,
+        randomness_strength=args.randomness, selection=args.selection, selection_temperature=args.selection_temperature,
+        seed=args.seed, batch_size=args.batch_size, progress=True,
     )
     lines = [
         json.dumps({
@@ -154,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--temperature", type=float, default=1.0)
     sample.add_argument("--top-p", type=float, default=1.0)
     sample.add_argument("--randomness", type=float, default=0.0, help="noise blended into policy scores, 0..1")
+    sample.add_argument("--selection", choices=SELECTIONS, default="gumbel",
+                        help="how the tokens to re-mask are chosen from the scores (default: gumbel, as params.yaml)")
+    sample.add_argument("--selection-temperature", type=float, default=1.0,
+                        help="Gumbel noise scale at the first step, annealed to 0 (default: 1.0)")
     sample.add_argument("--batch-size", type=_positive("--batch-size"), default=64)
     sample.add_argument("--device", default="auto")
     sample.add_argument("--out", help="write JSON lines here (default: stdout)")

@@ -99,6 +99,7 @@ class CriticSection(_Section):
     pos_weight: float = Field(1.0, gt=0)  # BCE weight of the error class
     replace_visible: float = Field(0.0, ge=0, lt=1)  # share of visible tokens swapped for random characters
     input: Literal["filled", "partial"] = "filled"  # partial: a random share of the filled sequence re-masked
+    rollout_share: float = Field(0.0, ge=0, le=1)  # share of sequences the critic judges after a two-step rollout
 
 
 class JudgeSection(_Section):
@@ -134,6 +135,9 @@ class EvaluateCriticSection(_Section):
         return self
 
 
+SAMPLER_KEYS = ("schedule", "top_p", "randomness_strength", "selection", "selection_temperature")
+
+
 class SampleSection(_Section):
     """Which samples to draw: every policy at every NFE budget, and a temperature sweep."""
 
@@ -144,7 +148,7 @@ class SampleSection(_Section):
         min_length=1,
     )
     nfe_budgets: list[int] = Field(default_factory=lambda: [16, 32, 64, 128], min_length=1)
-    temperatures: list[float] = Field(default_factory=lambda: [0.8, 1.0, 1.4, 2.0, 3.0], min_length=1)
+    temperatures: list[float] = Field(default_factory=lambda: [1.0, 1.2, 1.3, 1.4, 1.5, 1.6], min_length=1)
     sweep_nfe: list[int] = Field(default_factory=lambda: [32, 64])
     sweep_policies: list[PolicyName] = Field(
         default_factory=lambda: ["confidence", "confidence_all", "remdm_conf", "critic", "critic_confidence", "critic_fused"]
@@ -154,9 +158,15 @@ class SampleSection(_Section):
     schedule: Literal["linear", "cosine"] = "linear"
     top_p: float = Field(1.0, gt=0, le=1)
     randomness_strength: float = Field(0.0, ge=0, le=1)
+    selection: Literal["topk", "gumbel"] = "gumbel"
+    selection_temperature: float = Field(1.0, ge=0)
     seed: int = Field(0, ge=0)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(32, ge=1)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+    def sampler_options(self) -> dict[str, Any]:
+        """How every stage that runs the sampler runs it (samples, sampler-state AUROC, ablation)."""
+        return {k: getattr(self, k) for k in SAMPLER_KEYS}
 
     @model_validator(mode="after")
     def _budgets(self) -> "SampleSection":
@@ -201,6 +211,7 @@ def _default_arms() -> dict[str, dict[str, dict[str, Any]]]:
         "alpha_high": {"train": {"alpha": 2.0}},
         "detach_body": {"critic": {"detach_body": True}},
         "mlp_head": {"model": {"critic_head": "mlp"}},
+        "rollout_states": {"critic": {"rollout_share": 0.5}},
     }
 
 
@@ -215,7 +226,7 @@ class AblationSection(_Section):
     rollout_steps: int = Field(16, ge=2)
     policies: list[PolicyName] = Field(default_factory=lambda: ["confidence", "critic", "critic_fused"], min_length=1)
     nfe: int = Field(32, ge=2)
-    temperatures: list[float] = Field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0], min_length=1)
+    temperatures: list[float] = Field(default_factory=lambda: [1.0, 1.2, 1.4, 1.6], min_length=1)
     num_samples: int = Field(64, ge=2)
     seed: int = Field(0, ge=0)
 

@@ -10,6 +10,16 @@ Two kinds of input:
   heuristic's score for a token committed in an earlier step is the confidence it had when it
   was filled (stale), which is where a critic can know better.
 
+Why the label limits any critic: the sampler's tokens are drawn from the model given the
+protected text only, so they carry no information about the hidden test text beyond it. The best
+possible score for "differs from the test text" is therefore ``1 - P(test token = current token |
+protected text)`` whatever else a detector sees; on a one-step fill that is what the heuristic
+``1 - p`` estimates. On sampler states the model's estimate of it is ``first_pass``: 1 - p of the
+current token in one pass over the state with every non-protected position masked (no training;
+the same pass for every step of a window). If the argument holds, ``first_pass`` ranks errors at
+least as well as the stale confidence and the critic; :func:`remask.metrics.added_information`
+measures what the critic adds to the heuristic.
+
 Scores (higher: more likely an error): ``critic`` = sigmoid(critic logit); ``confidence`` =
 1 - p(sampled token); ``entropy`` of the predictive distribution (nats); ``margin`` = 1 - (p1 - p2),
 the top-2 margin. On sampler states also ``critic_fused``, the score the ``critic_fused`` policy
@@ -20,6 +30,9 @@ they get no calibration error.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -28,7 +41,8 @@ from remask.model import DiffusionTransformer
 from remask.runtime import autocast
 from remask.sampling import diffusion_generate, sample_tokens, tempered_probs
 
-PROBABILITY_SCORES = {"critic": True, "confidence": True, "critic_fused": True, "entropy": False, "margin": False}
+PROBABILITY_SCORES = {"critic": True, "confidence": True, "critic_fused": True, "first_pass": True, "entropy": False,
+                      "margin": False}
 ONE_STEP_SCORES = ("critic", "confidence", "entropy", "margin")
 
 
@@ -81,18 +95,27 @@ def one_step_scores(
 @torch.no_grad()
 def rollout_scores(
     model: DiffusionTransformer, windows: torch.Tensor, policy: str, ratio: float, steps: int, temperature: float,
-    seed: int, batch_size: int = 64,
+    seed: int, batch_size: int = 64, sampler: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Labels, critic and stale-confidence scores on the intermediate states of real infilling runs."""
+    """Labels, critic, stale-confidence and first-pass scores on the intermediate states of real
+    infilling runs; ``sampler``: further :func:`diffusion_generate` options (selection noise...)."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     protected = torch.rand(windows.shape, generator=generator) >= ratio
     result = diffusion_generate(
         model, len(windows), windows.size(1), steps, policy=policy, fixed=windows, protected=protected,
-        temperature=temperature, seed=seed, record_trajectory=True, batch_size=batch_size,
+        temperature=temperature, seed=seed, record_trajectory=True, batch_size=batch_size, **(sampler or {}),
     )
-    parts: dict[str, list[np.ndarray]] = {"label": [], "critic": [], "confidence": [], "critic_fused": [], "step": []}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("label", "critic", "confidence", "critic_fused", "first_pass",
+                                                          "step")}
     free = ~protected
+    first_pass = []  # (N, L, V) distributions given the protected text only
+    for start in range(0, len(windows), batch_size):
+        rows = slice(start, start + batch_size)
+        with autocast(device):
+            logits = model(windows[rows].to(device).masked_fill(free[rows].to(device), model.config.mask_id)).float()
+        first_pass.append(tempered_probs(logits, temperature, 1.0).cpu())
+    first_pass = torch.cat(first_pass)
     for i, state in enumerate(result.trajectory[:-1]):  # the states re-masking decisions are made on
         for start in range(0, len(windows), batch_size):
             rows = slice(start, start + batch_size)
@@ -106,6 +129,8 @@ def rollout_scores(
             parts["critic"].append(critic[keep].double().numpy())
             parts["confidence"].append(stale[keep].numpy())
             parts["critic_fused"].append(torch.where(state.masked[rows], stale, in_fill.cpu().double())[keep].numpy())
+            p_first = first_pass[rows].gather(-1, state.tokens[rows].unsqueeze(-1)).squeeze(-1)
+            parts["first_pass"].append((1.0 - p_first)[keep].numpy())
             parts["step"].append(np.full(int(keep.sum()), i))
     return {k: np.concatenate(v) for k, v in parts.items()}
 

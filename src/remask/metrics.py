@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.stats import bootstrap
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from remask.data import words
 
@@ -65,6 +67,33 @@ def detection_metrics(scores: np.ndarray, labels: np.ndarray, is_probability: bo
     if is_probability:
         out["ece"] = expected_calibration_error(scores, labels, bins)
     return out
+
+
+def added_information(labels: np.ndarray, heuristic: np.ndarray, critic: np.ndarray, folds: int = 5,
+                      seed: int = 0) -> dict:
+    """What the critic knows that the heuristic does not: cross-validated AUROC of a logistic
+    regression on the heuristic's logit alone and on both logits (a fitted residual critic: the
+    heuristic's logit plus a learned multiple of the critic's). ``gain`` near 0 means the critic
+    adds nothing to the heuristic's ranking. Folds are stratified; with fewer than ``folds`` items
+    of either class the numbers are nan, as AUROC is without both classes."""
+    labels = np.asarray(labels).astype(int)
+    if min(labels.sum(), labels.size - labels.sum()) < folds:
+        nan = float("nan")
+        return {"n": int(labels.size), "heuristic": nan, "stacked": nan, "gain": nan}
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        p = np.clip(np.asarray(p, dtype=np.float64), 1e-9, 1 - 1e-9)
+        return np.log(p) - np.log1p(-p)
+
+    both = np.stack([logit(heuristic), logit(critic)], axis=1)
+    split = StratifiedKFold(folds, shuffle=True, random_state=seed)
+
+    def cv_auroc(features: np.ndarray) -> float:
+        fitted = cross_val_predict(LogisticRegression(), features, labels, cv=split, method="decision_function")
+        return float(roc_auc_score(labels, fitted))
+
+    heuristic_only, stacked = cv_auroc(both[:, :1]), cv_auroc(both)
+    return {"n": int(labels.size), "heuristic": heuristic_only, "stacked": stacked, "gain": stacked - heuristic_only}
 
 
 def roc_points(scores: np.ndarray, labels: np.ndarray, max_points: int = 200) -> list[dict]:

@@ -9,9 +9,15 @@ Each of ``steps`` iterations:
 Protected positions (a prompt, or the known text around an infilling gap) are never masked or
 changed. The last iteration re-masks nothing, so the output holds no ``[MASK]``.
 
-Noise: ``randomness_strength`` r blends uniform noise into the probability-scaled policy scores,
-``(1 - r_i) * score + r_i * U(0, 1)``, with r_i = r * (1 - i / (steps - 1)) annealed linearly to
-0, so early steps explore and late steps follow the policy.
+Noise, annealed linearly to 0 over the steps so that early steps explore and late steps follow
+the policy (both off by default: deterministic top-k):
+
+- ``randomness_strength`` r blends uniform noise into the probability-scaled policy scores,
+  ``(1 - r_i) * score + r_i * U(0, 1)`` with r_i = r * (1 - i / (steps - 1)) (the design note);
+- ``selection="gumbel"``: Gumbel-top-k on the log scores, ``log(score) + tau_i * G`` with
+  tau_i = ``selection_temperature`` * (1 - i / (steps - 1)). At tau = 1 this draws the k tokens
+  without replacement with probability proportional to their scores (an error probability), so
+  the noise scales with the scores instead of swamping the small ones; tau -> 0 is top-k.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ class Generation:
     steps: int
     policy: str
     trajectory: list[TrajectoryStep] | None = field(default=None, repr=False)
+
+
+SELECTIONS = ("topk", "gumbel")
 
 
 def nfe_for(policy: str, steps: int) -> int:
@@ -107,6 +116,8 @@ def diffusion_generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     randomness_strength: float = 0.0,
+    selection: str = "topk",
+    selection_temperature: float = 1.0,
     seed: int = 0,
     record_trajectory: bool = False,
     batch_size: int = 64,
@@ -125,6 +136,9 @@ def diffusion_generate(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if temperature <= 0 or not 0 < top_p <= 1 or not 0 <= randomness_strength <= 1:
         raise ValueError("temperature must be > 0, top_p in (0, 1], randomness_strength in [0, 1]")
+    if selection not in SELECTIONS or selection_temperature < 0:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)} with selection_temperature >= 0, "
+                         f"got {selection!r} at {selection_temperature}")
     if protected is None:
         protected = torch.zeros(num_samples, length, dtype=torch.bool)
         fixed = torch.full((num_samples, length), cfg.mask_id, dtype=torch.long)
@@ -145,7 +159,8 @@ def diffusion_generate(
         rows = slice(start, start + batch_size)
         tokens, passes, steps_log = _generate_chunk(
             model, chosen, fixed[rows].to(device), protected[rows].to(device), steps, schedule,
-            temperature, top_p, randomness_strength, generator, record_trajectory, device, bar,
+            temperature, top_p, randomness_strength, selection, selection_temperature, generator, record_trajectory,
+            device, bar,
         )
         outputs.append(tokens.cpu())
         if trajectory is not None:
@@ -160,8 +175,8 @@ def diffusion_generate(
     return result
 
 
-def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperature, top_p, strength,
-                    generator, record, device, bar):
+def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperature, top_p, strength, selection,
+                    selection_temperature, generator, record, device, bar):
     mask_id = model.config.mask_id
     tokens = torch.where(protected, fixed, torch.full_like(fixed, mask_id))
     free = ~protected
@@ -195,13 +210,15 @@ def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperatur
             state = StepState(tokens, masked, p_current, p_at_fill, generator, lambda s: forward(s, "critic"),
                               critic_at_fill)
             scores = chosen.score(state).double()
-            r = strength * (1.0 - i / (steps - 1))
-            if r > 0:
+            anneal = 1.0 - i / (steps - 1)
+            if strength * anneal > 0:
                 noise = torch.rand(tokens.shape, generator=generator, dtype=torch.float64).to(device)
-                scores = (1.0 - r) * scores + r * noise
+                scores = (1.0 - strength * anneal) * scores + strength * anneal * noise
+            if selection == "gumbel":
+                scores = _gumbel_keys(scores, selection_temperature * anneal, generator)
             candidates = masked if chosen.candidates == "filled" else free
             scores = scores.masked_fill(~candidates, float("nan"))
-            remask = _top_k_per_row(scores, counts[:, i])
+            remask = top_k_per_row(scores, counts[:, i])
             tokens = tokens.masked_fill(remask, mask_id)
         if record:
             log.append(TrajectoryStep(masked.cpu(), filled.cpu(), p_at_fill.float().cpu(),
@@ -210,7 +227,17 @@ def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperatur
     return tokens, passes, log
 
 
-def _top_k_per_row(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def _gumbel_keys(scores: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
+    """Gumbel-top-k keys ``log(score) + tau * G``: the top k of them are a draw without replacement
+    with probability proportional to ``score ** (1 / tau)``."""
+    keys = scores.clamp_min(1e-12).log()
+    if tau <= 0:
+        return keys
+    uniform = torch.rand(scores.shape, generator=generator, dtype=torch.float64).clamp_(1e-300, 1 - 1e-16)
+    return keys + tau * -(-uniform.log()).log().to(scores.device)
+
+
+def top_k_per_row(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Boolean mask of the ``k[row]`` highest scores of each row; nan scores are never chosen."""
     order = torch.nan_to_num(scores, nan=float("-inf")).argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(scores.size(1), device=scores.device).expand_as(order))

@@ -17,6 +17,11 @@ Multi-task step (the design note, with the label trap avoided):
    commits at inference was filled, so this is the distribution the critic is used on) or
    ``all`` (visible positions added as negatives);
 5. ``loss = loss_gen + alpha * loss_critic`` (alpha warmed up linearly), one backward.
+
+The ``critic`` section's levers change what the critic is shown in step 3: fills at random
+temperatures, swapped visible tokens, a partly re-masked input (for ``critic_fused``), or, for a
+share of the sequences, the state after a two-step ``confidence`` rollout (:func:`rollout_refill`,
+one more no-grad pass), so that it learns on committed tokens whose confidence is stale.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from remask.config import CriticSection, OptimSection, TrainSection
 from remask.data import CharTokenizer, fixed_windows, load_meta, load_split, sample_windows
 from remask.model import DiffusionTransformer, ModelConfig, token_cross_entropy
 from remask.runtime import World, autocast, barrier, close_world, init_world
-from remask.sampling import inverse_cdf, tempered_probs
+from remask.sampling import inverse_cdf, tempered_probs, top_k_per_row
 from remask.schedules import elbo_weight, masked_fraction
 
 Objective = Literal["diffusion", "autoregressive"]
@@ -111,6 +116,8 @@ class DiffusionNoise:
     replace: torch.Tensor | None = None  # (B, T) bool, visible tokens swapped for random characters
     replacement: torch.Tensor | None = None  # (B, T) long, the random characters
     remask: torch.Tensor | None = None  # (B, T) bool, positions of the filled sequence masked again
+    rollout: torch.Tensor | None = None  # (B,) bool, sequences whose critic input is a two-step rollout
+    uniform_refill: torch.Tensor | None = None  # (B, T) float64, drives the rollout's second fill
 
     def _map(self, fn) -> "DiffusionNoise":
         return DiffusionNoise(**{f.name: None if (v := getattr(self, f.name)) is None else fn(v) for f in fields(self)})
@@ -155,7 +162,31 @@ def draw_noise(
     if critic.input == "partial":
         share = torch.rand(batch, generator=generator, dtype=torch.float64)
         noise.remask = torch.rand(batch, length, generator=generator, dtype=torch.float64) < share[:, None]
+    if critic.rollout_share > 0:
+        noise.rollout = torch.rand(batch, generator=generator, dtype=torch.float64) < critic.rollout_share
+        noise.uniform_refill = torch.rand(batch, length, generator=generator, dtype=torch.float64)
     return noise
+
+
+ROLLOUT_REMASK = 0.5  # share of the first fill that the rollout's confidence step masks again
+
+
+@torch.no_grad()
+def rollout_refill(
+    model: DiffusionTransformer, critic_input: torch.Tensor, masked: torch.Tensor, p_sampled: torch.Tensor,
+    uniform: torch.Tensor, temperature: float | torch.Tensor,
+) -> torch.Tensor:
+    """The second step of a two-step ``confidence`` rollout, as the sampler would take it.
+
+    Of the tokens filled in the first step (``masked``), the least confident half is masked again
+    and refilled in one more pass, which sees the kept ones as context. The kept tokens are now
+    committed with a stale confidence, the states a critic meets at inference.
+    """
+    k = torch.round(ROLLOUT_REMASK * masked.sum(1)).long()
+    refill = top_k_per_row((1.0 - p_sampled).masked_fill(~masked, float("nan")), k)
+    logits = model(critic_input.masked_fill(refill, model.config.mask_id), head="lm")
+    sample = sample_from_logits(logits.float(), uniform, temperature)
+    return torch.where(refill, sample, critic_input)
 
 
 def sample_from_logits(logits: torch.Tensor, uniform: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -207,6 +238,15 @@ class DiffusionObjective(nn.Module):
             temperature = cfg.sample_temperature if noise.temperature is None else noise.temperature[:, None, None]
             sample = sample_from_logits(logits.detach(), noise.uniform, temperature)
             critic_input, target = critic_batch(clean, noise.mask, sample)
+            if noise.rollout is not None and noise.rollout.any():
+                rows = noise.rollout
+                row_temperature = temperature if noise.temperature is None else temperature[rows]
+                p_sampled = tempered_probs(logits.detach()[rows], row_temperature, 1.0).gather(
+                    -1, sample[rows].unsqueeze(-1)).squeeze(-1)
+                critic_input = critic_input.clone()
+                critic_input[rows] = rollout_refill(self.model, critic_input[rows], noise.mask[rows], p_sampled,
+                                                    noise.uniform_refill[rows], row_temperature)
+                target = (critic_input != clean).float()
             if noise.replace is not None:
                 critic_input = torch.where(noise.replace, noise.replacement, critic_input)
                 target = (critic_input != clean).float()

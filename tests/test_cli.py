@@ -45,6 +45,7 @@ def test_sample_writes_json_lines(ckpt, capsys):
         assert row["text"].startswith("ROMEO:") and len(row["text"]) == 20
         assert row["policy"] == "critic" and row["steps"] == 4 and row["nfe"] == 7
         assert row["seed"] == 3 and row["length"] == 20
+        assert row["selection"] == "gumbel" and row["selection_temperature"] == 1.0  # params.yaml's defaults
 
 
 def test_sample_out_file_same_seed_same_text(ckpt, tmp_path, capsys):

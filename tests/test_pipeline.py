@@ -36,7 +36,8 @@ TINY = {
 NOTEBOOKS = {
     "01_masked_diffusion_and_the_heuristic": {"schedule", "trajectory_confidence", "confidence_of_errors"},
     "02_training_the_critic": {"generator_loss", "critic_training"},
-    "03_critic_as_error_detector": {"roc_and_pr", "reliability_and_mask_ratio", "one_step_vs_rollouts"},
+    "03_critic_as_error_detector": {"roc_and_pr", "reliability_and_mask_ratio", "one_step_vs_rollouts",
+                                    "what_the_label_allows"},
     "04_policy_comparison": {"quality_vs_nfe", "frontier", "trajectories"},
 }
 

@@ -73,7 +73,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         json.dumps({
             "text": tok.decode(row.tolist()), "policy": args.policy, "steps": args.steps, "nfe": result.nfe,
             "seed": args.seed, "index": i, "length": args.length, "schedule": args.schedule,
-            "temperature": args.temperature, "prompt": args.prompt,
+            "temperature": args.temperature, "selection": args.selection,
+            "selection_temperature": args.selection_temperature, "randomness": args.randomness, "prompt": args.prompt,
         })
         for i, row in enumerate(result.tokens)
     ]

@@ -226,7 +226,7 @@ class AblationSection(_Section):
     rollout_steps: int = Field(16, ge=2)
     policies: list[PolicyName] = Field(default_factory=lambda: ["confidence", "critic", "critic_fused"], min_length=1)
     nfe: int = Field(32, ge=2)
-    temperatures: list[float] = Field(default_factory=lambda: [1.0, 1.2, 1.4, 1.6], min_length=1)
+    temperatures: list[float] = Field(default_factory=lambda: [1.2, 1.25, 1.3, 1.4, 1.5], min_length=1)
     num_samples: int = Field(64, ge=2)
     seed: int = Field(0, ge=0)
 

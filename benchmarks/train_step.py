@@ -19,7 +19,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from remask.config import load_params
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.runtime import autocast, resolve_device, synchronize
-from remask.train import DiffusionObjective, draw_noise, make_optimizer
+from remask.noise import draw_noise
+from remask.objectives import DiffusionObjective
+from remask.train import make_optimizer
 
 
 def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:

@@ -20,7 +20,8 @@ from pipeline.train import build_spec
 from remask import checkpoint
 from remask.config import ConfigError, Params, parse_params
 from remask.data import load_meta
-from remask.train import DiffusionObjective, TrainingError, train
+from remask.objectives import DiffusionObjective
+from remask.train import TrainingError, train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,11 @@ from pipeline.train import build_spec
 from remask import checkpoint
 from remask.data import load_meta
 from remask.model import DiffusionTransformer, ModelConfig
-from remask.train import (
-    DiffusionNoise, DiffusionObjective, critic_batch, draw_noise, learning_rate, rollout_refill, sample_from_logits,
-    train,
-)
+from remask.critic_targets import critic_batch, rollout_refill
+from remask.noise import DiffusionNoise, draw_noise
+from remask.objectives import DiffusionObjective
+from remask.sampling import sample_from_logits
+from remask.train import learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
 

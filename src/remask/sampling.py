@@ -80,7 +80,7 @@ def prefix_prompt(ids: Sequence[int], num_samples: int, length: int, mask_id: in
     return fixed, protected
 
 
-def tempered_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+def tempered_probs(logits: torch.Tensor, temperature: float | torch.Tensor, top_p: float) -> torch.Tensor:
     """Sampling distribution in float64: temperature, then nucleus (top-p) truncation."""
     probs = torch.softmax(logits.double() / temperature, dim=-1)
     if top_p < 1.0:
@@ -96,6 +96,12 @@ def inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """Draw one token per row of ``probs`` from given uniforms in [0, 1); exact in float64."""
     cdf = probs.double().cumsum(-1)
     return (cdf < uniform.unsqueeze(-1) * cdf[..., -1:]).sum(-1).clamp_(max=probs.size(-1) - 1)
+
+
+def sample_from_logits(logits: torch.Tensor, uniform: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+    """Sample in float64 (low precision distorts the tail), driven by pre-drawn uniforms so that
+    every DDP rank of a training run can take its slice of the global batch's noise."""
+    return inverse_cdf(tempered_probs(logits, temperature, 1.0), uniform)
 
 
 def sample_tokens(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -1,13 +1,14 @@
 # Two entry points that work on a fresh machine with only Python 3.11:
 #   make repro   set up .venv and run the whole DVC pipeline on the default corpus
 #   make test    set up .venv with the test extras and run the tests
+#   make study   the opt-in study tier (after make repro)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 # DVC stages call `python`; this makes it the project's environment
 export PATH := $(BIN):$(PATH)
 
-.PHONY: repro test lab bench clean-venv
+.PHONY: repro study test lab bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +24,18 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 repro: $(VENV)/.installed-base
 	$(BIN)/dvc repro
 
+# the opt-in study tier (study/dvc.yaml): ablation arms and the full frontier, after the quick tier
+study: $(VENV)/.installed-base
+	$(BIN)/dvc repro study/dvc.yaml
+
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
-lab: $(VENV)/.installed-base
+$(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[lab]'
+	touch $@ $(VENV)/.installed-base
+
+lab: $(VENV)/.installed-lab
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(BIN)/jupyter lab notebooks/
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from remask.checkpoint import CheckpointError
-from remask.config import ConfigError, Params, load_params
-from remask.data import DataError
+from remask.config import Params, load_params
+from remask.errors import CheckpointError, ConfigError, DataError
 
 KNOWN_ERRORS = (ConfigError, DataError, CheckpointError)
 
@@ -23,3 +23,8 @@ def run_stage(name: str, body: Callable[[Params, argparse.Namespace], None], par
     except KNOWN_ERRORS as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def samples_dir(tier: str, results: Path = Path("results")) -> Path:
+    """Where a tier's samples go: ``results/samples`` (quick) or ``results/study/samples``."""
+    return results / "samples" if tier == "quick" else results / "study" / "samples"

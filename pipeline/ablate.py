@@ -1,8 +1,9 @@
-"""DVC stage ``ablate@<arm>``: one critic lever, trained and measured like every other arm.
+"""Study stages ``ablate_train@<arm>`` and ``ablate_measure@<arm>``: one critic lever per arm.
 
-The arm continues ``models/multitask`` for ``ablation.steps`` steps with its overrides of the
-``model``, ``train`` and ``critic`` sections (the ``baseline`` arm with none, so every arm has had
-the same compute), then is measured on the test split:
+``--step train``: the arm continues ``models/multitask`` for ``ablation.steps`` steps with its
+overrides of the ``model``, ``train`` and ``critic`` sections (the ``baseline`` arm with none, so
+every arm has had the same compute). ``--step measure`` measures it on the test split (a metric
+change re-measures without retraining):
 
 - the generator's validation loss (what the lever costs the generator);
 - error detection on real sampler states (infilling rollouts of the ``confidence`` policy):
@@ -10,13 +11,15 @@ the same compute), then is measured on the test split:
 - samples of every policy of ``ablation.policies`` at NFE ``ablation.nfe`` over a temperature
   sweep, scored by the judge, and the temperature whose entropy is closest to the test text's.
 
-Writes ``models/ablation/<arm>/`` and ``results/ablation/<arm>/metrics.json``.
+Training writes ``models/ablation/<arm>/`` and its curves under ``results/ablation/<arm>/train/``;
+measuring writes ``results/ablation/<arm>/metrics.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 from tqdm import tqdm
@@ -36,7 +39,7 @@ from remask.sampling import diffusion_generate, steps_for_nfe
 from remask.train import TrainingError, train
 
 
-def train_arm(params: Params, arm: str, models_dir: Path, results_dir: Path) -> dict:
+def train_arm(params: Params, arm: str, models_dir: Path, results_dir: Path) -> None:
     cfg = params.ablation
     arm_params = params.for_arm(arm)
     spec = build_spec(arm_params, "multitask", load_meta(DATA_DIR), models_dir, results_dir)
@@ -48,7 +51,7 @@ def train_arm(params: Params, arm: str, models_dir: Path, results_dir: Path) -> 
         out_dir=models_dir / "ablation" / arm, live_dir=results_dir / "ablation" / arm / "train",
     )
     try:
-        return train(spec, DATA_DIR).metrics
+        train(spec, DATA_DIR)
     except TrainingError as exc:
         raise SystemExit(f"ablate: error: {exc}") from None
 
@@ -92,7 +95,13 @@ def main(params: Params, args: argparse.Namespace) -> None:
     if arm not in params.ablation.arms:
         raise ConfigError(f"--arm {arm!r}: valid arms are {', '.join(params.ablation.arms)} (ablation.arms)")
     models_dir, results_dir = Path(args.models_dir), Path(args.results_dir)
-    val = train_arm(params, arm, models_dir, results_dir)
+    if args.step == "train":
+        train_arm(params, arm, models_dir, results_dir)
+        return
+    curves = results_dir / "ablation" / arm / "train" / "metrics.json"
+    if not curves.is_file():
+        raise ConfigError(f"{curves}: not found; run the ablate_train@{arm} stage first")
+    val = json.loads(curves.read_text())["val"]
     measured = measure_arm(params, arm, models_dir)
     write_json(results_dir / "ablation" / arm / "metrics.json",
                {"arm": arm, "overrides": params.ablation.arms[arm], "val": val, **measured})
@@ -103,6 +112,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m pipeline.ablate")
     parser.add_argument("--arm", required=True, help="an arm of ablation.arms in params.yaml")
+    parser.add_argument("--step", choices=("train", "measure"), required=True)
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--results-dir", default="results")
     run_stage("ablate", main, parser)

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline._common import run_stage
-from remask.atomic import write_json, write_text
+from remask.atomic import write_csv, write_json
 from remask.checkpoint import load_model
 from remask.config import Params
 from remask.data import fixed_windows, load_meta, load_split
@@ -25,14 +25,6 @@ from remask.metrics import added_information
 from remask.runtime import resolve_device
 
 DATA_DIR = Path("data/prepared")
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        raise ValueError(f"{path}: no rows to write")
-    header = list(rows[0])
-    lines = [",".join(header)] + [",".join(str(r[h]) for h in header) for r in rows]
-    write_text(path, "\n".join(lines) + "\n")
 
 
 def main(params: Params, args: argparse.Namespace) -> None:

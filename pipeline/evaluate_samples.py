@@ -1,8 +1,10 @@
-"""DVC stage ``evaluate_samples``: sample quality per setting, and ``results/summary.md``.
+"""DVC stages ``evaluate_samples`` and ``study_evaluate_samples``: sample quality and the summary.
 
 Reads every ``results/samples/*.jsonl`` named by ``sample.policies`` plus the judge's samples,
 scores them with the judge and the text metrics (with bootstrap intervals), writes
-``results/evaluate_samples/metrics.json``, plot data, and the summary with its verdict.
+``results/evaluate_samples/metrics.json``, plot data, and ``results/summary.md`` with its verdict.
+``--tier study`` does the same for the study's samples under ``results/study/`` and adds the
+ablation arms' table to ``results/study/summary.md``.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline._common import run_stage
-from pipeline.evaluate_critic import write_csv
-from remask.atomic import write_json, write_text
+from pipeline._common import run_stage, samples_dir
+from remask.atomic import write_csv, write_json, write_text
 from remask.checkpoint import load_model
-from remask.config import ConfigError, Params
+from remask.config import TIERS, ConfigError, Params
 from remask.data import fixed_windows, load_meta, load_split, split_text, words
 from remask.judge import judge_nll_bits
 from remask.metrics import text_metrics
@@ -36,9 +37,11 @@ def read_samples(path: Path) -> list[dict]:
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
+    params = params.for_tier(args.tier)
     cfg, scfg = params.evaluate_samples, params.sample
     results = Path(args.results_dir)
-    out = results / "evaluate_samples"
+    tier_dir = results if args.tier == "quick" else results / "study"
+    out = tier_dir / "evaluate_samples"
     judge, tok, _ = load_model(Path(args.models_dir) / "judge", resolve_device(scfg.device))
     meta = load_meta(DATA_DIR)
     vocabulary = set(words(split_text(DATA_DIR, "train")))
@@ -53,7 +56,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     judge_row = measure([r["text"] for r in read_samples(results / "samples" / "judge.jsonl")], 1)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for policy in scfg.policies:
-        for row in read_samples(results / "samples" / f"{policy}.jsonl"):
+        for row in read_samples(samples_dir(args.tier, results) / f"{policy}.jsonl"):
             groups[(row["policy"], row["nfe_budget"], row["temperature"])].append(row)
     settings = []
     for (policy, budget, temperature), rows in tqdm(sorted(groups.items()), desc="evaluate samples", unit="setting"):
@@ -93,15 +96,17 @@ def main(params: Params, args: argparse.Namespace) -> None:
         if path.is_file():
             losses[variant] = json.loads(path.read_text())["val"]["gen_loss"]
     ablation = []
-    for arm in params.ablation.arms:
+    for arm in params.ablation.arms if args.tier == "study" else ():
         path = results / "ablation" / arm / "metrics.json"
         if not path.is_file():
-            raise ConfigError(f"{path}: not found; run the ablate@{arm} stage first")
+            raise ConfigError(f"{path}: not found; run the ablate_measure@{arm} stage first")
         ablation.append(json.loads(path.read_text()))
     challengers = [p for p in scfg.policies if p.startswith("critic")]
+    stage = "`evaluate_samples` stage of `dvc repro`" if args.tier == "quick" else \
+        "`study_evaluate_samples` stage of `make study`"
     summary = render_summary(reference, judge_row, settings, scfg.sweep_nfe, challengers, BASELINE,
-                             cfg.entropy_tolerance, detection, losses, ablation, added)
-    write_text(results / "summary.md", summary)
+                             cfg.entropy_tolerance, detection, losses, ablation, added, generated_by=stage)
+    write_text(tier_dir / "summary.md", summary)
     print(summary)
 
 
@@ -115,4 +120,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate_samples")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--tier", choices=TIERS, default="quick", help="quick (sample) or study (study.sample)")
     run_stage("evaluate_samples", main, parser)

@@ -1,4 +1,5 @@
-"""DVC stages ``notebook@<name>``: execute a notebook template with papermill, export it to HTML.
+"""DVC stages ``notebook_0N`` (and the study's ``study_notebook_04``): execute a notebook template with
+papermill, export it to HTML.
 
 ``notebooks/<name>.ipynb`` is executed on the ``python3`` kernel in the repository root with
 parameters from the ``notebooks`` section of ``params.yaml`` (passed as Python values through
@@ -23,14 +24,21 @@ from nbconvert import HTMLExporter
 
 from pipeline._common import run_stage
 from remask.atomic import atomic_path, write_text
-from remask.config import ConfigError, Params
+from remask.config import TIERS, ConfigError, Params
 
 TEMPLATES = Path("notebooks")
 REPORTS = Path("reports")
 KERNEL = "python3"
 
 
-def notebook_parameters(name: str, params: Params) -> dict:
+STUDY_NOTEBOOK = "04_policy_comparison"  # the one notebook the study tier executes again, on its own results
+
+
+def reports_dir(tier: str) -> Path:
+    return REPORTS if tier == "quick" else REPORTS / "study"
+
+
+def notebook_parameters(name: str, params: Params, tier: str = "quick") -> dict:
     """The papermill parameters of notebook ``name`` (each notebook declares its own defaults)."""
     nb = params.notebooks
     per_notebook = {
@@ -44,18 +52,26 @@ def notebook_parameters(name: str, params: Params) -> dict:
     }
     if name not in per_notebook:
         raise ConfigError(f"--name {name!r}: valid notebooks are {', '.join(per_notebook)}")
-    return {"project_dir": ".", "figures_dir": str(REPORTS / "figures" / name), "seed": nb.seed, **per_notebook[name]}
+    tier_results = {}
+    if tier == "study":
+        if name != STUDY_NOTEBOOK:
+            raise ConfigError(f"--tier study: only {STUDY_NOTEBOOK} has a study version, not {name}")
+        tier_results = {"eval_dir": "results/study/evaluate_samples", "samples_dir": "results/study/samples",
+                        "summary_path": "results/study/summary.md"}
+    figures = reports_dir(tier) / "figures" / name
+    return {"project_dir": ".", "figures_dir": str(figures), "seed": nb.seed, **per_notebook[name], **tier_results}
 
 
-def execute(name: str, parameters: dict, timeout: int) -> None:
+def execute(name: str, parameters: dict, timeout: int, reports: Path = REPORTS) -> None:
+    """Run the template with papermill into ``reports/<name>.ipynb`` and export it to HTML."""
     template = TEMPLATES / f"{name}.ipynb"
     if not template.is_file():
         raise ConfigError(f"{template}: notebook template not found")
     figures = Path(parameters["figures_dir"])
-    failed = REPORTS / f"{name}.failed.ipynb"
+    failed = reports / f"{name}.failed.ipynb"
     shutil.rmtree(figures, ignore_errors=True)
     failed.unlink(missing_ok=True)
-    with atomic_path(REPORTS / f"{name}.ipynb") as executed:
+    with atomic_path(reports / f"{name}.ipynb") as executed:
         try:
             papermill.execute_notebook(
                 str(template), str(executed), parameters=parameters, kernel_name=KERNEL, cwd=".",
@@ -71,16 +87,19 @@ def execute(name: str, parameters: dict, timeout: int) -> None:
             shutil.rmtree(figures, ignore_errors=True)
             raise
         body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-        write_text(REPORTS / f"{name}.html", body)
-    print(f"notebook {name}: wrote {REPORTS / name}.ipynb, {REPORTS / name}.html and "
+        write_text(reports / f"{name}.html", body)
+    print(f"notebook {name}: wrote {reports / name}.ipynb, {reports / name}.html and "
           f"{len(list(figures.glob('*.png')))} figures in {figures}")
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
-    execute(args.name, notebook_parameters(args.name, params), params.notebooks.cell_timeout)
+    execute(args.name, notebook_parameters(args.name, params, args.tier), params.notebooks.cell_timeout,
+            reports_dir(args.tier))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m pipeline.notebook")
     parser.add_argument("--name", required=True, help="a notebook of notebooks/, without .ipynb")
+    parser.add_argument("--tier", choices=TIERS, default="quick",
+                        help=f"study: {STUDY_NOTEBOOK} on the study's results, into reports/study/")
     run_stage("notebook", main, parser)

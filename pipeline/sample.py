@@ -1,8 +1,9 @@
-"""DVC stages ``sample@<policy>`` and ``sample_judge``: draw the compute-matched samples.
+"""DVC stages ``sample@<policy>``, ``study_sample@<policy>`` and ``sample_judge``: draw the samples.
 
 ``sample@<policy>`` writes ``results/samples/<policy>.jsonl``: for every NFE budget (at
 temperature 1) and, for swept policies, every temperature at the sweep budgets, ``num_samples``
-samples of ``length`` characters from ``models/multitask``. ``sample_judge`` writes
+samples of ``length`` characters from ``models/multitask``. ``--tier study`` draws the study's grid
+(``study.sample``) into ``results/study/samples/``. ``sample_judge`` writes
 ``results/samples/judge.jsonl``: unconditional samples of the causal judge, the reference row.
 """
 
@@ -12,22 +13,23 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline._common import run_stage
+from pipeline._common import run_stage, samples_dir
 from remask.atomic import write_text
 from remask.checkpoint import load_model
-from remask.config import ConfigError, Params
+from remask.config import TIERS, ConfigError, Params
 from remask.policies import POLICIES
 from remask.judge import judge_generate
 from remask.runtime import resolve_device
 from remask.sampling import compute_matched_grid, diffusion_generate
 
-OUT_DIR = Path("results/samples")
 
 
 def sample_policy(params: Params, policy: str, model_dir: Path, out: Path) -> None:
     cfg = params.sample
     model, tok, _ = load_model(model_dir, resolve_device(cfg.device))
-    grid = compute_matched_grid(policy, cfg.nfe_budgets, cfg.sweep_nfe, cfg.temperatures, policy in cfg.sweep_policies)
+    if policy not in cfg.policies:
+        raise ConfigError(f"--policy {policy!r} is not in this tier's policies: {', '.join(cfg.policies)}")
+    grid = compute_matched_grid(policy, cfg.nfe_budgets, cfg.sweep_nfe, cfg.temperatures, cfg.policies[policy].sweep)
     rows = []
     for number, setting in enumerate(grid, 1):
         print(f"[{policy}] setting {number}/{len(grid)}: NFE budget {setting.nfe_budget}, {setting.steps} steps, "
@@ -56,16 +58,18 @@ def sample_judge(params: Params, model_dir: Path, out: Path) -> None:
 def main(params: Params, args: argparse.Namespace) -> None:
     if args.policy != "judge" and args.policy not in POLICIES:
         raise ConfigError(f"--policy {args.policy!r}: valid choices are judge, {', '.join(POLICIES)}")
-    out = Path(args.out_dir) / f"{args.policy}.jsonl"
+    out_dir = Path(args.out_dir) if args.out_dir else samples_dir(args.tier)
+    out = out_dir / f"{args.policy}.jsonl"
     if args.policy == "judge":
         sample_judge(params, Path(args.models_dir) / "judge", out)
     else:
-        sample_policy(params, args.policy, Path(args.models_dir) / "multitask", out)
+        sample_policy(params.for_tier(args.tier), args.policy, Path(args.models_dir) / "multitask", out)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m pipeline.sample")
     parser.add_argument("--policy", required=True, help="a policy name, or 'judge'")
     parser.add_argument("--models-dir", default="models")
-    parser.add_argument("--out-dir", default=str(OUT_DIR))
+    parser.add_argument("--tier", choices=TIERS, default="quick", help="whose grid: quick (sample) or study (study.sample)")
+    parser.add_argument("--out-dir", default=None, help="default: results/samples, or results/study/samples")
     run_stage("sample", main, parser)

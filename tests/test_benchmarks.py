@@ -26,10 +26,12 @@ def run_benchmark(tmp_path: Path, script: str, *args: str) -> dict:
 
 
 def test_train_step_benchmark_reports_its_figures(tmp_path):
-    figures = run_benchmark(tmp_path, "train_step.py", "--steps", "2", "--vocab", "11")
+    figures = run_benchmark(tmp_path, "train_step.py", "--steps", "2", "--rounds", "1", "--vocab", "11", "--profile")
+    breakdown = figures.pop("breakdown")
     assert set(figures) == {"gen_only_tokens_per_s", "multitask_tokens_per_s", "ratio", "achieved_gflops",
-                            "matmul_peak_gflops"}
+                            "matmul_peak_gflops", "peak_share"}
     assert all(value > 0 for value in figures.values())
+    assert "matmul" in breakdown and abs(sum(breakdown.values()) - 1) < 1e-3
 
 
 def test_sample_benchmark_is_keyed_by_policy(tmp_path):

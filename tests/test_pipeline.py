@@ -21,16 +21,16 @@ TINY = {
     "train": dict(TINY_OPTIM, max_steps=8, alpha=0.5, alpha_warmup_steps=2),
     "judge": {"model": dict(TINY_MODEL, block_size=24), "train": dict(TINY_OPTIM, max_steps=8)},
     "evaluate_critic": {"num_windows": 12, "mask_ratios": [0.3, 0.7], "rollout_windows": 4, "rollout_steps": 3},
-    "sample": {"policies": ["random", "confidence", "confidence_all", "remdm_conf", "critic", "critic_confidence",
-                            "critic_fused"],
-               "nfe_budgets": [4, 8], "temperatures": [1.0, 2.0], "sweep_nfe": [8],
-               "sweep_policies": ["confidence", "critic"], "num_samples": 6, "length": 16, "batch_size": 4,
-               "device": "cpu"},
+    "sample": {"policies": {"random": {"sweep": False}, "confidence": {"sweep": True}, "critic": {"sweep": True},
+                            "critic_fused": {"sweep": False}},
+               "nfe_budgets": [4, 8], "temperatures": [1.0, 2.0], "sweep_nfe": [8], "num_samples": 6, "length": 16,
+               "batch_size": 4, "device": "cpu"},
     "evaluate_samples": {"bootstrap_resamples": 100},
-    "ablation": {"arms": {"baseline": {}, "partial_input": {"critic": {"input": "partial"}},
-                          "mlp_head": {"model": {"critic_head": "mlp"}}},
+    "ablation": {"arms": {"baseline": {}, "mlp_head": {"model": {"critic_head": "mlp"}}},
                  "steps": 4, "eval_windows": 4, "rollout_steps": 3, "nfe": 8, "temperatures": [1.0, 2.0],
                  "num_samples": 4},
+    "study": {"sample": {"policies": {"confidence": {"sweep": True}, "critic_confidence": {"sweep": True}},
+                         "nfe_budgets": [8], "temperatures": [1.0, 2.0], "sweep_nfe": [8]}},
     "notebooks": {"num_examples": 2, "steps": 4, "nfe": 8, "passage_length": 40, "cell_timeout": 300},
 }
 NOTEBOOKS = {
@@ -42,17 +42,28 @@ NOTEBOOKS = {
 }
 
 
-def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "remask tests", "GIT_AUTHOR_EMAIL": "tests@remask.invalid",
+                "GIT_COMMITTER_NAME": "remask tests", "GIT_COMMITTER_EMAIL": "tests@remask.invalid"}
+
+
+def dvc(project: Path, *args: str, tool: str = "dvc") -> subprocess.CompletedProcess:
+    env = {**os.environ, **GIT_IDENTITY, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(project), "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=900)
+    command = [str(Path(sys.executable).parent / "dvc")] if tool == "dvc" else [tool]
+    return subprocess.run([*command, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+
+
+def git(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return dvc(project, *args, tool="git")
 
 
 def make_project(root: Path) -> Path:
     project = root / "project"
-    project.mkdir()
+    project.mkdir(parents=True)
     shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+    (project / "study").mkdir()
+    shutil.copy(REPO / "study" / "dvc.yaml", project / "study" / "dvc.yaml")
+    shutil.copy(REPO / ".gitignore", project / ".gitignore")
     shutil.copytree(REPO / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     if (REPO / "notebooks").is_dir():
@@ -64,7 +75,10 @@ def make_project(root: Path) -> Path:
     params = {"data": {"source": str(corpus), "val_fraction": 0.15, "test_fraction": 0.15}, **TINY}
     # DVC needs every section a stage names to be present: write the full, validated params
     (project / "params.yaml").write_text(yaml.safe_dump(parse_params(params).model_dump(mode="json")))
-    assert dvc(project, "init", "--no-scm", "-q").returncode == 0
+    assert git(project, "init", "-q").returncode == 0
+    assert dvc(project, "init", "-q").returncode == 0
+    # a user's repository has history (DVCLive refuses an empty one)
+    assert git(project, "add", "-A").returncode == 0 and git(project, "commit", "-qm", "code").returncode == 0
     return project
 
 
@@ -87,30 +101,82 @@ def test_every_stage_produces_its_outputs(pipeline_run):
     assert {(r["nfe_budget"], r["steps"], r["nfe"], r["temperature"]) for r in rows} == {
         (4, 2, 3, 1.0), (8, 4, 7, 1.0), (8, 4, 7, 2.0)}
     assert all(len(r["text"]) == 16 for r in rows)
+    unswept = {(r["nfe_budget"], r["temperature"]) for r in map(json.loads, (p / "results/samples/critic_fused.jsonl").open())}
+    assert unswept == {(4, 1.0), (8, 1.0)}
     metrics = json.loads((p / "results/evaluate_samples/metrics.json").read_text())
-    assert set(metrics["settings"]) >= {"confidence/nfe8/t2", "random/nfe4/t1", "critic_confidence/nfe8/t1"}
+    assert set(metrics["settings"]) >= {"confidence/nfe8/t2", "random/nfe4/t1", "critic_fused/nfe8/t1"}
     summary = (p / "results/summary.md").read_text()
     assert "## Verdict" in summary and "NFE 8, matched entropy" in summary
+    assert "## Ablation" not in summary  # the ablation belongs to the study tier
+    assert not (p / "models/ablation").exists() and not (p / "results/study").exists()
 
 
-def test_ablation_arms_continue_the_multitask_run_and_fill_the_table(pipeline_run):
-    p = pipeline_run
+@pytest.fixture(scope="module")
+def study_run(pipeline_run):
+    """The opt-in study tier on top of the quick tier's artifacts."""
+    result = dvc(pipeline_run, "repro", "study/dvc.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return pipeline_run
+
+
+def test_study_tier_adds_the_ablation_and_the_full_frontier(study_run):
+    p = study_run
     arms = {}
-    for arm in ("baseline", "partial_input", "mlp_head"):
+    for arm in ("baseline", "mlp_head"):
         arms[arm] = json.loads((p / "results/ablation" / arm / "metrics.json").read_text())
         assert set(arms[arm]["matched"]) == {"confidence", "critic", "critic_fused"}
         assert {"critic", "critic_fused", "confidence"} <= set(arms[arm]["rollout_auroc"])
         assert all(row["nfe"] <= 8 for rows in arms[arm]["sweep"].values() for row in rows)
-    assert arms["partial_input"]["overrides"] == {"critic": {"input": "partial"}}
-    # every arm trained the same number of extra steps, from the multitask weights
-    for arm in arms:
+        # every arm trained the same number of extra steps from the multitask weights; its validation
+        # loss comes from its own training curves
         info = json.loads((p / "models/ablation" / arm / "config.json").read_text())
         assert info["step"] == 4 and info["variant"] == f"ablation_{arm}"
-    summary = (p / "results/summary.md").read_text()
+        curves = json.loads((p / "results/ablation" / arm / "train" / "metrics.json").read_text())
+        assert arms[arm]["val"] == curves["val"]
+    assert arms["mlp_head"]["overrides"] == {"model": {"critic_head": "mlp"}}
+    rows = [json.loads(line) for line in (p / "results/study/samples/critic_confidence.jsonl").open()]
+    assert {(r["nfe_budget"], r["temperature"]) for r in rows} == {(8, 1.0), (8, 2.0)}
+    summary = (p / "results/study/summary.md").read_text()
+    assert "`study_evaluate_samples` stage of `make study`" in summary
     assert "## Ablation: one critic lever at a time" in summary
-    for arm, lever in [("baseline", "none"), ("partial_input", "critic.input=partial"),
-                       ("mlp_head", "model.critic_head=mlp")]:
+    for arm, lever in [("baseline", "none"), ("mlp_head", "model.critic_head=mlp")]:
         assert f"| {arm} | {lever} |" in summary
+    assert "critic_confidence" in summary and "critic_confidence" not in (p / "results/summary.md").read_text()
+    executed = nbformat.read(p / "reports/study/04_policy_comparison.ipynb", as_version=4)
+    injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert 'summary_path = "results/study/summary.md"' in injected.source
+    assert (p / "reports/study/figures/04_policy_comparison/frontier.png").is_file()
+
+
+def test_exp_run_then_exp_show_and_metrics_diff_compare_runs(study_run, tmp_path):
+    """What the README promises: `dvc exp run -S` + `dvc exp show` list both runs' metrics, and
+    `dvc metrics diff` compares the workspace with HEAD (metrics are committed, not git-ignored)."""
+    project = tmp_path / "exp"
+    shutil.copytree(study_run, project, symlinks=True)
+    assert git(project, "add", "-A").returncode == 0
+    tracked = git(project, "ls-files").stdout.splitlines()
+    assert "results/evaluate_samples/metrics.json" in tracked and "results/summary.md" in tracked
+    cached = [f for f in tracked if f.startswith(("models/", "results/samples/", "data/")) and not f.endswith(".gitignore")]
+    assert cached == ["data/prepared/stats.json"], cached  # DVC git-ignores what it caches
+    assert git(project, "commit", "-q", "-m", "baseline").returncode == 0
+    run = dvc(project, "exp", "run", "-S", "evaluate_critic.seed=1", "evaluate_critic")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    shown = dvc(project, "exp", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    seeds, aurocs = set(), set()
+    for commit in json.loads(shown.stdout):
+        for exp in [commit, *[e for r in commit.get("experiments") or [] for e in r.get("revs", [])]]:
+            data = exp.get("data") or {}
+            params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+            metrics = data.get("metrics", {}).get("results/evaluate_critic/metrics.json", {}).get("data", {})
+            if params and metrics:
+                seeds.add(params["evaluate_critic"]["seed"])
+                aurocs.add(metrics["one_step"]["pooled"]["critic"]["auroc"])
+    assert seeds == {0, 1} and len(aurocs) == 2, shown.stdout[:3000]
+    diff = dvc(project, "metrics", "diff", "--json")
+    assert diff.returncode == 0, diff.stderr
+    changed = json.loads(diff.stdout)["results/evaluate_critic/metrics.json"]
+    assert changed["one_step.pooled.critic.auroc"]["diff"] != 0
 
 
 def test_dvc_metrics_and_plots_are_declared(pipeline_run):
@@ -164,16 +230,3 @@ def test_a_failing_cell_fails_the_notebook_stage(pipeline_run, tmp_path):
     assert (project / "reports/04_policy_comparison.failed.ipynb").is_file()
     # the previous complete notebook is still there, untouched
     assert nbformat.read(project / "reports/04_policy_comparison.ipynb", as_version=4).cells
-
-
-def test_a_second_pipeline_from_scratch_gives_identical_metrics(pipeline_run, tmp_path):
-    """Same params, same machine: every metrics file and the summary come out byte for byte the same."""
-    again = make_project(tmp_path)
-    result = dvc(again, "repro", "evaluate_samples")  # everything but the notebooks (leaves)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    shown = dvc(again, "metrics", "show", "--json")
-    declared = sorted(p.relative_to(again) for p in (again / "results").rglob("metrics.json")) + [
-        Path("data/prepared/stats.json"), Path("results/summary.md")]
-    assert len(declared) > 10 and shown.returncode == 0
-    for path in declared:
-        assert (pipeline_run / path).read_bytes() == (again / path).read_bytes(), path

@@ -13,7 +13,7 @@ from remask import checkpoint
 from remask.data import load_meta
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.critic_targets import critic_batch, rollout_refill
-from remask.noise import DiffusionNoise, draw_noise
+from remask.noise import DiffusionNoise, draw_noise, evenly_spaced_rows
 from remask.objectives import DiffusionObjective
 from remask.sampling import sample_from_logits
 from remask.train import learning_rate, train
@@ -66,7 +66,7 @@ def test_critic_levers_build_the_input_and_labels_they_promise():
     """replace_visible swaps visible tokens (labelled errors when they differ), input=partial masks
     some of the filled sequence again (no label there), pos_weight weights the error class."""
     params = tiny_params(critic={"replace_visible": 0.3, "input": "partial", "pos_weight": 3.0,
-                                 "sample_temperature_spread": 1.0})
+                                 "sample_temperature_spread": 1.0, "row_share": 1.0})
     noise = draw_noise(6, 8, "linear", 1e-3, torch.Generator().manual_seed(0), params.critic, n_chars=10)
     assert noise.replace is not None and not (noise.replace & noise.mask).any()  # only visible tokens
     assert ((noise.temperature >= 1.0) & (noise.temperature <= 2.0)).all()
@@ -93,7 +93,7 @@ def test_critic_levers_build_the_input_and_labels_they_promise():
 def test_rollout_lever_shows_the_critic_a_two_step_confidence_state():
     """rollout_share: for the chosen sequences, the least confident half of the first fill is masked
     again and refilled in a second pass that sees the kept tokens; labels follow the final tokens."""
-    params = tiny_params(critic={"rollout_share": 1.0})
+    params = tiny_params(critic={"rollout_share": 1.0, "row_share": 1.0})
     noise = draw_noise(6, 8, "linear", 1e-3, torch.Generator().manual_seed(1), params.critic, n_chars=10)
     assert noise.rollout.all() and noise.uniform_refill.shape == (6, 8)
     torch.manual_seed(0)
@@ -118,6 +118,31 @@ def test_rollout_lever_shows_the_critic_a_two_step_confidence_state():
     with torch.no_grad():
         bce = F.binary_cross_entropy_with_logits(model(shown, head="critic"), (shown != clean).float(), reduction="none")
     torch.testing.assert_close(out["loss_critic"], bce[scope].mean())
+
+
+def test_row_share_trains_the_critic_on_evenly_spaced_rows_only():
+    """critic.row_share: the critic pass sees only every other sequence (at 0.5), chosen without
+    drawing randomness, and its loss is the hand computation on those rows."""
+    assert evenly_spaced_rows(4, 0.5).tolist() == [False, True, False, True]
+    assert evenly_spaced_rows(5, 1.0).all() and int(evenly_spaced_rows(10, 0.3).sum()) == 3
+    half, full = (tiny_params(critic={"row_share": share}).critic for share in (0.5, 1.0))
+    noise = draw_noise(6, 8, "linear", 1e-3, torch.Generator().manual_seed(2), half, n_chars=10)
+    same = draw_noise(6, 8, "linear", 1e-3, torch.Generator().manual_seed(2), full, n_chars=10)
+    assert torch.equal(noise.mask, same.mask) and torch.equal(noise.uniform, same.uniform) and same.critic_rows is None
+    rows = noise.critic_rows
+    assert rows.tolist() == [False, True, False, True, False, True]
+    torch.manual_seed(0)
+    model = DiffusionTransformer(ModelConfig(vocab_size=11, mask_id=10, n_layer=1, n_head=2, n_embd=16, block_size=8))
+    clean = torch.randint(0, 10, (6, 8))
+    scope = noise.critic_view().critic_scope("filled")
+    norm = {"masked": float(noise.mask.sum()), "tokens": 48.0, "critic": float(scope.sum())}
+    out = DiffusionObjective(model, tiny_params().train, half)(clean, noise, alpha=1.0, norm=norm)
+    with torch.no_grad():
+        logits = model(clean.masked_fill(noise.mask, 10))
+        sample = sample_from_logits(logits, noise.uniform, 1.0)
+        shown, target = critic_batch(clean[rows], noise.mask[rows], sample[rows])
+        bce = F.binary_cross_entropy_with_logits(model(shown, head="critic"), target, reduction="none")
+    torch.testing.assert_close(out["loss_critic"], bce[noise.mask[rows]].mean())
 
 
 def test_default_critic_options_draw_no_extra_noise():
@@ -213,3 +238,37 @@ def test_ddp_two_processes_match_one(tiny_data, tmp_path):
     b = checkpoint.load_train_state(tmp_path / "two" / "models" / "multitask" / "train_state.pt")["model"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _compile_unavailable() -> str | None:
+    """Why ``torch.compile`` cannot run here, or None when it can."""
+    try:
+        torch._dynamo.reset()
+        torch.compile(lambda x: x * 2, backend="eager")(torch.ones(2))
+    except Exception as exc:  # noqa: BLE001 - any failure means the check cannot run here
+        return f"torch.compile is unavailable here: {type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.mark.skipif(_compile_unavailable() is not None, reason=str(_compile_unavailable()))
+def test_compiled_training_compiles_a_bounded_number_of_times(tiny_data, tmp_path, monkeypatch):
+    """With ``train.compile``, alpha (warming up) and the loss normalisers change every step; as
+    tensors they cost no recompile, so 12 steps compile no more graphs than 4 (the count is taken
+    by a backend that only counts, so the check needs no C++ toolchain and runs in seconds)."""
+    compiled = {"graphs": 0}
+
+    def counting_backend(graph_module, example_inputs):
+        compiled["graphs"] += 1
+        return graph_module.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module: real_compile(module, backend=counting_backend))
+    counts = {}
+    for steps in (4, 12):
+        torch._dynamo.reset()
+        compiled["graphs"] = 0
+        params = tiny_params(train={"compile": True, "max_steps": steps, "alpha_warmup_steps": 12, "eval_every": 100,
+                                    "checkpoint_every": 100})
+        train(spec_for(params, "multitask", tiny_data, tmp_path / str(steps)), tiny_data, progress=False)
+        counts[steps] = compiled["graphs"]
+    assert 0 < counts[12] == counts[4] <= 32, counts  # graph breaks (boolean indexing) make several graphs

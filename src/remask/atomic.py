@@ -39,3 +39,12 @@ def write_json(path: str | Path, obj: Any) -> None:
 def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    """Rows of one schema (the first row's keys) as CSV: the plot data DVC reads."""
+    if not rows:
+        raise ValueError(f"{path}: no rows to write")
+    header = list(rows[0])
+    lines = [",".join(header)] + [",".join(str(r[h]) for h in header) for r in rows]
+    write_text(path, "\n".join(lines) + "\n")

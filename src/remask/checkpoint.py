@@ -24,16 +24,13 @@ from safetensors.torch import save_model as save_safetensors_model
 
 from remask import atomic
 from remask.data import CharTokenizer, sha256_of
+from remask.errors import CheckpointError
 from remask.model import DiffusionTransformer, ModelConfig
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TRAIN_STATE = "train_state.pt"
 TIED_PAIR = {"wte.weight", "lm_head.weight"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupted, unsafe or does not fit the model."""
 
 
 def save_model(directory: str | Path, model: DiffusionTransformer, tokenizer: CharTokenizer, info: dict) -> None:

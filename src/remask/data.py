@@ -25,14 +25,11 @@ import torch
 
 from remask import atomic
 from remask.config import DataSection
+from remask.errors import DataError
 
 MASK_TOKEN = "[MASK]"
 SPLITS = ("train", "val", "test")
 WORD_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the file, key or character."""
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,13 @@ import csv
 import html
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from remask.sampling import Generation
+if TYPE_CHECKING:  # type hints only: the notebooks that draw no trajectory do not run the sampler
+    from remask.sampling import Generation
 
 # Cell states of a trajectory heatmap (position x step), in the order of TRAJECTORY_LABELS.
 TRAJECTORY_LABELS = (

@@ -54,23 +54,27 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding: rotates channel pairs by a position-dependent angle."""
+    """Rotary position embedding: rotates channel pairs (0, 1), (2, 3), ... by position-dependent angles.
 
-    def __init__(self, head_dim: int, base: float):
+    The rotations are one complex multiplication by a table computed once per length: about 6x
+    faster on a CPU than rotating real pairs with a stack per call (``benchmarks/train_step.py``).
+    """
+
+    def __init__(self, head_dim: int, base: float, max_length: int):
         super().__init__()
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        angles = torch.outer(torch.arange(max_length, dtype=torch.float32), inv_freq)
+        # exp(i * position * inv_freq), (max_length, head_dim / 2) complex64; rebuilt, not saved
+        self.register_buffer("rotations", torch.polar(torch.ones_like(angles), angles), persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = torch.arange(q.size(-2), device=q.device, dtype=torch.float32)
-        freqs = torch.outer(t, self.inv_freq)
-        cos, sin = freqs.cos().to(q.dtype), freqs.sin().to(q.dtype)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+        rotations = self.rotations[: q.size(-2)]
+        return _rotate(q, rotations), _rotate(k, rotations)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+def _rotate(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rotations).flatten(-2).to(x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -79,7 +83,7 @@ class SelfAttention(nn.Module):
         self.n_head, self.causal, self.dropout = cfg.n_head, cfg.causal, cfg.dropout
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
-        self.rotary = Rotary(cfg.n_embd // cfg.n_head, cfg.rope_base)
+        self.rotary = Rotary(cfg.n_embd // cfg.n_head, cfg.rope_base, cfg.block_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -151,9 +155,10 @@ class DiffusionTransformer(nn.Module):
             x = block(x)
         return self.ln_f(x)
 
-    def _lm_logits(self, x: torch.Tensor) -> torch.Tensor:
-        # [MASK] is never a prediction (nor in the judge's data). A large finite value, not -inf,
-        # keeps p * log(p) at 0.
+    def lm_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Generator logits of hidden states ``(..., n_embd)``: training applies it to the masked
+        positions only. [MASK] is never a prediction (nor in the judge's data); a large finite
+        value, not -inf, keeps p * log(p) at 0."""
         logits = self.lm_head(x)
         return logits.index_fill(-1, torch.tensor([self.config.mask_id], device=x.device), MASK_LOGIT)
 
@@ -168,10 +173,10 @@ class DiffusionTransformer(nn.Module):
             raise ValueError(f"sequence of {idx.size(1)} tokens is longer than block_size {self.config.block_size}")
         x = self.body(idx)
         if head == "lm":
-            return self._lm_logits(x)
+            return self.lm_logits(x)
         critic = self.critic_head(x.detach() if detach_critic else x).squeeze(-1)
         if head == "critic":
             return critic
         if head == "both":
-            return self._lm_logits(x), critic
+            return self.lm_logits(x), critic
         raise ValueError(f"unknown head {head!r}; expected 'lm', 'critic' or 'both'")

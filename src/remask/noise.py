@@ -26,6 +26,7 @@ class DiffusionNoise:
     remask: torch.Tensor | None = None  # (B, T) bool, positions of the filled sequence masked again
     rollout: torch.Tensor | None = None  # (B,) bool, sequences whose critic input is a two-step rollout
     uniform_refill: torch.Tensor | None = None  # (B, T) float64, drives the rollout's second fill
+    critic_rows: torch.Tensor | None = None  # (B,) bool, the sequences the critic is trained on (None: all)
 
     def _map(self, fn) -> "DiffusionNoise":
         return DiffusionNoise(**{f.name: None if (v := getattr(self, f.name)) is None else fn(v) for f in fields(self)})
@@ -35,6 +36,12 @@ class DiffusionNoise:
 
     def to(self, device: torch.device) -> "DiffusionNoise":
         return self._map(lambda v: v.to(device))
+
+    def critic_view(self) -> "DiffusionNoise":
+        """The noise of the sequences the critic is trained on (``critic.row_share``)."""
+        if self.critic_rows is None:
+            return self
+        return self._map(lambda v: v[self.critic_rows])
 
     def critic_scope(self, label_scope: str) -> torch.Tensor:
         """Positions whose critic label enters the loss: filled (or all) positions, plus swapped
@@ -59,6 +66,8 @@ def draw_noise(
     noise = DiffusionNoise(t.float(), mask, uniform)
     if critic is None:
         return noise
+    if critic.row_share < 1:
+        noise.critic_rows = evenly_spaced_rows(batch, critic.row_share)
     if critic.sample_temperature_spread > 0:
         spread = critic.sample_temperature_spread * torch.rand(batch, generator=generator, dtype=torch.float64)
         noise.temperature = critic.sample_temperature + spread
@@ -74,3 +83,11 @@ def draw_noise(
         noise.rollout = torch.rand(batch, generator=generator, dtype=torch.float64) < critic.rollout_share
         noise.uniform_refill = torch.rand(batch, length, generator=generator, dtype=torch.float64)
     return noise
+
+
+def evenly_spaced_rows(batch: int, share: float) -> torch.Tensor:
+    """``(batch,)`` bool, ``round(share * batch)``-ish rows spread evenly over the batch (row r is
+    chosen when ``floor((r + 1) * share)`` steps up). Fixed, not drawn: the random stream is the
+    same for any share, and every DDP rank's slice of the global batch gets its part."""
+    r = torch.arange(batch, dtype=torch.float64)
+    return torch.floor((r + 1) * share) > torch.floor(r * share)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
@@ -186,7 +185,7 @@ def _train(
     bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {spec.variant}", unit="step",
                disable=not (progress and world.is_main), dynamic_ncols=True)
     metrics: dict[str, float] = {}
-    running: dict[str, list[float]] = {}
+    pending: list[dict[str, torch.Tensor]] = []  # losses since the last log, still on the device: no sync per step
     started = time.perf_counter()
     state.model.train()
     while state.step < last_step:
@@ -194,12 +193,6 @@ def _train(
         for group in state.optimizer.param_groups:
             group["lr"] = lr
         out = _forward(spec, step_fn, train_data, block, state, world, rows, device)
-        if not torch.isfinite(out["loss"]).all():
-            bar.close()
-            raise TrainingError(
-                f"[{spec.variant}] loss is {float(out['loss'].detach())} at step {state.step}; stopping. "
-                f"The last good checkpoint in {spec.out_dir} is kept."
-            )
         state.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         if cfg.grad_clip > 0:
@@ -207,18 +200,24 @@ def _train(
         state.optimizer.step()
         state.step += 1
         bar.update(1)
-        for name, value in out.items():
-            running.setdefault(name, []).append(float(value.detach()))
-        if live is not None and (state.step % LOG_EVERY == 0 or state.step == last_step):
-            _log_running(live, state.step, running, lr)
-            bar.set_postfix(loss=f"{np.mean(running['loss']):.3f}")
-            running.clear()
-        if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+        pending.append({name: value.detach() for name, value in out.items()})
+        log_now = state.step % LOG_EVERY == 0 or state.step == last_step
+        eval_now = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
+        save_now = state.step % cfg.checkpoint_every == 0 or state.step == last_step
+        if log_now or eval_now or save_now:  # a non-finite loss never reaches a checkpoint
+            _raise_if_not_finite(spec, pending, state.step, bar)
+        if log_now:
+            means = {name: float(torch.stack([p[name] for p in pending]).mean()) for name in pending[0]}
+            if live is not None:
+                _log_running(live, state.step, means, lr)
+            bar.set_postfix(loss=f"{means['loss']:.3f}")
+            pending.clear()
+        if eval_now:
             if world.is_main:
                 metrics = _validate(spec, state.model, val_windows)
                 _log_validation(live, state.step, metrics)
             barrier(world)
-        if state.step % cfg.checkpoint_every == 0 or state.step == last_step:
+        if save_now:
             if world.is_main:
                 state.save(spec, tokenizer, fingerprint)
             barrier(world)
@@ -301,7 +300,7 @@ def _forward(
                        spec.critic if spec.uses_critic else None, spec.model.mask_id)
     norm = {"masked": max(int(noise.mask.sum()), 1) / world.size, "tokens": noise.mask.numel() / world.size}
     if spec.uses_critic:
-        norm["critic"] = max(int(noise.critic_scope(spec.critic.label_scope).sum()), 1) / world.size
+        norm["critic"] = max(int(noise.critic_view().critic_scope(spec.critic.label_scope).sum()), 1) / world.size
     alpha = torch.tensor(alpha_at(state.step, diffusion), dtype=torch.float32, device=device)
     with autocast(device):
         return step_fn(window[rows].to(device), noise.rows(rows.start, rows.stop).to(device), alpha,
@@ -338,11 +337,25 @@ def _open_live(spec: RunSpec, resumed_from: int | None):
     return Live(str(spec.live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed_from is not None)
 
 
-def _log_running(live, step: int, running: dict[str, list[float]], lr: float) -> None:
+def _log_running(live, step: int, means: dict[str, float], lr: float) -> None:
     live.step = step
-    for name, values in running.items():
-        live.log_metric(f"train/{name}", float(np.mean(values)))
+    for name, value in means.items():
+        live.log_metric(f"train/{name}", value)
     live.log_metric("train/lr", lr)
+
+
+def _raise_if_not_finite(spec: RunSpec, pending: list[dict[str, torch.Tensor]], step: int, bar: tqdm) -> None:
+    """Stop at the first non-finite loss of the steps since the last log (one sync for all of them)."""
+    losses = torch.stack([p["loss"] for p in pending])
+    finite = torch.isfinite(losses)
+    if bool(finite.all()):
+        return
+    first = int((~finite).nonzero()[0, 0])
+    bar.close()
+    raise TrainingError(
+        f"[{spec.variant}] loss is {float(losses[first])} at step {step - len(pending) + first}; stopping. "
+        f"The last good checkpoint in {spec.out_dir} is kept."
+    )
 
 
 def _log_validation(live, step: int, metrics: dict[str, float]) -> None:

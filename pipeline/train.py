@@ -1,4 +1,4 @@
-"""DVC stages ``train@<variant>`` and ``train_judge``: train one model variant.
+"""DVC stages ``train_multitask``, ``train_generator_only`` and ``train_judge``: train one model variant.
 
 - ``multitask``: generator + critic, ``loss = loss_gen + train.alpha * loss_critic``;
 - ``generator_only``: the same run with ``alpha = 0`` (what the critic costs the generator);
@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from pipeline._common import run_stage
-from remask.config import Params
+from remask.config import CriticSection, Params
 from remask.data import CharTokenizer, load_meta
 from remask.model import ModelConfig
 from remask.train import RunSpec, TrainingError, train
@@ -37,8 +37,12 @@ def build_spec(params: Params, variant: str, meta: dict, models_dir: Path = Path
     common = dict(variant=variant, model=model, out_dir=models_dir / variant, live_dir=results_dir / "train" / variant)
     if variant == "judge":
         return RunSpec(objective="autoregressive", optim=params.judge.train, **common)
-    diffusion = params.train if variant == "multitask" else params.train.model_copy(update={"alpha": 0.0})
-    return RunSpec(objective="diffusion", optim=diffusion, diffusion=diffusion, critic=params.critic, **common)
+    if variant == "multitask":
+        return RunSpec(objective="diffusion", optim=params.train, diffusion=params.train, critic=params.critic, **common)
+    # alpha = 0: no critic pass. The validation's critic numbers (of the untrained head) use the default
+    # critic settings, so that the stage reads no `critic` params and a critic lever does not retrain it.
+    diffusion = params.train.model_copy(update={"alpha": 0.0})
+    return RunSpec(objective="diffusion", optim=diffusion, diffusion=diffusion, critic=CriticSection(), **common)
 
 
 def main(params: Params, args: argparse.Namespace) -> None:

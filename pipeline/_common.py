@@ -25,6 +25,11 @@ def run_stage(name: str, body: Callable[[Params, argparse.Namespace], None], par
         raise SystemExit(2) from None
 
 
+def tier_results(tier: str, results: Path = Path("results")) -> Path:
+    """Where a tier's sample results go: ``results`` (quick) or ``results/study``."""
+    return results if tier == "quick" else results / "study"
+
+
 def samples_dir(tier: str, results: Path = Path("results")) -> Path:
     """Where a tier's samples go: ``results/samples`` (quick) or ``results/study/samples``."""
-    return results / "samples" if tier == "quick" else results / "study" / "samples"
+    return tier_results(tier, results) / "samples"

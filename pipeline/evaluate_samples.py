@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline._common import run_stage, samples_dir
+from pipeline._common import run_stage, samples_dir, tier_results
 from remask.atomic import write_csv, write_json, write_text
 from remask.checkpoint import load_model
 from remask.config import TIERS, ConfigError, Params
@@ -40,7 +40,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     params = params.for_tier(args.tier)
     cfg, scfg = params.evaluate_samples, params.sample
     results = Path(args.results_dir)
-    tier_dir = results if args.tier == "quick" else results / "study"
+    tier_dir = tier_results(args.tier, results)
     out = tier_dir / "evaluate_samples"
     judge, tok, _ = load_model(Path(args.models_dir) / "judge", resolve_device(scfg.device))
     meta = load_meta(DATA_DIR)

@@ -22,7 +22,7 @@ import nbformat
 import papermill
 from nbconvert import HTMLExporter
 
-from pipeline._common import run_stage
+from pipeline._common import run_stage, samples_dir, tier_results
 from remask.atomic import atomic_path, write_text
 from remask.config import TIERS, ConfigError, Params
 
@@ -52,14 +52,15 @@ def notebook_parameters(name: str, params: Params, tier: str = "quick") -> dict:
     }
     if name not in per_notebook:
         raise ConfigError(f"--name {name!r}: valid notebooks are {', '.join(per_notebook)}")
-    tier_results = {}
+    tier_paths = {}
     if tier == "study":
         if name != STUDY_NOTEBOOK:
             raise ConfigError(f"--tier study: only {STUDY_NOTEBOOK} has a study version, not {name}")
-        tier_results = {"eval_dir": "results/study/evaluate_samples", "samples_dir": "results/study/samples",
-                        "summary_path": "results/study/summary.md"}
+        results = tier_results(tier)
+        tier_paths = {"eval_dir": str(results / "evaluate_samples"), "samples_dir": str(samples_dir(tier)),
+                      "summary_path": str(results / "summary.md")}
     figures = reports_dir(tier) / "figures" / name
-    return {"project_dir": ".", "figures_dir": str(figures), "seed": nb.seed, **per_notebook[name], **tier_results}
+    return {"project_dir": ".", "figures_dir": str(figures), "seed": nb.seed, **per_notebook[name], **tier_paths}
 
 
 def execute(name: str, parameters: dict, timeout: int, reports: Path = REPORTS) -> None:

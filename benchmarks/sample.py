@@ -68,11 +68,11 @@ def main() -> None:
     for policy in POLICIES:
         steps = steps_for_nfe(policy, args.nfe)
         rate = samples_per_s(model, policy, steps, n, length, batch, args.repeats)
-        equal_nfe[policy] = {"steps": steps, "nfe": nfe_for(policy, steps), "samples_per_s": round(rate, 2),
+        equal_nfe[policy] = {"steps": steps, "nfe": nfe_for(policy, steps, length), "samples_per_s": round(rate, 2),
                              "chars_per_s": round(rate * length, 1)}
         same = steps_for_nfe("confidence", args.nfe)
         rate = rate if steps == same else samples_per_s(model, policy, same, n, length, batch, args.repeats)
-        equal_steps[policy] = {"steps": same, "nfe": nfe_for(policy, same), "samples_per_s": round(rate, 2),
+        equal_steps[policy] = {"steps": same, "nfe": nfe_for(policy, same, length), "samples_per_s": round(rate, 2),
                                "chars_per_s": round(rate * length, 1)}
     for title, table in (("equal NFE", equal_nfe), ("equal steps", equal_steps)):
         print(f"\n{title}:")

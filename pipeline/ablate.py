@@ -8,8 +8,10 @@ change re-measures without retraining):
 - the generator's validation loss (what the lever costs the generator);
 - error detection on real sampler states (infilling rollouts of the ``confidence`` policy):
   AUROC of the critic, of the ``critic_fused`` score and of the stale confidence;
-- samples of every policy of ``ablation.policies`` at NFE ``ablation.nfe`` over a temperature
-  sweep, scored by the judge, and the temperature whose entropy is closest to the test text's.
+- samples of every policy of ``ablation.policies`` at NFE ``ablation.nfe``, tuned on the tuning
+  draw and reported on a fresh one (``ablation.seed``) exactly as the main comparison
+  (:mod:`remask.tuning`), each policy's judge NLL at the text's entropy and its difference from
+  the same arm's ``confidence`` with a bootstrap interval (:mod:`remask.frontier`).
 
 Training writes ``models/ablation/<arm>/`` and its curves under ``results/ablation/<arm>/train/``;
 measuring writes ``results/ablation/<arm>/metrics.json``.
@@ -22,21 +24,20 @@ import dataclasses
 import json
 from pathlib import Path
 
-from tqdm import tqdm
-
 from pipeline._common import run_stage
 from pipeline.train import DATA_DIR, build_spec
 from remask.atomic import write_json
 from remask.checkpoint import load_model
 from remask.config import ConfigError, Params
-from remask.data import fixed_windows, load_meta, load_split, split_text, words
+from remask.data import fixed_windows, load_meta, load_split, reference_texts, split_text, words
 from remask.detection import rollout_scores, summarise
+from remask.frontier import difference, frontier_point, setting_samples
 from remask.judge import judge_nll_bits
-from remask.metrics import text_metrics
-from remask.report import matched_entropy
+from remask.metrics import char_entropy
+from remask.policies import require_trained, untrained_inputs
 from remask.runtime import resolve_device
-from remask.sampling import diffusion_generate, steps_for_nfe
 from remask.train import TrainingError, train
+from remask.tuning import tune_and_draw
 
 
 def train_arm(params: Params, arm: str, models_dir: Path, results_dir: Path) -> None:
@@ -57,37 +58,42 @@ def train_arm(params: Params, arm: str, models_dir: Path, results_dir: Path) -> 
 
 
 def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
-    cfg, device = params.ablation, resolve_device(params.sample.device)
-    model, tok, _ = load_model(models_dir / "ablation" / arm, device)
+    cfg, device, es = params.ablation, resolve_device(params.sample.device), params.evaluate_samples
+    arm_dir = models_dir / "ablation" / arm
+    model, tok, training = load_model(arm_dir, device)
     judge, judge_tok, _ = load_model(models_dir / "judge", device)
     if judge_tok.chars != tok.chars:
-        raise ConfigError(f"{models_dir / 'judge'} and {models_dir / 'ablation' / arm} use different vocabularies")
-    meta = load_meta(DATA_DIR)
-    test = load_split(DATA_DIR, "test", meta)
+        raise ConfigError(f"{models_dir / 'judge'} and {arm_dir} use different vocabularies")
+    temperatures = tuple(params.sample.tuning.temperature_range)
+    require_trained("confidence", training, temperatures, str(arm_dir))
+    untrained = {p: untrained_inputs(p, training, temperatures) for p in cfg.policies}
+    policies = [p for p in cfg.policies if not untrained[p]]  # an arm's lever may take a policy's input away
+    test = load_split(DATA_DIR, "test", load_meta(DATA_DIR))
     vocabulary = set(words(split_text(DATA_DIR, "train")))
-    length = params.sample.length
-    es = params.evaluate_samples
-
-    def quality(texts: list[str], seed: int) -> dict:
-        nll = judge_nll_bits(judge, tok, texts)
-        return text_metrics(texts, vocabulary, nll, es.bootstrap_resamples, es.confidence_level, seed)
 
     windows = fixed_windows(test, cfg.eval_windows, model.config.block_size)
     scores = rollout_scores(model, windows, "confidence", params.evaluate_critic.rollout_mask_ratio, cfg.rollout_steps,
                             1.0, seed=cfg.seed, sampler=params.sample.sampler_options())
     detection = {name: m["auroc"] for name, m in summarise({k: v for k, v in scores.items() if k != "step"}, 10).items()}
-    reference = quality([tok.decode(w.tolist()) for w in fixed_windows(test, cfg.num_samples, length)], cfg.seed)
 
-    samples = {}
-    cells = [(p, t) for p in cfg.policies for t in cfg.temperatures]
-    for policy, temperature in tqdm(cells, desc=f"ablate {arm}: samples", unit="setting"):
-        steps = steps_for_nfe(policy, cfg.nfe)
-        run = diffusion_generate(model, cfg.num_samples, length, steps, policy=policy, temperature=temperature,
-                                 seed=cfg.seed, batch_size=params.sample.batch_size, **params.sample.sampler_options())
-        row = quality([tok.decode(ids.tolist()) for ids in run.tokens], cfg.seed + 1)
-        samples.setdefault(policy, []).append({"temperature": temperature, "steps": steps, "nfe": run.nfe, **row})
-    matched = {policy: matched_entropy(rows, reference["char_entropy"]) for policy, rows in samples.items()}
-    return {"rollout_auroc": detection, "reference": reference, "matched": matched, "sweep": samples}
+    target = char_entropy(reference_texts(DATA_DIR, tok, params.sample.num_samples, params.sample.length))
+    samples, frontier, tuned = {}, {}, {}
+    for policy in policies:
+        result, rows = tune_and_draw(model, judge, tok, policy, cfg.nfe, target, params.sample, cfg.num_samples,
+                                     params.sample.tuning.num_samples, cfg.seed,
+                                     log=lambda m: print(f"[ablate {arm}] {m}", flush=True))
+        tuned[policy] = result.to_dict()
+        by_temperature: dict[float, list[str]] = {}
+        for row in rows:
+            by_temperature.setdefault(row["temperature"], []).append(row["text"])
+        samples[policy] = [setting_samples(texts, judge_nll_bits(judge, tok, texts), vocabulary, tok.chars)
+                           for _, texts in sorted(by_temperature.items())]
+        frontier[policy] = frontier_point(samples[policy], target, es.bootstrap_resamples, es.confidence_level, es.seed)
+    differences = {p: difference(samples[p], samples["confidence"], target, es.bootstrap_resamples,
+                                 es.confidence_level, es.seed) for p in policies if p != "confidence"}
+    return {"rollout_auroc": detection, "target_entropy": target, "nfe": cfg.nfe, "frontier": frontier,
+            "differences": differences, "tuned": tuned,
+            "not_trained_for": {p: missing for p, missing in untrained.items() if missing}}
 
 
 def main(params: Params, args: argparse.Namespace) -> None:

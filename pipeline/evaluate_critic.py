@@ -2,8 +2,10 @@
 
 Writes ``results/evaluate_critic/metrics.json`` (AUROC, average precision and calibration error
 of every score, on one-step fills per mask ratio and on real sampler states per rollout policy,
-and ``added_information``: what the critic adds to the heuristic's ranking when both are fitted
-together) and plot data under ``results/evaluate_critic/plots/``.
+``added_information``: what the critic adds to the heuristic's ranking when both are fitted
+together, and ``refreshed``: every score against the judge's leave-one-out plausibility of each
+token of the sampler's own states, with the generator's leave-one-out oracle) and plot data under
+``results/evaluate_critic/plots/``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from remask.atomic import write_csv, write_json
 from remask.checkpoint import load_model
 from remask.config import Params
 from remask.data import fixed_windows, load_meta, load_split
-from remask.detection import curves, one_step_scores, rollout_scores, summarise
+from remask.detection import curves, one_step_scores, refreshed_scores, rollout_scores, summarise, summarise_refreshed
+from remask.errors import ConfigError
 from remask.metrics import added_information
+from remask.policies import require_trained
 from remask.runtime import resolve_device
 
 DATA_DIR = Path("data/prepared")
@@ -30,7 +34,14 @@ DATA_DIR = Path("data/prepared")
 def main(params: Params, args: argparse.Namespace) -> None:
     cfg = params.evaluate_critic
     out = Path(args.out_dir)
-    model, tok, _ = load_model(Path(args.models_dir) / "multitask", resolve_device(params.sample.device))
+    device = resolve_device(params.sample.device)
+    model_dir = Path(args.models_dir) / "multitask"
+    model, tok, training = load_model(model_dir, device)
+    judge, judge_tok, _ = load_model(Path(args.models_dir) / "judge", device)
+    if judge_tok.chars != tok.chars:
+        raise ConfigError(f"{args.models_dir}/judge and {model_dir} use different vocabularies")
+    for policy in sorted({*cfg.rollout_policies, cfg.refreshed_policy, "critic", "critic_fused"}):
+        require_trained(policy, training, (cfg.temperature, cfg.temperature), str(model_dir))
     meta = load_meta(DATA_DIR)
     test = load_split(DATA_DIR, "test", meta)
     block = model.config.block_size
@@ -68,6 +79,17 @@ def main(params: Params, args: argparse.Namespace) -> None:
             per_step.append({"step": int(step), **{n: round(part[n]["auroc"], 5) for n in part}})
         write_csv(out / "plots" / f"rollout_auroc_by_step_{policy}.csv", per_step)
 
+    states = (cfg.refreshed_steps // 2 - 1, cfg.refreshed_steps - 1)
+    refreshed = refreshed_scores(model, judge, tok, cfg.refreshed_policy, cfg.refreshed_samples, block,
+                                 cfg.refreshed_steps, states, cfg.temperature, seed=cfg.seed,
+                                 sampler=params.sample.sampler_options(), progress=True)
+    metrics["refreshed"] = {
+        "policy": cfg.refreshed_policy, "steps": cfg.refreshed_steps, "implausible_below": cfg.implausible_below,
+        "states": {("final" if step == cfg.refreshed_steps - 1 else f"step_{step + 1}"): summarise_refreshed(
+            {k: v[refreshed["step"] == step] for k, v in refreshed.items()}, cfg.implausible_below) for step in states},
+        "pooled": summarise_refreshed(refreshed, cfg.implausible_below),
+    }
+
     write_csv(out / "plots" / "auroc_vs_mask_ratio.csv", by_ratio)
     for kind, scores in [("one_step", one_step)] + [(f"rollout_{p}", s) for p, s in rollouts.items()]:
         plots = curves({k: v for k, v in scores.items() if k != "step"}, cfg.reliability_bins)
@@ -77,7 +99,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
     write_json(out / "metrics.json", metrics)
     headline = {p: {n: round(v["auroc"], 4) for n, v in m.items()} for p, m in metrics["rollout"].items()}
     gains = {k: round(v["gain"], 4) for k, v in metrics["added_information"].items()}
-    print(json.dumps({"one_step_pooled_auroc": {n: round(v["auroc"], 4) for n, v in metrics["one_step"]["pooled"].items()},
+    refreshed_auroc = {n: round(v["auroc"], 4) for n, v in metrics["refreshed"]["pooled"].items()}
+    print(json.dumps({"refreshed_auroc": refreshed_auroc, "one_step_pooled_auroc": {n: round(v["auroc"], 4) for n, v in metrics["one_step"]["pooled"].items()},
                       "rollout_auroc": headline, "critic_added_auroc": gains}, indent=2))
 
 

@@ -1,10 +1,12 @@
 """DVC stages ``evaluate_samples`` and ``study_evaluate_samples``: sample quality and the summary.
 
-Reads every ``results/samples/*.jsonl`` named by ``sample.policies`` plus the judge's samples,
-scores them with the judge and the text metrics (with bootstrap intervals), writes
-``results/evaluate_samples/metrics.json``, plot data, and ``results/summary.md`` with its verdict.
-``--tier study`` does the same for the study's samples under ``results/study/`` and adds the
-ablation arms' table to ``results/study/summary.md``.
+Reads the report samples ``results/samples/<policy>.jsonl`` and tuning logs
+``results/tuning/<policy>.json`` of every policy of ``sample.policies``, plus the judge's samples;
+scores every text with the judge and the text metrics; interpolates each policy's frontier at the
+test text's entropy (:mod:`remask.frontier`); compares the policies by the bootstrap interval of
+their difference (:mod:`remask.report`); and writes ``results/evaluate_samples/metrics.json``,
+plot data and ``results/summary.md``. ``--tier study`` does the same for the study's samples
+under ``results/study/`` and adds the ablation arms' table to ``results/study/summary.md``.
 """
 
 from __future__ import annotations
@@ -19,15 +21,21 @@ from tqdm import tqdm
 from pipeline._common import run_stage, samples_dir, tier_results
 from remask.atomic import write_csv, write_json, write_text
 from remask.checkpoint import load_model
-from remask.config import TIERS, ConfigError, Params
-from remask.data import fixed_windows, load_meta, load_split, split_text, words
+from remask.config import TIERS, ConfigError, Params, SelectionRule
+from remask.data import reference_texts, split_text, words
+from remask.frontier import frontier_point, setting_samples
 from remask.judge import judge_nll_bits
 from remask.metrics import text_metrics
-from remask.report import render_summary
+from remask.report import best_training_free, compare_policies, render_summary
 from remask.runtime import resolve_device
 
 DATA_DIR = Path("data/prepared")
-BASELINE = "confidence"
+
+
+def read_json(path: Path, stage: str) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run the {stage} stage first")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def read_samples(path: Path) -> list[dict]:
@@ -43,77 +51,86 @@ def main(params: Params, args: argparse.Namespace) -> None:
     tier_dir = tier_results(args.tier, results)
     out = tier_dir / "evaluate_samples"
     judge, tok, _ = load_model(Path(args.models_dir) / "judge", resolve_device(scfg.device))
-    meta = load_meta(DATA_DIR)
     vocabulary = set(words(split_text(DATA_DIR, "train")))
-    test = load_split(DATA_DIR, "test", meta)
-    reference_texts = [tok.decode(w.tolist()) for w in fixed_windows(test, scfg.num_samples, scfg.length)]
+    ci = (cfg.bootstrap_resamples, cfg.confidence_level)
 
-    def measure(texts: list[str], offset: int) -> dict:
+    def measure(texts: list[str], offset: int) -> tuple[dict, list[float]]:
         nll = judge_nll_bits(judge, tok, texts)
-        return text_metrics(texts, vocabulary, nll, cfg.bootstrap_resamples, cfg.confidence_level, cfg.seed + offset)
+        return text_metrics(texts, vocabulary, nll, *ci, cfg.seed + offset), nll
 
-    reference = measure(reference_texts, 0)
-    judge_row = measure([r["text"] for r in read_samples(results / "samples" / "judge.jsonl")], 1)
+    reference, _ = measure(reference_texts(DATA_DIR, tok, scfg.num_samples, scfg.length), 0)
+    target = reference["char_entropy"]
+    judge_row, _ = measure([r["text"] for r in read_samples(results / "samples" / "judge.jsonl")], 1)
+
+    tuning = {p: read_json(tier_dir / "tuning" / f"{p}.json", f"sample@{p}") for p in scfg.policies}
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for policy in scfg.policies:
         for row in read_samples(samples_dir(args.tier, results) / f"{policy}.jsonl"):
             groups[(row["policy"], row["nfe_budget"], row["temperature"])].append(row)
-    settings = []
+    settings, samples = [], defaultdict(list)
     for (policy, budget, temperature), rows in tqdm(sorted(groups.items()), desc="evaluate samples", unit="setting"):
-        metrics = measure([r["text"] for r in rows], 2)
+        texts = [r["text"] for r in rows]
+        metrics, nll = measure(texts, 2)
+        rule = SelectionRule(rule=rows[0]["selection"], temperature=rows[0]["selection_temperature"])
         settings.append({"policy": policy, "nfe_budget": budget, "steps": rows[0]["steps"], "nfe": rows[0]["nfe"],
-                         "temperature": temperature, **metrics})
+                         "temperature": temperature, "selection_label": rule.label, **metrics})
+        samples[(policy, budget)].append(setting_samples(texts, nll, vocabulary, tok.chars))
+
+    frontiers = {}
+    for (policy, budget), parts in tqdm(sorted(samples.items()), desc="frontiers", unit="policy"):
+        log = tuning[policy]["budgets"].get(str(budget))
+        if log is None:
+            raise ConfigError(f"{tier_dir / 'tuning' / f'{policy}.json'} has no NFE {budget}; rerun sample@{policy}")
+        rule = SelectionRule(rule=log["selection"], temperature=log["selection_temperature"])
+        frontiers[(policy, budget)] = {
+            "policy": policy, "nfe_budget": budget, "steps": log["steps"], "nfe": log["nfe"],
+            "selection_label": rule.label, "tuned_temperature": log["temperature"], "reached": log["reached"],
+            "report_temperatures": log["report_temperatures"],
+            **frontier_point(parts, target, *ci, cfg.seed + 3),
+        }
+    records = compare_policies(samples, frontiers, tuning, target, *ci, cfg.seed + 4)
+    best = {budget: best_training_free(tuning, budget) for budget in sorted({b for _, b in samples})}
 
     write_json(out / "metrics.json", {
         "reference": reference,
         "judge_samples": judge_row,
+        "frontier": {f"{p}/nfe{b}": f for (p, b), f in frontiers.items()},
+        "best_training_free": {str(b): p for b, p in best.items()},
+        "comparisons": [r.to_dict() for r in records],
         "settings": {f"{s['policy']}/nfe{s['nfe_budget']}/t{s['temperature']:g}": s for s in settings},
     })
-    for policy in scfg.policies:
-        at_one = sorted((s for s in settings if s["policy"] == policy and s["temperature"] == 1.0),
-                        key=lambda s: s["nfe_budget"])
-        write_csv(out / "plots" / "nfe" / f"{policy}.csv", [_plot_row(s, "nfe_budget") for s in at_one])
-        for budget in scfg.sweep_nfe:
-            sweep = sorted((s for s in settings if s["policy"] == policy and s["nfe_budget"] == budget),
-                           key=lambda s: s["temperature"])
-            if len(sweep) > 1:
-                write_csv(out / "plots" / "frontier" / f"{policy}_nfe{budget}.csv", [_plot_row(s, "temperature") for s in sweep])
+    for (policy, budget), log in ((k, tuning[k[0]]["budgets"][str(k[1])]) for k in frontiers):
+        points = [{"draw": "tuning", "temperature": p["temperature"], "selection": SelectionRule(
+                       rule=p["selection"], temperature=p["selection_temperature"]).label,
+                   "char_entropy": round(p["char_entropy"], 5), "judge_nll": round(p["judge_nll"], 5)}
+                  for p in log["pilots"]]
+        points += [{"draw": "report", "temperature": s["temperature"], "selection": s["selection_label"],
+                    "char_entropy": round(s["char_entropy"], 5), "judge_nll": round(s["judge_nll"], 5)}
+                   for s in settings if s["policy"] == policy and s["nfe_budget"] == budget]
+        write_csv(out / "plots" / "frontier" / f"{policy}_nfe{budget}.csv", points)
 
-    detection_path = results / "evaluate_critic" / "metrics.json"
-    detection = added = None
-    if detection_path.is_file():
-        raw = json.loads(detection_path.read_text())
+    detection = read_json(results / "evaluate_critic" / "metrics.json", "evaluate_critic")
 
-        def label(key: str) -> str:
-            return "one-step fills (pooled ratios)" if key == "one_step" else \
-                f"sampler states ({key.replace('_policy', '')} rollouts)"
+    def label(key: str) -> str:
+        return "one-step fills (pooled ratios)" if key == "one_step" else \
+            f"sampler states ({key.replace('_policy', '')} rollouts)"
 
-        detection = {label("one_step"): raw["one_step"]["pooled"], **{label(k): v for k, v in raw["rollout"].items()}}
-        added = {label(k): v for k, v in raw["added_information"].items()}
-    losses = {}
-    for variant in ("multitask", "generator_only"):
-        path = results / "train" / variant / "metrics.json"
-        if path.is_file():
-            losses[variant] = json.loads(path.read_text())["val"]["gen_loss"]
-    ablation = []
-    for arm in params.ablation.arms if args.tier == "study" else ():
-        path = results / "ablation" / arm / "metrics.json"
-        if not path.is_file():
-            raise ConfigError(f"{path}: not found; run the ablate_measure@{arm} stage first")
-        ablation.append(json.loads(path.read_text()))
-    challengers = [p for p in scfg.policies if p.startswith("critic")]
+    detection_view = {
+        "refreshed": detection["refreshed"],
+        "seed": {label("one_step"): detection["one_step"]["pooled"],
+                 **{label(k): v for k, v in detection["rollout"].items()}},
+        "added": {label(k): v for k, v in detection["added_information"].items()},
+    }
+    losses = {v: read_json(results / "train" / v / "metrics.json", f"train_{v}")["val"]["gen_loss"]
+              for v in ("multitask", "generator_only")}
+    ablation = [read_json(results / "ablation" / arm / "metrics.json", f"ablate_measure@{arm}")
+                for arm in (params.ablation.arms if args.tier == "study" else ())]
     stage = "`evaluate_samples` stage of `dvc repro`" if args.tier == "quick" else \
         "`study_evaluate_samples` stage of `make study`"
-    summary = render_summary(reference, judge_row, settings, scfg.sweep_nfe, challengers, BASELINE,
-                             cfg.entropy_tolerance, detection, losses, ablation, added, generated_by=stage)
+    summary = render_summary(reference, judge_row, frontiers, records, best, settings, detection_view, losses,
+                             scfg.tuning_seed, scfg.seed, ablation, generated_by=stage)
     write_text(tier_dir / "summary.md", summary)
     print(summary)
-
-
-def _plot_row(s: dict, x: str) -> dict:
-    return {x: s[x], "judge_nll": round(s["judge_nll"], 5), "judge_nll_low": round(s["judge_nll_ci"][0], 5),
-            "judge_nll_high": round(s["judge_nll_ci"][1], 5), "char_entropy": round(s["char_entropy"], 5),
-            "word_validity": round(s["word_validity"], 5), "rep_4": round(s["rep_4"], 5)}
 
 
 if __name__ == "__main__":

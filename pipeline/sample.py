@@ -1,10 +1,13 @@
 """DVC stages ``sample@<policy>``, ``study_sample@<policy>`` and ``sample_judge``: draw the samples.
 
-``sample@<policy>`` writes ``results/samples/<policy>.jsonl``: for every NFE budget (at
-temperature 1) and, for swept policies, every temperature at the sweep budgets, ``num_samples``
-samples of ``length`` characters from ``models/multitask``. ``--tier study`` draws the study's grid
-(``study.sample``) into ``results/study/samples/``. ``sample_judge`` writes
-``results/samples/judge.jsonl``: unconditional samples of the causal judge, the reference row.
+``sample@<policy>`` tunes the policy's knobs on the tuning draw (``sample.tuning_seed``) at every
+NFE budget (:mod:`remask.tuning`: the temperature that reaches the test text's entropy, for each
+selection rule, and the best rule by judge NLL there), then draws the report samples on
+``sample.seed`` at two temperatures around the tuned one. It writes the report samples to
+``results/samples/<policy>.jsonl`` and every tuning pilot to ``results/tuning/<policy>.json``.
+``--tier study`` does the same on the study's grid (``study.sample``) under ``results/study/``.
+``sample_judge`` writes ``results/samples/judge.jsonl``: unconditional samples of the causal
+judge, the reference row.
 """
 
 from __future__ import annotations
@@ -13,36 +16,40 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline._common import run_stage, samples_dir
-from remask.atomic import write_text
+from pipeline._common import run_stage, samples_dir, tier_results
+from remask.atomic import write_json, write_text
 from remask.checkpoint import load_model
 from remask.config import TIERS, ConfigError, Params
-from remask.policies import POLICIES
+from remask.data import reference_texts
 from remask.judge import judge_generate
+from remask.metrics import char_entropy
+from remask.policies import POLICIES, require_trained
 from remask.runtime import resolve_device
-from remask.sampling import compute_matched_grid, diffusion_generate
+from remask.tuning import tune_and_draw
+
+DATA_DIR = Path("data/prepared")
 
 
-
-def sample_policy(params: Params, policy: str, model_dir: Path, out: Path) -> None:
+def sample_policy(params: Params, policy: str, models_dir: Path, out: Path, tuning_out: Path) -> None:
     cfg = params.sample
-    model, tok, _ = load_model(model_dir, resolve_device(cfg.device))
     if policy not in cfg.policies:
         raise ConfigError(f"--policy {policy!r} is not in this tier's policies: {', '.join(cfg.policies)}")
-    grid = compute_matched_grid(policy, cfg.nfe_budgets, cfg.sweep_nfe, cfg.temperatures, cfg.policies[policy].sweep)
-    rows = []
-    for number, setting in enumerate(grid, 1):
-        print(f"[{policy}] setting {number}/{len(grid)}: NFE budget {setting.nfe_budget}, {setting.steps} steps, "
-              f"temperature {setting.temperature:g}", flush=True)
-        result = diffusion_generate(
-            model, cfg.num_samples, cfg.length, setting.steps, policy=policy, temperature=setting.temperature,
-            seed=cfg.seed, batch_size=cfg.batch_size, progress=True, **cfg.sampler_options(),
-        )
-        rows += [
-            {"policy": policy, "nfe_budget": setting.nfe_budget, "steps": setting.steps, "nfe": result.nfe,
-             "temperature": setting.temperature, "seed": cfg.seed, "index": i, "text": tok.decode(ids.tolist())}
-            for i, ids in enumerate(result.tokens)
-        ]
+    device = resolve_device(cfg.device)
+    model, tok, training = load_model(models_dir / "multitask", device)
+    require_trained(policy, training, tuple(cfg.tuning.temperature_range), str(models_dir / "multitask"))
+    judge, judge_tok, _ = load_model(models_dir / "judge", device)
+    if judge_tok.chars != tok.chars:
+        raise ConfigError(f"{models_dir / 'judge'} and {models_dir / 'multitask'} use different vocabularies")
+    target = char_entropy(reference_texts(DATA_DIR, tok, cfg.num_samples, cfg.length))
+    rows, log = [], {"policy": policy, "target_entropy": target, "tuning_seed": cfg.tuning_seed,
+                     "report_seed": cfg.seed, "budgets": {}}
+    for budget in cfg.budgets(policy):
+        tuned, drawn = tune_and_draw(model, judge, tok, policy, budget, target, cfg, cfg.num_samples_of(policy),
+                                     cfg.tuning_samples_of(policy), cfg.seed, log=lambda m: print(m, flush=True))
+        log["budgets"][str(budget)] = {"steps": drawn[0]["steps"], "nfe": drawn[0]["nfe"], **tuned.to_dict(),
+                                       "report_temperatures": sorted({r["temperature"] for r in drawn})}
+        rows += drawn
+    write_json(tuning_out, log)
     write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -63,7 +70,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
     if args.policy == "judge":
         sample_judge(params, Path(args.models_dir) / "judge", out)
     else:
-        sample_policy(params.for_tier(args.tier), args.policy, Path(args.models_dir) / "multitask", out)
+        sample_policy(params.for_tier(args.tier), args.policy, Path(args.models_dir), out,
+                      tier_results(args.tier) / "tuning" / f"{args.policy}.json")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import torch
 
 from remask import checkpoint
 from remask.cli import main
+from remask.config import CriticSection
 from remask.data import CharTokenizer
 from remask.model import DiffusionTransformer, ModelConfig
 
@@ -21,7 +22,9 @@ def ckpt(tmp_path_factory):
         torch.manual_seed(0)
         cfg = ModelConfig(vocab_size=tok.vocab_size, mask_id=tok.mask_id, n_layer=1, n_head=2, n_embd=16,
                           block_size=32, causal=causal)
-        checkpoint.save_model(root / name, DiffusionTransformer(cfg), tok, {"variant": name, "alpha": alpha})
+        record = {"variant": name, "objective": "autoregressive" if causal else "diffusion", "alpha": alpha,
+                  "critic": CriticSection().model_dump() if alpha > 0 else None}  # as train.py writes it
+        checkpoint.save_model(root / name, DiffusionTransformer(cfg), tok, record)
     return root
 
 
@@ -79,6 +82,11 @@ def test_missing_checkpoint(tmp_path, capsys):
 
 def test_critic_policies_refuse_untrained_critic_and_judge(ckpt, capsys):
     code, _, err = run(["sample", "--checkpoint", str(ckpt / "generator_only"), "--policy", "critic"], capsys)
+    assert code == 2 and "needs a trained critic head (alpha > 0)" in err
+    code, _, err = run(["sample", "--checkpoint", str(ckpt / "multitask"), "--policy", "critic_fused",
+                        "--temperature", "2.5"], capsys)
+    assert code == 2 and "critic fills at temperatures 2.5-2.5 (trained on 0.7-2:" in err
+    code, _, err = run(["score", "--checkpoint", str(ckpt / "generator_only"), "--text", "romeo"], capsys)
     assert code == 2 and "critic head is untrained" in err
     code, _, err = run(["sample", "--checkpoint", str(ckpt / "judge")], capsys)
     assert code == 2 and "causal (judge) model" in err

@@ -12,8 +12,6 @@ from remask.metrics import (
     text_metrics,
     word_validity,
 )
-from remask.report import compare, matched_entropy, verdict
-from remask.sampling import compute_matched_grid, nfe_for
 
 
 def test_word_validity_on_hand_made_text():
@@ -64,63 +62,6 @@ def test_text_metrics_intervals_contain_the_estimate():
         assert lo <= out[name] + 1e-9 and out[name] <= hi + 1e-9, name
     assert out["judge_nll"] == pytest.approx(2.95)
     assert text_metrics(texts, set(), None, resamples=200, seed=1) == text_metrics(texts, set(), None, resamples=200, seed=1)
-
-
-def test_compute_matched_grid_assigns_steps_per_policy():
-    grid = compute_matched_grid("critic", [16, 32], [32], [1.0, 2.0], sweep=True)
-    assert [(s.nfe_budget, s.steps, s.temperature, s.nfe) for s in grid] == [
-        (16, 8, 1.0, 15), (32, 16, 1.0, 31), (32, 16, 2.0, 31)]
-    grid = compute_matched_grid("confidence", [16, 32], [32], [1.0, 2.0], sweep=False)
-    assert [(s.nfe_budget, s.steps, s.nfe) for s in grid] == [(16, 16, 16), (32, 32, 32)]
-    for policy in ("random", "confidence_all", "critic_confidence"):
-        for s in compute_matched_grid(policy, [16, 64], [], [1.0], sweep=False):
-            assert s.nfe <= s.nfe_budget and nfe_for(policy, s.steps + 1) > s.nfe_budget
-
-
-def row(nll, nll_ci, valid, valid_ci, entropy=4.0):
-    return {"judge_nll": nll, "judge_nll_ci": nll_ci, "word_validity": valid, "word_validity_ci": valid_ci,
-            "char_entropy": entropy}
-
-
-def test_compare_and_verdict():
-    good = row(2.0, [1.9, 2.1], 0.8, [0.75, 0.85])
-    bad = row(2.5, [2.4, 2.6], 0.6, [0.55, 0.65])
-    close = row(2.05, [1.95, 2.15], 0.6, [0.55, 0.65])
-    assert compare(good, bad, "judge_nll") == 1 and compare(bad, good, "judge_nll") == -1
-    assert compare(good, close, "judge_nll") == 0
-    assert verdict(good, bad).startswith("wins")
-    assert verdict(bad, good).startswith("loses")
-    assert verdict(close, good) == "no clear winner (judge NLL not significantly different, word validity worse)"
-
-
-def test_matched_entropy_picks_closest():
-    rows = [row(2, [1, 3], 0.5, [0.4, 0.6], entropy=e) for e in (3.5, 4.6, 5.2)]
-    assert matched_entropy(rows, 4.8)["char_entropy"] == 4.6
-
-
-def test_goal_check_marks_each_criterion_from_the_numbers():
-    from remask.report import goal_check
-
-    def setting(policy, nll, valid, entropy, rep):
-        return {**row(nll, [nll - 0.05, nll + 0.05], valid, [valid - 0.02, valid + 0.02], entropy),
-                "policy": policy, "nfe_budget": 32, "temperature": 1.0, "rep_4": rep}
-
-    reference = {"char_entropy": 4.0, "rep_4": 0.1}
-    detection = {"sampler states (confidence rollouts)": {"critic": {"auroc": 0.80}, "critic_fused": {"auroc": 0.90},
-                                                         "confidence": {"auroc": 0.84}}}
-    wins = [setting("confidence", 2.5, 0.6, 4.0, 0.1), setting("critic", 2.0, 0.8, 4.02, 0.12)]
-    lines = goal_check(wins, reference, [32], ["critic"], "confidence", 0.02, detection,
-                       {"multitask": 2.015, "generator_only": 2.0})
-    assert lines[4].endswith("| yes |") and "`critic` beats `confidence`" in lines[4]
-    assert "`critic_fused` 0.900 vs confidence 0.840 (+0.060)" in lines[5] and lines[5].endswith("| yes |")
-    assert "+0.75%" in lines[6] and lines[6].endswith("| yes |")
-    # too repetitive, or outside the entropy tolerance, or a generator that got 2% worse: not met
-    repetitive = [wins[0], setting("critic", 2.0, 0.8, 4.02, 0.2)]
-    off_entropy = [wins[0], setting("critic", 2.0, 0.8, 3.5, 0.12)]
-    for rows in (repetitive, off_entropy):
-        assert goal_check(rows, reference, [32], ["critic"], "confidence", 0.02, None, {})[4].endswith("| no |")
-    assert goal_check(wins, reference, [32], ["critic"], "confidence", 0.02, None,
-                      {"multitask": 2.04, "generator_only": 2.0})[-1].endswith("| no |")
 
 
 def test_added_information_sees_a_critic_that_knows_more_and_one_that_knows_nothing():

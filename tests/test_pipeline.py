@@ -20,25 +20,26 @@ TINY = {
     "model": TINY_MODEL,
     "train": dict(TINY_OPTIM, max_steps=8, alpha=0.5, alpha_warmup_steps=2),
     "judge": {"model": dict(TINY_MODEL, block_size=24), "train": dict(TINY_OPTIM, max_steps=8)},
-    "evaluate_critic": {"num_windows": 12, "mask_ratios": [0.3, 0.7], "rollout_windows": 4, "rollout_steps": 3},
-    "sample": {"policies": {"random": {"sweep": False}, "confidence": {"sweep": True}, "critic": {"sweep": True},
-                            "critic_fused": {"sweep": False}},
-               "nfe_budgets": [4, 8], "temperatures": [1.0, 2.0], "sweep_nfe": [8], "num_samples": 6, "length": 16,
-               "batch_size": 4, "device": "cpu"},
+    "evaluate_critic": {"num_windows": 12, "mask_ratios": [0.3, 0.7], "rollout_windows": 4, "rollout_steps": 3,
+                        "refreshed_samples": 1, "refreshed_steps": 4},
+    "sample": {"policies": {"random": {}, "confidence": {}, "critic": {}, "critic_fused": {}},
+               "nfe_budgets": [4, 8], "num_samples": 6, "length": 16, "batch_size": 4, "device": "cpu",
+               "tuning": {"num_samples": 4, "max_pilots": 3, "selections": [{"rule": "topk"}]}},
     "evaluate_samples": {"bootstrap_resamples": 100},
-    "ablation": {"arms": {"baseline": {}, "mlp_head": {"model": {"critic_head": "mlp"}}},
-                 "steps": 4, "eval_windows": 4, "rollout_steps": 3, "nfe": 8, "temperatures": [1.0, 2.0],
-                 "num_samples": 4},
-    "study": {"sample": {"policies": {"confidence": {"sweep": True}, "critic_confidence": {"sweep": True}},
-                         "nfe_budgets": [8], "temperatures": [1.0, 2.0], "sweep_nfe": [8]}},
+    "ablation": {"arms": {"mlp_head": {"model": {"critic_head": "mlp"}}},
+                 "steps": 4, "eval_windows": 4, "rollout_steps": 3, "nfe": 8, "num_samples": 4},
+    "study": {"sample": {"policies": {"confidence": {},
+                                      "oracle_loo": {"num_samples": 4, "tuning_samples": 2, "nfe_budgets": [8]}},
+                         "nfe_budgets": [8], "tuning": {"num_samples": 4, "max_pilots": 3, "selections": [
+                             {"rule": "topk"}, {"rule": "gumbel", "temperature": 1.0}]}}},
     "notebooks": {"num_examples": 2, "steps": 4, "nfe": 8, "passage_length": 40, "cell_timeout": 300},
 }
 NOTEBOOKS = {
     "01_masked_diffusion_and_the_heuristic": {"schedule", "trajectory_confidence", "confidence_of_errors"},
     "02_training_the_critic": {"generator_loss", "critic_training"},
     "03_critic_as_error_detector": {"roc_and_pr", "reliability_and_mask_ratio", "one_step_vs_rollouts",
-                                    "what_the_label_allows"},
-    "04_policy_comparison": {"quality_vs_nfe", "frontier", "trajectories"},
+                                    "what_the_label_allows", "refreshed_target"},
+    "04_policy_comparison": {"frontier", "trajectories"},
 }
 
 
@@ -98,15 +99,26 @@ def test_every_stage_produces_its_outputs(pipeline_run):
                  "results/evaluate_samples/metrics.json", "results/summary.md"]:
         assert (p / path).is_file(), path
     rows = [json.loads(line) for line in (p / "results/samples/critic.jsonl").read_text().splitlines()]
-    assert {(r["nfe_budget"], r["steps"], r["nfe"], r["temperature"]) for r in rows} == {
-        (4, 2, 3, 1.0), (8, 4, 7, 1.0), (8, 4, 7, 2.0)}
-    assert all(len(r["text"]) == 16 for r in rows)
-    unswept = {(r["nfe_budget"], r["temperature"]) for r in map(json.loads, (p / "results/samples/critic_fused.jsonl").open())}
-    assert unswept == {(4, 1.0), (8, 1.0)}
+    # every NFE budget, the critic's steps fitting it, two report temperatures, on the report seed only
+    assert {(r["nfe_budget"], r["steps"], r["nfe"]) for r in rows} == {(4, 2, 3), (8, 4, 7)}
+    assert all(len({r["temperature"] for r in rows if r["nfe_budget"] == b}) == 2 for b in (4, 8))
+    assert {r["seed"] for r in rows} == {0} and all(len(r["text"]) == 16 for r in rows)
+    log = json.loads((p / "results/tuning/critic.json").read_text())
+    assert log["tuning_seed"] == 1 != log["report_seed"] == 0
+    assert set(log["budgets"]) == {"4", "8"} and all(b["pilots"] for b in log["budgets"].values())
+    # the checkpoint records what the critic was trained on, which the sample stage checked
+    assert json.loads((p / "models/multitask/config.json").read_text())["critic"]["input"] == "partial"
     metrics = json.loads((p / "results/evaluate_samples/metrics.json").read_text())
-    assert set(metrics["settings"]) >= {"confidence/nfe8/t2", "random/nfe4/t1", "critic_fused/nfe8/t1"}
+    assert set(metrics["frontier"]) == {f"{q}/nfe{b}" for q in ("random", "confidence", "critic", "critic_fused")
+                                        for b in (4, 8)}
+    assert {(c["policy"], c["baseline"]) for c in metrics["comparisons"] if c["budget"] == 8} >= {
+        ("critic", "confidence"), ("critic_fused", "confidence"), ("random", "confidence")}
     summary = (p / "results/summary.md").read_text()
-    assert "## Verdict" in summary and "NFE 8, matched entropy" in summary
+    for heading in ("## Verdict", "### NFE 8", "## Each policy at its tuned settings", "## Detection against a refreshed",
+                    "## The seed's view"):
+        assert heading in summary, heading
+    refreshed = json.loads((p / "results/evaluate_critic/metrics.json").read_text())["refreshed"]
+    assert set(refreshed["pooled"]) == {"confidence", "critic", "critic_fused", "oracle_loo"}
     assert "## Ablation" not in summary  # the ablation belongs to the study tier
     assert not (p / "models/ablation").exists() and not (p / "results/study").exists()
 
@@ -122,11 +134,12 @@ def study_run(pipeline_run):
 def test_study_tier_adds_the_ablation_and_the_full_frontier(study_run):
     p = study_run
     arms = {}
-    for arm in ("baseline", "mlp_head"):
+    for arm in ("mlp_head",):
         arms[arm] = json.loads((p / "results/ablation" / arm / "metrics.json").read_text())
-        assert set(arms[arm]["matched"]) == {"confidence", "critic", "critic_fused"}
+        assert set(arms[arm]["frontier"]) == {"confidence", "critic", "critic_fused"}
+        assert set(arms[arm]["differences"]) == {"critic", "critic_fused"}
         assert {"critic", "critic_fused", "confidence"} <= set(arms[arm]["rollout_auroc"])
-        assert all(row["nfe"] <= 8 for rows in arms[arm]["sweep"].values() for row in rows)
+        assert all(t["pilots"] for t in arms[arm]["tuned"].values())
         # every arm trained the same number of extra steps from the multitask weights; its validation
         # loss comes from its own training curves
         info = json.loads((p / "models/ablation" / arm / "config.json").read_text())
@@ -134,14 +147,16 @@ def test_study_tier_adds_the_ablation_and_the_full_frontier(study_run):
         curves = json.loads((p / "results/ablation" / arm / "train" / "metrics.json").read_text())
         assert arms[arm]["val"] == curves["val"]
     assert arms["mlp_head"]["overrides"] == {"model": {"critic_head": "mlp"}}
-    rows = [json.loads(line) for line in (p / "results/study/samples/critic_confidence.jsonl").open()]
-    assert {(r["nfe_budget"], r["temperature"]) for r in rows} == {(8, 1.0), (8, 2.0)}
+    rows = [json.loads(line) for line in (p / "results/study/samples/confidence.jsonl").open()]
+    assert {r["nfe_budget"] for r in rows} == {8} and len({r["temperature"] for r in rows}) == 2
+    oracle = [json.loads(line) for line in (p / "results/study/samples/oracle_loo.jsonl").open()]
+    assert {(r["steps"], r["nfe"]) for r in oracle} == {(8, 8 + 7 * 16)} and len(oracle) == 2 * 4  # equal steps
     summary = (p / "results/study/summary.md").read_text()
     assert "`study_evaluate_samples` stage of `make study`" in summary
     assert "## Ablation: one critic lever at a time" in summary
-    for arm, lever in [("baseline", "none"), ("mlp_head", "model.critic_head=mlp")]:
-        assert f"| {arm} | {lever} |" in summary
-    assert "critic_confidence" in summary and "critic_confidence" not in (p / "results/summary.md").read_text()
+    assert "| mlp_head | model.critic_head=mlp |" in summary
+    assert "`oracle_loo` (oracle ceiling at equal steps" in summary  # the ceiling is labelled as such
+    assert "oracle_loo`" not in (p / "results/summary.md").read_text().split("## Detection against")[0]
     executed = nbformat.read(p / "reports/study/04_policy_comparison.ipynb", as_version=4)
     injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert 'summary_path = "results/study/summary.md"' in injected.source
@@ -185,7 +200,7 @@ def test_dvc_metrics_and_plots_are_declared(pipeline_run):
     assert "results/evaluate_samples/metrics.json" in shown.stdout and "data/prepared/stats.json" in shown.stdout
     plots = dvc(pipeline_run, "plots", "show", "--json")
     assert plots.returncode == 0, plots.stderr
-    assert "judge NLL vs NFE" in plots.stdout
+    assert "results/evaluate_samples/plots/frontier/critic_nfe8.csv" in plots.stdout
 
 
 def test_second_repro_changes_nothing(pipeline_run):

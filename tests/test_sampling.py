@@ -20,14 +20,15 @@ def model():
 
 
 class CountingModel(torch.nn.Module):
-    """Wraps a model and counts its forward calls, independently of the sampler's own count."""
+    """Wraps a model and counts the sequences it processes, independently of the sampler's own count
+    (a pass of the leave-one-out oracle stacks several copies of the batch in one call)."""
 
     def __init__(self, inner):
         super().__init__()
-        self.inner, self.calls, self.config = inner, 0, inner.config
+        self.inner, self.sequences, self.config = inner, 0, inner.config
 
     def forward(self, idx, head="lm"):
-        self.calls += 1
+        self.sequences += idx.shape[0]
         return self.inner(idx, head=head)
 
 
@@ -42,9 +43,11 @@ def test_schedule_protection_no_mask_and_exact_nfe(model, policy, schedule):
     # protected positions never change and the output holds no mask
     assert torch.equal(result.tokens[:, :4], fixed[:, :4])
     assert not (result.tokens == MASK).any()
-    # NFE: exact per policy, and what the model really saw (3 chunks of 2+2+1 samples)
-    assert result.nfe == nfe_for(policy, steps) == steps + get_policy(policy).extra_passes * (steps - 1)
-    assert counting.calls == 3 * result.nfe
+    # NFE: exact per policy, and what the model really saw: every sample passed nfe times
+    chosen = get_policy(policy)
+    extra = chosen.extra_passes * (16 if chosen.per_position else 1)
+    assert result.nfe == nfe_for(policy, steps, positions=16) == steps + extra * (steps - 1)
+    assert counting.sequences == 5 * result.nfe
     # masked positions after each step follow the schedule over the 16 free positions
     expected = masked_counts(16, steps, schedule)
     for i, step in enumerate(result.trajectory):
@@ -75,10 +78,14 @@ def test_steps_for_nfe_matches_nfe_for():
     assert steps_for_nfe("confidence", 32) == 32
     assert steps_for_nfe("critic", 32) == 16 and nfe_for("critic", 16) == 31
     assert steps_for_nfe("critic_confidence", 64) == 32
-    for policy in POLICIES:
+    for policy in (p for p in POLICIES if not get_policy(p).per_position):
         for budget in (1, 2, 16, 17, 64):
             steps = steps_for_nfe(policy, budget)
             assert nfe_for(policy, steps) <= budget < nfe_for(policy, steps + 1)
+    # the leave-one-out oracle is a ceiling at equal steps: its NFE counts one pass per scored position
+    assert steps_for_nfe("oracle_loo", 32) == 32 and nfe_for("oracle_loo", 32, positions=128) == 32 + 31 * 128
+    with pytest.raises(ValueError, match="number of positions"):
+        nfe_for("oracle_loo", 32)
 
 
 def test_top_p_keeps_smallest_nucleus():
@@ -104,7 +111,7 @@ def test_critic_fused_scores_committed_tokens_in_the_fill_pass(model):
     fill pass's input (with its masks), just-filled tokens by 1 - p."""
     counting = CountingModel(model)
     result = diffusion_generate(counting, 3, 16, 5, policy="critic_fused", seed=2, record_trajectory=True)
-    assert result.nfe == 5 == counting.calls
+    assert result.nfe == 5 and counting.sequences == 3 * 5
     before, step = result.trajectory[0], result.trajectory[1]
     fill_input = before.tokens.masked_fill(before.remasked, MASK)
     assert torch.equal(fill_input == MASK, step.masked)

@@ -20,6 +20,10 @@ from remask.train import learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The seed's critic without levers (the defaults draw per-sequence temperatures and re-mask part of the
+# critic's input): the hand computations below check the plain target, then one lever at a time.
+NO_LEVERS = {"sample_temperature": 1.0, "sample_temperature_spread": 0.0, "input": "filled"}
+
 
 def spec_for(params, variant, tiny_data, tmp_path):
     return build_spec(params, variant, load_meta(tiny_data), tmp_path / "models", tmp_path / "results")
@@ -44,7 +48,7 @@ def test_float64_sampler_follows_the_distribution():
 
 @pytest.mark.parametrize("scope", ["filled", "all"])
 def test_label_scope_is_honoured(scope):
-    params = tiny_params(critic={"label_scope": scope})
+    params = tiny_params(critic={**NO_LEVERS, "label_scope": scope})
     torch.manual_seed(0)
     model = DiffusionTransformer(ModelConfig(vocab_size=11, mask_id=10, n_layer=1, n_head=2, n_embd=16, block_size=8))
     objective = DiffusionObjective(model, params.train, params.critic)
@@ -93,7 +97,7 @@ def test_critic_levers_build_the_input_and_labels_they_promise():
 def test_rollout_lever_shows_the_critic_a_two_step_confidence_state():
     """rollout_share: for the chosen sequences, the least confident half of the first fill is masked
     again and refilled in a second pass that sees the kept tokens; labels follow the final tokens."""
-    params = tiny_params(critic={"rollout_share": 1.0, "row_share": 1.0})
+    params = tiny_params(critic={**NO_LEVERS, "rollout_share": 1.0, "row_share": 1.0})
     noise = draw_noise(6, 8, "linear", 1e-3, torch.Generator().manual_seed(1), params.critic, n_chars=10)
     assert noise.rollout.all() and noise.uniform_refill.shape == (6, 8)
     torch.manual_seed(0)
@@ -125,7 +129,7 @@ def test_row_share_trains_the_critic_on_evenly_spaced_rows_only():
     drawing randomness, and its loss is the hand computation on those rows."""
     assert evenly_spaced_rows(4, 0.5).tolist() == [False, True, False, True]
     assert evenly_spaced_rows(5, 1.0).all() and int(evenly_spaced_rows(10, 0.3).sum()) == 3
-    half, full = (tiny_params(critic={"row_share": share}).critic for share in (0.5, 1.0))
+    half, full = (tiny_params(critic={**NO_LEVERS, "row_share": share}).critic for share in (0.5, 1.0))
     noise = draw_noise(6, 8, "linear", 1e-3, torch.Generator().manual_seed(2), half, n_chars=10)
     same = draw_noise(6, 8, "linear", 1e-3, torch.Generator().manual_seed(2), full, n_chars=10)
     assert torch.equal(noise.mask, same.mask) and torch.equal(noise.uniform, same.uniform) and same.critic_rows is None
@@ -145,9 +149,10 @@ def test_row_share_trains_the_critic_on_evenly_spaced_rows_only():
     torch.testing.assert_close(out["loss_critic"], bce[noise.mask[rows]].mean())
 
 
-def test_default_critic_options_draw_no_extra_noise():
+def test_a_critic_without_levers_draws_no_extra_noise():
     """A run without the levers draws exactly the randomness it always drew (same stream, same results)."""
-    a = draw_noise(4, 8, "linear", 1e-3, torch.Generator().manual_seed(0), tiny_params().critic, n_chars=10)
+    a = draw_noise(4, 8, "linear", 1e-3, torch.Generator().manual_seed(0), tiny_params(critic=NO_LEVERS).critic,
+                   n_chars=10)
     b = draw_noise(4, 8, "linear", 1e-3, torch.Generator().manual_seed(0))
     assert a.temperature is a.replace is a.remask is a.rollout is a.uniform_refill is None
     assert torch.equal(a.mask, b.mask) and torch.equal(a.uniform, b.uniform)

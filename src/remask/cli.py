@@ -15,7 +15,7 @@ import torch
 
 from remask.checkpoint import CheckpointError, load_model
 from remask.data import DataError
-from remask.policies import POLICIES
+from remask.policies import POLICIES, untrained_inputs
 from remask.runtime import autocast, resolve_device
 from remask.sampling import SELECTIONS, diffusion_generate, prefix_prompt
 from remask.schedules import SCHEDULES
@@ -27,12 +27,15 @@ class UsageError(ValueError):
     """Input the command cannot use; reported in one line with exit code 2."""
 
 
-def _load_diffusion_model(path: str, device: str, need_critic: bool):
+def _load_diffusion_model(path: str, device: str, policy: str | None, temperature: float = 1.0):
+    """The checkpoint at ``path``, refused where ``policy`` would read inputs it was not trained on."""
     model, tok, info = load_model(path, resolve_device(device))
     if model.config.causal:
         raise UsageError(f"{path} is a causal (judge) model; use a diffusion checkpoint such as models/multitask")
-    if need_critic and info.get("alpha", 1.0) == 0:
-        raise UsageError(f"{path} was trained with alpha = 0, so its critic head is untrained; use models/multitask")
+    missing = untrained_inputs(policy, info, (temperature, temperature)) if policy else []
+    if missing:
+        raise UsageError(f"policy {policy!r} needs {'; '.join(missing)}, which {path} was not trained on; "
+                         "choose a policy and temperature the checkpoint was trained for")
     return model, tok, info
 
 
@@ -52,7 +55,7 @@ def _positive(name: str):
 def cmd_sample(args: argparse.Namespace) -> None:
     if args.policy not in POLICIES:
         raise UsageError(f"unknown policy {args.policy!r}; valid policies: {', '.join(POLICIES)}")
-    model, tok, _ = _load_diffusion_model(args.checkpoint, args.device, need_critic=args.policy.startswith("critic"))
+    model, tok, _ = _load_diffusion_model(args.checkpoint, args.device, args.policy, args.temperature)
     args.length = args.length or model.config.block_size
     if args.length > model.config.block_size:
         raise UsageError(f"--length {args.length} exceeds the model's block_size {model.config.block_size}")
@@ -115,7 +118,10 @@ def cmd_score(args: argparse.Namespace) -> None:
         text = args.text
     if not text:
         raise UsageError("the text to score is empty")
-    model, tok, _ = _load_diffusion_model(args.checkpoint, args.device, need_critic=True)
+    model, tok, info = _load_diffusion_model(args.checkpoint, args.device, policy=None)
+    if not info.get("alpha", 0) > 0:
+        raise UsageError(f"{args.checkpoint} was trained with alpha = 0, so its critic head is untrained; "
+                         "use models/multitask")
     try:
         ids = tok.encode(text)
     except DataError as exc:

@@ -90,13 +90,13 @@ class TrainSection(OptimSection):
 class CriticSection(_Section):
     """How the critic is trained (see :mod:`remask.train`); every option is an ablation lever."""
 
-    sample_temperature: float = Field(1.0, gt=0)
-    sample_temperature_spread: float = Field(0.0, ge=0)  # per sequence ~ U(T, T + spread)
+    sample_temperature: float = Field(0.7, gt=0)
+    sample_temperature_spread: float = Field(1.3, ge=0)  # per sequence ~ U(T, T + spread)
     label_scope: Literal["filled", "all"] = "filled"
     detach_body: bool = False
     pos_weight: float = Field(1.0, gt=0)  # BCE weight of the error class
     replace_visible: float = Field(0.0, ge=0, lt=1)  # share of visible tokens swapped for random characters
-    input: Literal["filled", "partial"] = "filled"  # partial: a random share of the filled sequence re-masked
+    input: Literal["filled", "partial"] = "partial"  # partial: a random share of the filled sequence re-masked
     rollout_share: float = Field(0.0, ge=0, le=1)  # share of sequences the critic judges after a two-step rollout
     row_share: float = Field(0.5, gt=0, le=1)  # share of each batch's sequences the critic pass trains on
 
@@ -108,9 +108,7 @@ class JudgeSection(_Section):
     train: OptimSection = OptimSection()
 
 
-PolicyName = Literal[
-    "random", "confidence", "confidence_all", "remdm_conf", "critic", "critic_confidence", "critic_fused"
-]
+PolicyName = Literal["random", "confidence", "remdm_conf", "critic", "critic_confidence", "critic_fused", "oracle_loo"]
 
 
 class EvaluateCriticSection(_Section):
@@ -125,6 +123,10 @@ class EvaluateCriticSection(_Section):
     rollout_mask_ratio: float = Field(0.5, gt=0, le=1)
     rollout_steps: int = Field(16, ge=2)
     reliability_bins: int = Field(10, ge=2, le=100)
+    refreshed_policy: PolicyName = "confidence"  # whose unconditional samples the refreshed target labels
+    refreshed_samples: int = Field(4, ge=1)  # each state costs L x C judge passes (about 20 s here)
+    refreshed_steps: int = Field(32, ge=2)  # states: the fill halfway through and the final samples
+    implausible_below: float = Field(0.05, gt=0, lt=1)  # p_judge(token | rest) below it: implausible
 
     @model_validator(mode="after")
     def _ratios(self) -> "EvaluateCriticSection":
@@ -140,31 +142,78 @@ SAMPLER_KEYS = ("schedule", "top_p", "randomness_strength", "selection", "select
 
 
 class PolicySampling(_Section):
-    """How one policy is sampled: every NFE budget at temperature 1 and, with ``sweep``, every
-    temperature of the sweep at the sweep budgets."""
+    """Per-policy exceptions to the tier's grid (``None``: the tier's value). The ``oracle_loo``
+    ceiling costs one pass per position per step, so it is drawn with fewer samples."""
 
-    sweep: bool = True
+    num_samples: int | None = Field(None, ge=2)
+    tuning_samples: int | None = Field(None, ge=2)
+    nfe_budgets: list[int] | None = Field(None, min_length=1)
 
 
-def _policies(names: str, unswept: tuple[str, ...] = ("random",)) -> dict[str, PolicySampling]:
-    return {name: PolicySampling(sweep=name not in unswept) for name in names.split()}
+def _policies(names: str, **exceptions: PolicySampling) -> dict[str, PolicySampling]:
+    return {name: exceptions.get(name, PolicySampling()) for name in names.split()}
+
+
+class SelectionRule(_Section):
+    """One candidate selection rule of the search: plain top-k, or Gumbel-top-k on the log scores
+    with noise temperature ``temperature`` (annealed to top-k over the steps)."""
+
+    rule: Literal["topk", "gumbel"]
+    temperature: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _noise(self) -> "SelectionRule":
+        if (self.rule == "gumbel") != (self.temperature > 0):
+            raise ValueError("temperature must be > 0 for rule gumbel and 0 (or left out) for rule topk")
+        return self
+
+    @property
+    def label(self) -> str:
+        return "top-k" if self.rule == "topk" else f"gumbel {self.temperature:g}"
+
+
+class Tuning(_Section):
+    """How each policy's knobs are tuned on the tuning draw (``sample.tuning_seed``): for every
+    selection rule, Brent's method on the sampling temperature within ``temperature_range`` until
+    the samples' character entropy is within ``entropy_tolerance`` (relative) of the test text's;
+    the rule with the lowest judge NLL there wins. The report draw then samples at
+    ``T * (1 - report_spread)`` and ``T * (1 + report_spread)``, so that the frontier can be
+    interpolated at the text's entropy."""
+
+    num_samples: int = Field(32, ge=2)
+    temperature_range: list[float] = Field(default_factory=lambda: [0.7, 2.0], min_length=2, max_length=2)
+    entropy_tolerance: float = Field(0.01, gt=0, lt=0.5)
+    max_pilots: int = Field(7, ge=3)
+    report_spread: float = Field(0.1, gt=0, lt=0.5)
+    selections: list[SelectionRule] = Field(default_factory=lambda: [
+        SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperature=1.0)], min_length=1)
+
+    @model_validator(mode="after")
+    def _range(self) -> "Tuning":
+        lo, hi = self.temperature_range
+        if not 0 < lo < hi:
+            raise ValueError(f"temperature_range must be [low, high] with 0 < low < high, got {[lo, hi]}")
+        return self
 
 
 class SampleGrid(_Section):
-    """Which samples a tier draws: its policies, NFE budgets and temperature sweep."""
+    """Which samples a tier draws: its policies (each tuned, then drawn on the report seed) and NFE budgets."""
 
     policies: dict[PolicyName, PolicySampling] = Field(
         default_factory=lambda: _policies("random confidence remdm_conf critic critic_fused"), min_length=1)
-    nfe_budgets: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
-    temperatures: list[float] = Field(default_factory=lambda: [1.0, 1.2, 1.3, 1.4, 1.5], min_length=1)
-    sweep_nfe: list[int] = Field(default_factory=lambda: [32])
+    nfe_budgets: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    tuning: Tuning = Tuning()
 
     @model_validator(mode="after")
     def _budgets(self) -> "SampleGrid":
-        for budget in self.nfe_budgets + self.sweep_nfe:
-            if budget < 2:
-                raise ValueError(f"every NFE budget must be >= 2, got {budget}")
+        for name, spec in self.policies.items():
+            for budget in self.nfe_budgets + (spec.nfe_budgets or []):
+                if budget < 2:
+                    raise ValueError(f"every NFE budget must be >= 2, got {budget} ({name})")
         return self
+
+    def budgets(self, policy: str) -> list[int]:
+        return self.policies[policy].nfe_budgets or self.nfe_budgets
 
 
 class SampleSection(SampleGrid):
@@ -177,12 +226,27 @@ class SampleSection(SampleGrid):
     randomness_strength: float = Field(0.0, ge=0, le=1)
     selection: Literal["topk", "gumbel"] = "gumbel"
     selection_temperature: float = Field(1.0, ge=0)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0)  # the report draw
+    tuning_seed: int = Field(1, ge=0)  # the tuning draw: never the report's
     batch_size: int = Field(32, ge=1)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
+    @model_validator(mode="after")
+    def _seeds(self) -> "SampleSection":
+        if self.seed == self.tuning_seed:
+            raise ValueError(f"tuning_seed must differ from seed ({self.seed}): knobs tuned on the samples "
+                             "they are reported on would be selected and measured on the same draw")
+        return self
+
+    def num_samples_of(self, policy: str) -> int:
+        return self.policies[policy].num_samples or self.num_samples
+
+    def tuning_samples_of(self, policy: str) -> int:
+        return self.policies[policy].tuning_samples or self.tuning.num_samples
+
     def sampler_options(self) -> dict[str, Any]:
-        """How every stage that runs the sampler runs it (samples, sampler-state AUROC, ablation)."""
+        """The sampler's fixed settings, shared by every stage that runs it; the samples of
+        ``sample@<policy>`` replace ``selection`` and ``selection_temperature`` by the tuned ones."""
         return {k: getattr(self, k) for k in SAMPLER_KEYS}
 
 
@@ -191,15 +255,17 @@ class StudySection(_Section):
     section's settings with this grid; the ablation arms are the ``ablation`` section."""
 
     sample: SampleGrid = Field(default_factory=lambda: SampleGrid(
-        policies=_policies("random confidence confidence_all remdm_conf critic critic_confidence critic_fused"),
-        nfe_budgets=[16, 32, 64, 128], temperatures=[1.0, 1.2, 1.3, 1.4, 1.5, 1.6], sweep_nfe=[32, 64]))
+        policies=_policies("random confidence remdm_conf critic critic_confidence critic_fused oracle_loo",
+                           oracle_loo=PolicySampling(num_samples=16, tuning_samples=8, nfe_budgets=[32])),
+        nfe_budgets=[32, 64],
+        tuning=Tuning(selections=[SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperature=0.5),
+                                  SelectionRule(rule="gumbel", temperature=1.0)])))
 
 
 class EvaluateSamplesSection(_Section):
     bootstrap_resamples: int = Field(1000, ge=100)
     confidence_level: float = Field(0.95, gt=0.5, lt=1)
     seed: int = Field(0, ge=0)
-    entropy_tolerance: float = Field(0.02, gt=0, lt=1)
 
 
 class NotebooksSection(_Section):
@@ -221,9 +287,8 @@ def _default_arms() -> dict[str, dict[str, dict[str, Any]]]:
         "baseline": {},
         "label_scope_all": {"critic": {"label_scope": "all"}},
         "pos_weight": {"critic": {"pos_weight": 0.3}},
-        "temperature_mix": {"critic": {"sample_temperature_spread": 1.0}},
         "replace_visible": {"critic": {"replace_visible": 0.05}},
-        "partial_input": {"critic": {"input": "partial"}},
+        "filled_input": {"critic": {"input": "filled"}},
         "alpha_high": {"train": {"alpha": 2.0}},
         "detach_body": {"critic": {"detach_body": True}},
         "mlp_head": {"model": {"critic_head": "mlp"}},
@@ -242,7 +307,6 @@ class AblationSection(_Section):
     rollout_steps: int = Field(16, ge=2)
     policies: list[PolicyName] = Field(default_factory=lambda: ["confidence", "critic", "critic_fused"], min_length=1)
     nfe: int = Field(32, ge=2)
-    temperatures: list[float] = Field(default_factory=lambda: [1.2, 1.25, 1.3, 1.4, 1.5], min_length=1)
     num_samples: int = Field(64, ge=2)
     seed: int = Field(0, ge=0)
 
@@ -287,6 +351,13 @@ class Params(_Section):
                 self.for_arm(arm)
             except ValidationError as exc:
                 raise ValueError(f"ablation.arms.{arm}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+        return self
+
+    @model_validator(mode="after")
+    def _ablation_seed(self) -> "Params":
+        if self.ablation.seed == self.sample.tuning_seed:
+            raise ValueError(f"ablation.seed must differ from sample.tuning_seed ({self.sample.tuning_seed}): the "
+                             "arms' report draw would repeat the draw their knobs are tuned on")
         return self
 
     def for_tier(self, tier: Tier) -> "Params":

@@ -395,3 +395,9 @@ def fixed_windows(data: np.ndarray, count: int, block_size: int) -> torch.Tensor
         raise DataError(f"a split of {len(data)} tokens is too short for windows of {block_size}")
     starts = np.linspace(0, len(data) - block_size - 1, num=count).astype(np.int64)
     return torch.from_numpy(np.stack([data[s : s + block_size].astype(np.int64) for s in starts]))
+
+
+def reference_texts(data_dir: str | Path, tokenizer: CharTokenizer, count: int, length: int) -> list[str]:
+    """The test text the samples are compared with: ``count`` fixed test windows of ``length``
+    characters. Its character entropy is the target every policy is tuned to and compared at."""
+    return [tokenizer.decode(w.tolist()) for w in fixed_windows(load_split(data_dir, "test"), count, length)]

@@ -1,6 +1,12 @@
-"""The critic as an error detector, against scores that need no training.
+"""Scores as detectors of bad tokens, against scores that need no training, on two targets.
 
-Two kinds of input:
+**The refreshed target** (:func:`refreshed_scores`): on a sampler's own states, a token is
+implausible when the judge's leave-one-out probability of it given every other token is low.
+That is what re-masking should find (a token that does not fit the rest of the *current*
+sequence), it comes from an independent model, and the stale confidence, fixed when the token
+was filled, cannot see it. The generator's own leave-one-out probability is its oracle.
+
+**The seed's target**, "differs from the clean text", on two kinds of input:
 
 - **one-step fills**: a share ``r`` of each test window is masked and filled by one sample from
   the generator; an error is a filled token that differs from the test text;
@@ -30,14 +36,18 @@ they get no calibration error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
+from remask.data import CharTokenizer
+from remask.judge import judge_leave_one_out
 from remask.metrics import detection_metrics, pr_points, reliability_table, roc_points
 from remask.model import DiffusionTransformer
+from remask.policies import leave_one_out_probs
 from remask.runtime import autocast
 from remask.sampling import diffusion_generate, sample_tokens, tempered_probs
 
@@ -93,6 +103,23 @@ def one_step_scores(
 
 
 @torch.no_grad()
+def state_scores(model: DiffusionTransformer, tokens: torch.Tensor, just_filled: torch.Tensor,
+                 p_at_fill: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The one-pass scores of a sampler state (after a step's fill), on the CPU in float64:
+    ``critic`` (its own pass on the state), ``confidence`` (stale: 1 - p when each token was
+    filled) and ``critic_fused`` (what the ``critic_fused`` policy ranks by: the critic head of
+    the fill pass, whose input had the just-filled positions masked, for committed tokens)."""
+    device = next(model.parameters()).device
+    tokens, just_filled = tokens.to(device), just_filled.to(device)
+    with autocast(device):
+        critic = torch.sigmoid(model(tokens, head="critic").float()).cpu().double()
+        in_fill = torch.sigmoid(model(tokens.masked_fill(just_filled, model.config.mask_id), head="critic").float())
+    stale = 1.0 - p_at_fill.cpu().double()
+    return {"critic": critic, "confidence": stale,
+            "critic_fused": torch.where(just_filled.cpu(), stale, in_fill.cpu().double())}
+
+
+@torch.no_grad()
 def rollout_scores(
     model: DiffusionTransformer, windows: torch.Tensor, policy: str, ratio: float, steps: int, temperature: float,
     seed: int, batch_size: int = 64, sampler: Mapping[str, Any] | None = None,
@@ -119,16 +146,11 @@ def rollout_scores(
     for i, state in enumerate(result.trajectory[:-1]):  # the states re-masking decisions are made on
         for start in range(0, len(windows), batch_size):
             rows = slice(start, start + batch_size)
-            tokens, just_filled = state.tokens[rows].to(device), state.masked[rows].to(device)
-            with autocast(device):
-                critic = torch.sigmoid(model(tokens, head="critic").float()).cpu()
-                in_fill = torch.sigmoid(model(tokens.masked_fill(just_filled, model.config.mask_id), head="critic").float())
-            stale = 1.0 - state.p_at_fill[rows].double()
+            scores = state_scores(model, state.tokens[rows], state.masked[rows], state.p_at_fill[rows])
             keep = free[rows]
             parts["label"].append((state.tokens[rows] != windows[rows])[keep].double().numpy())
-            parts["critic"].append(critic[keep].double().numpy())
-            parts["confidence"].append(stale[keep].numpy())
-            parts["critic_fused"].append(torch.where(state.masked[rows], stale, in_fill.cpu().double())[keep].numpy())
+            for name in ("critic", "confidence", "critic_fused"):
+                parts[name].append(scores[name][keep].numpy())
             p_first = first_pass[rows].gather(-1, state.tokens[rows].unsqueeze(-1)).squeeze(-1)
             parts["first_pass"].append((1.0 - p_first)[keep].numpy())
             parts["step"].append(np.full(int(keep.sum()), i))
@@ -157,3 +179,62 @@ def curves(scores: dict[str, np.ndarray], bins: int) -> dict[str, dict[str, list
         "pr": {n: pr_points(scores[n], labels) for n in names} if both else {},
         "reliability": {n: reliability_table(scores[n], labels, bins) for n in names if PROBABILITY_SCORES[n]},
     }
+
+
+REFRESHED_SCORES = ("confidence", "critic", "critic_fused", "oracle_loo")
+
+
+@torch.no_grad()
+def refreshed_scores(
+    model: DiffusionTransformer, judge: DiffusionTransformer, tokenizer: CharTokenizer, policy: str, num_samples: int,
+    length: int, steps: int, state_steps: Sequence[int], temperature: float, seed: int,
+    sampler: Mapping[str, Any] | None = None, progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Scores against the refreshed target on a sampler's own states: unconditional samples of
+    ``policy``, at the fill of each step of ``state_steps`` (``steps - 1``: the final samples).
+
+    Every token is labelled by the judge's leave-one-out probability ``p_judge`` of it given all
+    other tokens of the state (:func:`remask.judge.judge_leave_one_out`): an independent model's
+    view of "implausible given the rest of the current sequence", which the stale confidence,
+    fixed when the token was filled, cannot see. Scores: the one-pass scores of
+    :func:`state_scores` and ``oracle_loo``, 1 - the generator's own leave-one-out probability
+    (:func:`remask.policies.leave_one_out_probs`, one pass per position: a ceiling, not a contender).
+    """
+    if not all(0 <= s < steps for s in state_steps):
+        raise ValueError(f"state_steps must lie in [0, {steps - 1}], got {list(state_steps)}")
+    device = next(model.parameters()).device
+    result = diffusion_generate(model, num_samples, length, steps, policy=policy, temperature=temperature, seed=seed,
+                                record_trajectory=True, **(sampler or {}))
+
+    def forward_lm(seqs: torch.Tensor, copies: int) -> torch.Tensor:
+        with autocast(device):
+            return model(seqs.to(device), head="lm").float()
+
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("p_judge", *REFRESHED_SCORES, "step")}
+    for step in state_steps:
+        state = result.trajectory[step]
+        scores = state_scores(model, state.tokens, state.masked, state.p_at_fill)
+        loo = leave_one_out_probs(forward_lm, state.tokens.to(device), torch.ones_like(state.masked, device=device),
+                                  model.config.mask_id)
+        scores["oracle_loo"] = 1.0 - loo.cpu()
+        for row in range(num_samples):
+            probs = judge_leave_one_out(judge, tokenizer, tokenizer.decode(state.tokens[row].tolist()), progress=progress)
+            parts["p_judge"].append(probs.gather(-1, state.tokens[row].unsqueeze(-1).to(probs.device)).squeeze(-1)
+                                    .cpu().numpy())
+            for name in REFRESHED_SCORES:
+                parts[name].append(scores[name][row].numpy())
+            parts["step"].append(np.full(length, step))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def summarise_refreshed(scores: Mapping[str, np.ndarray], threshold: float) -> dict[str, dict]:
+    """Per score: AUROC and average precision against "implausible" (``p_judge < threshold``) and
+    the Spearman correlation with the judge's surprisal ``-log p_judge``."""
+    implausible = scores["p_judge"] < threshold
+    surprisal = -np.log(np.clip(scores["p_judge"], 1e-300, 1.0))
+    out = {}
+    for name in REFRESHED_SCORES:
+        metrics = detection_metrics(scores[name], implausible, is_probability=False)
+        metrics["spearman"] = float(spearmanr(scores[name], surprisal).statistic)
+        out[name] = metrics
+    return out

@@ -32,7 +32,7 @@ def trajectory_matrix(generation: Generation, row: int, protected: torch.Tensor 
 
     A step's fill turns every masked position into a token; its re-masking then masks some of
     them again. Tokens committed in earlier steps can only be re-masked by ``all``-candidate
-    policies (``confidence_all``, ``critic``, ...).
+    policies (``remdm_conf``, ``critic``, ...).
     """
     if generation.trajectory is None:
         raise ValueError("the generation has no trajectory; call diffusion_generate(..., record_trajectory=True)")

@@ -81,3 +81,41 @@ def judge_generate(
         nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)
         ids = torch.cat([ids, nxt], dim=1)
     return [tokenizer.decode(row[1:].tolist()) for row in ids.cpu()]
+
+
+@torch.no_grad()
+def judge_leave_one_out(
+    model: DiffusionTransformer, tokenizer: CharTokenizer, text: str, batch_size: int = 256, progress: bool = False,
+) -> torch.Tensor:
+    """``(L, C)`` float64: the judge's probability of every character at every position of
+    ``text`` given all the other characters, exact by Bayes under the causal judge.
+
+    p(x_i = c | x_-i) is proportional to the joint probability of the text with c at i; the factors
+    before i do not depend on c, so it is the softmax over c of the sum of log p(x_j | x_<j) for
+    j >= i. Every candidate character (the tokenizer's characters, never ``[MASK]``) is scored at
+    every position: ``L * C`` judge passes. The text, after the judge's context character, must fit
+    in one window: the rest of the window is the context on both sides.
+    """
+    _check(model)
+    model.eval()
+    device = next(model.parameters()).device
+    ids = torch.tensor(tokenizer.encode(CONTEXT + text), dtype=torch.long, device=device)
+    if len(ids) - 1 > model.config.block_size:
+        raise ValueError(f"a text of {len(text)} characters does not fit the judge's window of "
+                         f"{model.config.block_size} after its context character")
+    length, chars = len(text), len(tokenizer.chars)
+    candidates = torch.arange(chars, device=device)
+    log_joint = torch.empty(length * chars, dtype=torch.float64, device=device)
+    position = torch.arange(length, device=device).repeat_interleave(chars) + 1  # index in ids (after the context)
+    char = candidates.repeat(length)
+    for start in tqdm(range(0, length * chars, batch_size), desc="judge leave-one-out", unit="batch",
+                      disable=not progress, leave=False):
+        rows = slice(start, start + batch_size)
+        seqs = ids.repeat(len(position[rows]), 1)
+        seqs[torch.arange(len(seqs), device=device), position[rows]] = char[rows]
+        with autocast(device):
+            logits = model(seqs[:, :-1]).float()
+        logp = torch.log_softmax(logits.double(), dim=-1).gather(-1, seqs[:, 1:].unsqueeze(-1)).squeeze(-1)
+        after = torch.arange(1, len(ids), device=device)[None, :] >= position[rows][:, None]  # targets j >= i
+        log_joint[rows] = (logp * after).sum(1)
+    return torch.softmax(log_joint.view(length, chars), dim=-1)

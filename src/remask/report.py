@@ -1,185 +1,262 @@
-"""The compute-matched comparison: which policy wins, at which NFE, with which intervals.
+"""The comparison: which policy is better, at which NFE, by how much, with which interval.
+
+The report computes, then renders. :func:`compare_policies` builds :class:`Comparison` records
+from the measured frontiers (:mod:`remask.frontier`): for every NFE budget, every policy against
+``confidence`` and against the best training-free policy (the one with the lowest judge NLL on
+the *tuning* draw, so choosing it does not look at the report samples), the difference of each
+metric at the test text's entropy with a bootstrap interval of the difference. The renderers
+turn records into ``results/summary.md``; no conclusion is a fixed sentence.
 
 Rules, so that no single metric can be gamed:
 
-- policies are compared at equal NFE budgets (each uses the most steps its NFE count allows);
-- at temperature 1 *and* at matched entropy: from each policy's temperature sweep, the
-  temperature whose character entropy is closest to the test text's (a policy that wins judge
-  NLL only by collapsing diversity does not win here);
-- "A beats B on a metric" means their 95% bootstrap intervals do not overlap; otherwise the
-  difference is reported as not significant.
+- equal NFE (each policy takes the most steps its passes allow); the ``oracle_loo`` ceiling runs
+  at equal *steps* and is labelled as a ceiling, never as a contender;
+- every policy at its own tuned settings (:mod:`remask.tuning`), measured on a fresh draw;
+- at the test text's entropy, interpolated on each policy's frontier;
+- A *beats* B when the interval of their judge-NLL difference lies below 0 and the interval of
+  the word-validity difference does not lie below 0 (no worse); A *loses* when the judge-NLL
+  interval lies above 0; otherwise the difference is not significant. A frontier that does not
+  bracket the text's entropy (extrapolated) gives no verdict.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-LOWER_IS_BETTER = {"judge_nll": True, "word_validity": False}
+from remask.frontier import METRICS, difference
+from remask.policies import get_policy
 
-
-def compare(a: Mapping, b: Mapping, metric: str) -> int:
-    """+1 if ``a`` is better than ``b`` on ``metric`` with disjoint intervals, -1 if worse, 0 if overlapping."""
-    a_lo, a_hi = a[f"{metric}_ci"]
-    b_lo, b_hi = b[f"{metric}_ci"]
-    if a_hi < b_lo:
-        return 1 if LOWER_IS_BETTER[metric] else -1
-    if b_hi < a_lo:
-        return -1 if LOWER_IS_BETTER[metric] else 1
-    return 0
+BASELINE = "confidence"
+METRIC_NAMES = {"judge_nll": "judge NLL", "word_validity": "word validity", "rep_4": "rep-4"}
+REP4_LIMIT = 1.5  # rep-4 at most this multiple of the test text's, for the goal
 
 
-def matched_pairs(
-    settings: list[Mapping], target: float, budgets: list[int], challengers: list[str], baseline: str
-) -> list[tuple[int, str, Mapping, Mapping]]:
-    """(budget, challenger, its matched-entropy row, the baseline's) for every swept budget both have."""
-    pairs = []
-    for budget in budgets:
-        base_rows = [s for s in settings if s["policy"] == baseline and s["nfe_budget"] == budget]
-        for name in challengers:
-            rows = [s for s in settings if s["policy"] == name and s["nfe_budget"] == budget]
-            if base_rows and rows:
-                pairs.append((budget, name, matched_entropy(rows, target), matched_entropy(base_rows, target)))
-    return pairs
+@dataclass(frozen=True)
+class Comparison:
+    """``policy`` minus ``baseline`` at the text's entropy, at one NFE budget."""
+
+    budget: int
+    policy: str
+    baseline: str
+    differences: Mapping[str, Mapping]  # metric -> {"difference", "ci": [low, high], "better": +1 / 0 / -1}
+    bracketed: bool  # both frontiers bracket the text's entropy
+
+    @property
+    def outcome(self) -> str:
+        """``beats``, ``loses``, ``no significant difference`` or ``no verdict``."""
+        if not self.bracketed:
+            return "no verdict"
+        nll, valid = self.differences["judge_nll"]["better"], self.differences["word_validity"]["better"]
+        if nll == 1 and valid >= 0:
+            return "beats"
+        if nll == -1:
+            return "loses"
+        return "no significant difference"
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "policy": self.policy, "baseline": self.baseline,
+                "differences": dict(self.differences), "bracketed": self.bracketed, "outcome": self.outcome}
 
 
-def matched_entropy(rows: list[Mapping], target: float) -> Mapping:
-    """The row (one temperature of a sweep) whose character entropy is closest to ``target``."""
-    return min(rows, key=lambda r: abs(r["char_entropy"] - target))
+def best_training_free(tuning: Mapping[str, Mapping], budget: int) -> str:
+    """The training-free policy with the lowest judge NLL at the text's entropy on the tuning draw."""
+    scored = [(not t["budgets"][str(budget)]["reached"], t["budgets"][str(budget)]["tuning_judge_nll"], name)
+              for name, t in tuning.items()
+              if get_policy(name).kind == "training_free" and str(budget) in t["budgets"]]
+    if not scored:
+        raise ValueError(f"no training-free policy was sampled at NFE {budget}")
+    return min(scored)[2]
 
 
-def verdict(challenger: Mapping, baseline: Mapping) -> str:
-    """Plain words: the challenger wins only if it is better on judge NLL *and* word validity."""
-    nll, valid = compare(challenger, baseline, "judge_nll"), compare(challenger, baseline, "word_validity")
-    if nll == 1 and valid == 1:
-        return "wins (better judge NLL and word validity, intervals disjoint)"
-    if nll == -1 and valid == -1:
-        return "loses (worse judge NLL and word validity, intervals disjoint)"
-    words = {1: "better", -1: "worse", 0: "not significantly different"}
-    return f"no clear winner (judge NLL {words[nll]}, word validity {words[valid]})"
+def compare_policies(
+    samples: Mapping[tuple[str, int], Sequence], frontiers: Mapping[tuple[str, int], Mapping],
+    tuning: Mapping[str, Mapping], target: float, resamples: int, level: float, seed: int,
+) -> list[Comparison]:
+    """Every policy against ``confidence`` and against the best training-free policy, per budget.
+
+    ``samples[(policy, budget)]``: its report settings (:class:`remask.frontier.SettingSamples`);
+    ``frontiers``: the :func:`remask.frontier.frontier_point` of each; ``tuning``: the tuning logs."""
+    records = []
+    for budget in sorted({b for _, b in samples}):
+        baselines = [BASELINE, best_training_free(tuning, budget)]
+        for policy in sorted(p for p, b in samples if b == budget):
+            for baseline in dict.fromkeys(baselines):
+                if policy == baseline or (baseline, budget) not in samples:
+                    continue
+                diff = difference(samples[(policy, budget)], samples[(baseline, budget)], target, resamples, level,
+                                  seed)
+                bracketed = frontiers[(policy, budget)]["bracketed"] and frontiers[(baseline, budget)]["bracketed"]
+                records.append(Comparison(budget, policy, baseline, diff, bracketed))
+    return records
+
+
+def fmt_ci(value: float, ci: Sequence[float], digits: int = 3, sign: bool = False) -> str:
+    spec = f"+.{digits}f" if sign else f".{digits}f"
+    return f"{value:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]"
 
 
 def fmt(row: Mapping, metric: str, digits: int = 3) -> str:
-    lo, hi = row[f"{metric}_ci"]
-    return f"{row[metric]:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return fmt_ci(row[metric], row[f"{metric}_ci"], digits)
+
+
+def render_settings(frontiers: Mapping[tuple[str, int], Mapping], reference: Mapping) -> list[str]:
+    """Each policy's tuned settings and its quality at the text's entropy, per budget."""
+    lines = ["## Each policy at its tuned settings, at the test text's entropy", "",
+             f"Interpolated at the test text's entropy ({reference['char_entropy']:.3f} bits) between the two report "
+             "temperatures; 95% bootstrap intervals over texts. *Tuned on*: the selection rule and temperature chosen "
+             "on the tuning draw (*not reached*: no pilot came within the tolerance of the text's entropy). "
+             "*Extrapolated*: the report draw's entropies do not bracket the text's.", "",
+             "| NFE budget | policy | kind | steps | NFE | selection | report temperatures | judge NLL | word validity "
+             "| rep-4 | frontier |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (policy, budget), f in sorted(frontiers.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        kind = get_policy(policy).kind.replace("_", "-") + (" (ceiling, equal steps)" if get_policy(policy).kind ==
+                                                            "oracle" else "")
+        lines.append(
+            f"| {budget} | `{policy}` | {kind} | {f['steps']} | {f['nfe']} | {f['selection_label']}"
+            f"{'' if f['reached'] else ' (not reached)'} | {', '.join(f'{t:.3f}' for t in f['report_temperatures'])} "
+            f"| {fmt(f, 'judge_nll')} | {fmt(f, 'word_validity')} | {fmt(f, 'rep_4')} | "
+            f"{'bracketed' if f['bracketed'] else 'extrapolated'} |")
+    lines.append(f"| - | test text | - | - | - | - | - | {fmt(reference, 'judge_nll')} | "
+                 f"{fmt(reference, 'word_validity')} | {fmt(reference, 'rep_4')} | - |")
+    return lines
+
+
+def render_verdict(records: Sequence[Comparison], best: Mapping[int, str]) -> list[str]:
+    """One line per comparison, its differences and the outcome they imply; ``best``: the best
+    training-free policy of each budget (chosen on the tuning draw)."""
+    lines = ["## Verdict", "",
+             "Differences are *policy minus baseline* at the test text's entropy, with a 95% bootstrap interval of the "
+             "difference (lower judge NLL and rep-4, higher word validity are better). A policy beats its baseline when "
+             "the judge-NLL interval lies below 0 and the word-validity interval does not lie below 0. Baselines: "
+             f"`{BASELINE}`, and the best training-free policy, chosen by its judge NLL on the tuning draw.", ""]
+    for budget in sorted({r.budget for r in records}):
+        lines += [f"### NFE {budget}", "", f"Best training-free policy (tuning draw): `{best[budget]}`.", ""]
+        for r in (r for r in records if r.budget == budget):
+            ceiling = " (oracle ceiling at equal steps, not a contender)" if get_policy(r.policy).kind == "oracle" else ""
+            parts = "; ".join(f"{METRIC_NAMES[m]} {fmt_ci(d['difference'], d['ci'], sign=True)}"
+                              for m, d in r.differences.items())
+            lines.append(f"- `{r.policy}`{ceiling} vs `{r.baseline}`: {parts}: **{r.outcome}**"
+                         + ("" if r.bracketed else " (a frontier is extrapolated)") + ".")
+        lines.append("")
+    return lines[:-1]
+
+
+def render_goal(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int], Mapping], reference: Mapping,
+                detection: Mapping | None, generator_losses: Mapping[str, float]) -> list[str]:
+    """The project's goal, criterion by criterion, each measured here and marked met or not: a
+    learned policy beats both ``confidence`` and the best training-free policy at every budget
+    with rep-4 at most 1.5x the text's; its refreshed-target AUROC 0.05 above the stale
+    confidence's; the generator within 1% of generator-only."""
+    lines = ["## The goal, criterion by criterion", "", "| criterion | measured | met |", "|---|---|---|"]
+    limit = REP4_LIMIT * reference["rep_4"]
+    for budget in sorted({r.budget for r in records}):
+        for policy in sorted({r.policy for r in records if r.budget == budget and get_policy(r.policy).kind == "learned"}):
+            mine = [r for r in records if r.budget == budget and r.policy == policy]
+            rep = frontiers[(policy, budget)]["rep_4"]
+            met = all(r.outcome == "beats" for r in mine) and rep <= limit
+            measured = "; ".join(f"vs `{r.baseline}`: {r.outcome}" for r in mine)
+            lines.append(f"| NFE {budget}: `{policy}` beats `{BASELINE}` and the best training-free policy at the "
+                         f"text's entropy, rep-4 <= {REP4_LIMIT}x the text's | {measured}; rep-4 {rep:.3f} "
+                         f"(limit {limit:.3f}) | {'yes' if met else 'no'} |")
+    if detection and "refreshed" in detection:
+        pooled = detection["refreshed"]["pooled"]
+        learned = {k: pooled[k]["auroc"] for k in ("critic", "critic_fused") if k in pooled}
+        best = max(learned, key=learned.get)
+        gap = learned[best] - pooled["confidence"]["auroc"]
+        lines.append(f"| refreshed-target AUROC >= the stale confidence's + 0.05 | `{best}` {learned[best]:.3f} vs "
+                     f"confidence {pooled['confidence']['auroc']:.3f} ({gap:+.3f}) | {'yes' if gap >= 0.05 else 'no'} |")
+    if {"multitask", "generator_only"} <= set(generator_losses):
+        change = generator_losses["multitask"] / generator_losses["generator_only"] - 1
+        lines.append(f"| the multitask generator's validation loss within 1% of generator-only | {change:+.2%} | "
+                     f"{'yes' if change <= 0.01 else 'no'} |")
+    return lines
+
+
+def render_refreshed(refreshed: Mapping) -> list[str]:
+    """Every score against the judge's leave-one-out plausibility of the sampler's own tokens."""
+    lines = ["## Detection against a refreshed, independent target", "",
+             f"Unconditional samples of `{refreshed['policy']}` ({refreshed['steps']} steps); every token of the fill "
+             "halfway through and of the final samples is labelled by the judge's leave-one-out probability "
+             "p_J(token | every other token), exact by Bayes under the causal judge. *Implausible*: p_J < "
+             f"{refreshed['implausible_below']:g}. AUROC and average precision rank implausible tokens; Spearman: "
+             "correlation with -log p_J. `confidence` is stale (fixed when the token was filled); `oracle_loo` is the "
+             "generator's own leave-one-out probability, one pass per position: a ceiling, not a one-pass score.", "",
+             "| states | score | AUROC | AP | Spearman | implausible share | tokens |", "|---|---|---|---|---|---|---|"]
+    for label, block in [*refreshed["states"].items(), ("pooled", refreshed["pooled"])]:
+        for name, m in block.items():
+            shown = f"`{name}`" + (" (oracle)" if name == "oracle_loo" else "")
+            lines.append(f"| {label} | {shown} | {m['auroc']:.3f} | {m['average_precision']:.3f} | "
+                         f"{m['spearman']:.3f} | {m['error_rate']:.3f} | {m['n']} |")
+    return lines
+
+
+def render_seed_detection(detection: Mapping[str, Mapping]) -> list[str]:
+    """The seed's view: detection of "differs from the clean text", Bayes-limited by the heuristic."""
+    lines = ["## The seed's view: detecting \"differs from the clean text\" (Bayes-limited)", "",
+             "The seed's label. Its best possible score is the generator's probability given the visible text (see "
+             "below), so these numbers bound what any critic of this label can reach; they are kept for comparison "
+             "with earlier runs. `critic_fused`: the score the `critic_fused` policy ranks by; sampler states only.", "",
+             "| input | critic AUROC | critic_fused AUROC | confidence AUROC | critic AP | confidence AP | "
+             "critic ECE | confidence ECE |", "|---|---|---|---|---|---|---|---|"]
+    for label, block in detection.items():
+        c, h = block["critic"], block["confidence"]
+        fused = f"{block['critic_fused']['auroc']:.3f}" if "critic_fused" in block else "-"
+        lines.append(
+            f"| {label} | {c['auroc']:.3f} | {fused} | {h['auroc']:.3f} | {c['average_precision']:.3f} | "
+            f"{h['average_precision']:.3f} | {c.get('ece', float('nan')):.3f} | {h.get('ece', float('nan')):.3f} |")
+    return lines
+
+
+def render_report_settings(settings: Sequence[Mapping], reference: Mapping) -> list[str]:
+    """Every report setting as measured (the frontier's points), with its own intervals."""
+    lines = ["## Every report setting", "",
+             "| NFE budget | policy | selection | temperature | steps | NFE | entropy | judge NLL | word validity | "
+             "distinct-2 | rep-4 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in sorted(settings, key=lambda s: (s["nfe_budget"], s["policy"], s["temperature"])):
+        lines.append(
+            f"| {s['nfe_budget']} | {s['policy']} | {s['selection_label']} | {s['temperature']:.3f} | {s['steps']} | "
+            f"{s['nfe']} | {s['char_entropy']:.3f} | {fmt(s, 'judge_nll')} | {fmt(s, 'word_validity')} | "
+            f"{s['distinct_2']:.3f} | {s['rep_4']:.3f} |")
+    lines.append(f"| - | test text | - | - | - | - | {reference['char_entropy']:.3f} | {fmt(reference, 'judge_nll')} | "
+                 f"{fmt(reference, 'word_validity')} | {reference['distinct_2']:.3f} | {reference['rep_4']:.3f} |")
+    return lines
 
 
 def render_summary(
-    reference: Mapping,
-    judge_row: Mapping | None,
-    settings: list[Mapping],
-    sweep_nfe: list[int],
-    challengers: list[str],
-    baseline: str,
-    tolerance: float,
-    detection: Mapping | None,
-    generator_losses: Mapping[str, float],
-    ablation: list[Mapping] | None = None,
-    added: Mapping[str, Mapping] | None = None,
+    reference: Mapping, judge_row: Mapping, frontiers: Mapping[tuple[str, int], Mapping], records: Sequence[Comparison],
+    best: Mapping[int, str], settings: Sequence[Mapping], detection: Mapping, generator_losses: Mapping[str, float],
+    tuning_seed: int, report_seed: int, ablation: Sequence[Mapping] | None = None,
     generated_by: str = "`evaluate_samples` stage of `dvc repro`",
 ) -> str:
-    """``results/summary.md``: the tables and the verdict, regenerated by the pipeline."""
-    target = reference["char_entropy"]
+    """``results/summary.md`` from computed records; every section's input is required."""
     lines = [
-        "# Does the learned critic beat the confidence heuristic at equal compute?",
-        "",
-        f"_Generated by the {generated_by}; do not edit by hand._",
-        "",
-        "Every metric has a 95% bootstrap interval over samples. A policy beats another on a metric only where",
-        "the intervals do not overlap. Judge NLL: bits per character under the causal judge (lower is better);",
-        "entropy: character unigram entropy in bits (the test text's is the target); word validity: share of",
-        "words found in the train split's vocabulary; rep-4: share of repeated character 4-grams per sample.",
-        "",
+        "# Does a learned re-masking policy beat the heuristics at equal compute?", "",
+        f"_Generated by the {generated_by}; do not edit by hand._", "",
+        f"Every policy is tuned on its own draw (seed {tuning_seed}: the temperature that reaches the test text's "
+        "character entropy, for every selection rule, and the rule with the best judge NLL there) and reported on a "
+        f"fresh draw (seed {report_seed}) at two temperatures around the tuned one. Judge NLL: bits per character "
+        "under the causal judge (lower is better); word validity: share of words found in the train split's "
+        "vocabulary; rep-4: share of repeated character 4-grams per sample.", "",
         f"Test text (reference): judge NLL {fmt(reference, 'judge_nll')}, entropy {reference['char_entropy']:.3f}, "
-        f"word validity {reference['word_validity']:.3f}, rep-4 {reference['rep_4']:.3f}.",
+        f"word validity {reference['word_validity']:.3f}, rep-4 {reference['rep_4']:.3f}. The judge's own samples "
+        f"(autoregressive, temperature 1): judge NLL {fmt(judge_row, 'judge_nll')}, entropy "
+        f"{judge_row['char_entropy']:.3f}, word validity {judge_row['word_validity']:.3f}.", "",
+        *render_verdict(records, best), "",
+        *render_goal(records, frontiers, reference, detection, generator_losses), "",
+        *render_settings(frontiers, reference), "",
     ]
-    if judge_row is not None:
-        lines.append(
-            f"The judge's own samples (autoregressive, temperature 1): judge NLL {fmt(judge_row, 'judge_nll')}, "
-            f"entropy {judge_row['char_entropy']:.3f}, word validity {judge_row['word_validity']:.3f}."
-        )
-    lines += ["", "## Verdict", ""]
-    by_key = {(s["policy"], s["nfe_budget"], s["temperature"]): s for s in settings}
-    policies = sorted({s["policy"] for s in settings})
-    for budget, name, best, base in matched_pairs(settings, target, sweep_nfe, challengers, baseline):
-        lines.append(
-            f"- **NFE {budget}, matched entropy**: `{name}` (T={best['temperature']:g}, entropy "
-            f"{best['char_entropy']:.3f}) vs `{baseline}` (T={base['temperature']:g}, entropy "
-            f"{base['char_entropy']:.3f}): judge NLL {fmt(best, 'judge_nll')} vs {fmt(base, 'judge_nll')}; "
-            f"word validity {fmt(best, 'word_validity')} vs {fmt(base, 'word_validity')}; "
-            f"rep-4 {best['rep_4']:.3f} vs {base['rep_4']:.3f} (text {reference['rep_4']:.3f}). "
-            f"**`{name}` {verdict(best, base)}.**"
-        )
-    for budget in sorted({s["nfe_budget"] for s in settings}):
-        base = by_key.get((baseline, budget, 1.0))
-        for name in challengers:
-            row = by_key.get((name, budget, 1.0))
-            if base is not None and row is not None:
-                lines.append(f"- NFE {budget}, temperature 1: `{name}` {verdict(row, base)} against `{baseline}`.")
-    far = [s for s in settings if s["policy"] in [baseline, *challengers] and s["nfe_budget"] in sweep_nfe]
-    far_budgets = [
-        f"{p}@{b}" for p in policies for b in sweep_nfe
-        if [s for s in far if s["policy"] == p and s["nfe_budget"] == b]
-        and abs(matched_entropy([s for s in far if s["policy"] == p and s["nfe_budget"] == b], target)["char_entropy"]
-                - target) > tolerance * target
-    ]
-    if far_budgets:
-        lines.append(
-            f"- Caution: no swept temperature brought {', '.join(far_budgets)} within {tolerance:.0%} of the test "
-            "text's entropy; widen `sample.temperatures` for a fair match."
-        )
-    lines += ["", *goal_check(settings, reference, sweep_nfe, challengers, baseline, tolerance, detection,
-                              generator_losses)]
-    if generator_losses:
-        lines += ["", "## What the critic costs the generator", ""]
-        lines.append(
-            "Validation loss of the generator (cross-entropy on masked positions, nats): "
-            + ", ".join(f"`{k}` {v:.4f}" for k, v in generator_losses.items()) + "."
-        )
-        if {"multitask", "generator_only"} <= set(generator_losses):
-            change = generator_losses["multitask"] / generator_losses["generator_only"] - 1
-            lines.append(f"The multitask generator's loss is {change:+.2%} relative to the generator-only baseline.")
-    if detection:
-        lines += ["", "## The critic as an error detector (test split)", "",
-                  "`critic_fused`: the score the `critic_fused` policy ranks by (critic head of the fill pass for "
-                  "committed tokens, 1 - p for just-filled ones); sampler states only.", "",
-                  "| input | critic AUROC | critic_fused AUROC | confidence AUROC | critic AP | confidence AP | "
-                  "critic ECE | confidence ECE |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for label, block in detection.items():
-            c, h = block["critic"], block["confidence"]
-            fused = f"{block['critic_fused']['auroc']:.3f}" if "critic_fused" in block else "-"
-            lines.append(
-                f"| {label} | {c['auroc']:.3f} | {fused} | {h['auroc']:.3f} | {c['average_precision']:.3f} | "
-                f"{h['average_precision']:.3f} | {c.get('ece', float('nan')):.3f} | {h.get('ece', float('nan')):.3f} |"
-            )
-    if detection and added:
-        lines += ["", *render_evidence(detection, added)]
+    if {"multitask", "generator_only"} <= set(generator_losses):
+        change = generator_losses["multitask"] / generator_losses["generator_only"] - 1
+        lines += ["## What the critic costs the generator", "",
+                  "Validation loss of the generator (cross-entropy on masked positions, nats): "
+                  + ", ".join(f"`{k}` {v:.4f}" for k, v in generator_losses.items())
+                  + f". The multitask generator's loss is {change:+.2%} relative to the generator-only baseline.", ""]
+    lines += [*render_refreshed(detection["refreshed"]), "", *render_seed_detection(detection["seed"]), "",
+              *render_evidence(detection["seed"], detection["added"]), ""]
     if ablation:
-        lines += ["", *render_ablation(ablation, baseline, tolerance)]
-    lines += ["", "## Compute-matched table, temperature 1", "",
-              "| NFE budget | policy | steps | NFE | judge NLL | entropy | word validity | distinct-2 | distinct-3 | rep-4 |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for s in sorted((s for s in settings if s["temperature"] == 1.0), key=lambda s: (s["nfe_budget"], s["policy"])):
-        lines.append(
-            f"| {s['nfe_budget']} | {s['policy']} | {s['steps']} | {s['nfe']} | {fmt(s, 'judge_nll')} | "
-            f"{s['char_entropy']:.3f} | {fmt(s, 'word_validity')} | {s['distinct_2']:.3f} | {s['distinct_3']:.3f} | "
-            f"{s['rep_4']:.3f} |"
-        )
-    lines.append(
-        f"| - | test text | - | - | {fmt(reference, 'judge_nll')} | {reference['char_entropy']:.3f} | "
-        f"{fmt(reference, 'word_validity')} | {reference['distinct_2']:.3f} | {reference['distinct_3']:.3f} | "
-        f"{reference['rep_4']:.3f} |"
-    )
-    swept = [s for s in settings if s["nfe_budget"] in sweep_nfe]
-    if swept:
-        lines += ["", "## Temperature sweep (quality vs diversity)", "",
-                  "| NFE budget | policy | temperature | entropy | judge NLL | word validity | rep-4 |",
-                  "|---|---|---|---|---|---|---|"]
-        for s in sorted(swept, key=lambda s: (s["nfe_budget"], s["policy"], s["temperature"])):
-            lines.append(
-                f"| {s['nfe_budget']} | {s['policy']} | {s['temperature']:g} | {s['char_entropy']:.3f} | "
-                f"{fmt(s, 'judge_nll')} | {fmt(s, 'word_validity')} | {s['rep_4']:.3f} |"
-            )
+        lines += [*render_ablation(ablation), ""]
+    lines += render_report_settings(settings, reference)
     return "\n".join(lines) + "\n"
 
 
@@ -190,7 +267,7 @@ def render_evidence(detection: Mapping[str, Mapping], added: Mapping[str, Mappin
     """Why a critic trained on "differs from the clean text" cannot beat the heuristic, and the two
     predictions of that argument, tested on the measured detection numbers."""
     lines = [
-        "## Why the critic does not win: what its label can know",
+        "## Why a critic of \"differs from the clean text\" cannot win: what its label can know",
         "",
         "The critic is trained to predict whether a generated token differs from the clean text. The generator's "
         "tokens are drawn given the visible (protected) text only, so they carry no information about the hidden "
@@ -225,106 +302,51 @@ def render_evidence(detection: Mapping[str, Mapping], added: Mapping[str, Mappin
         f"Prediction 1 holds on {sum(first_holds)} of {len(first_holds)} sampler-state inputs; prediction 2 holds "
         f"on {sum(gain_holds)} of {len(gain_holds)} inputs. "
         + ("So the critic head learned (a noisier copy of) what the generator already knows, and no critic lever "
-           "of the ablation below can change what the label carries: to beat the heuristic a critic needs a target "
-           "that is not a function of one reference text, e.g. sample quality itself."
+           "(the study tier's ablation) can change what the label carries: to beat the heuristic a critic needs a "
+           "target that is not a function of one reference text, such as the refreshed target above."
            if first_holds and all(first_holds) and all(gain_holds) else
            "The argument does not fully explain these numbers; see the rows where a prediction fails."),
     ]
     return lines
 
 
-def render_ablation(arms: list[Mapping], baseline: str, tolerance: float) -> list[str]:
+def render_ablation(arms: Sequence[Mapping]) -> list[str]:
     """The ablation table: one row per arm (one lever changed), its cost and what it changed.
 
-    Each arm's policies are compared with ``baseline`` sampled from the *same* arm's model, at
-    matched entropy, with the same rule as the main verdict; a comparison whose entropies are not
-    both within ``tolerance`` of the test text's is marked as such, since it says little.
-    """
-    policies = [p for p in arms[0]["matched"] if p != baseline]
+    Each arm's policies are tuned and reported like the main comparison (at NFE ``nfe``) and
+    compared with ``confidence`` sampled from the *same* arm's model, by the interval of the
+    difference at the text's entropy."""
     first = arms[0]
+    policies = list(dict.fromkeys(p for arm in arms for p in [*arm["frontier"], *arm["not_trained_for"]]
+                                  if p != BASELINE))
     lines = [
-        "## Ablation: one critic lever at a time",
-        "",
+        "## Ablation: one critic lever at a time", "",
         f"Every arm continues `models/multitask` for the same number of steps with one lever changed (`baseline`: none). "
-        f"Rollout AUROC: error detection on the confidence policy's infilling states (test split). Samples: NFE "
-        f"{first['matched'][baseline]['nfe']} for `{baseline}`, each policy at the temperature of its sweep whose "
-        f"entropy is closest to the test text's ({first['reference']['char_entropy']:.3f}); "
-        "cells are judge NLL / word validity / character entropy (T). Verdicts compare with the same arm's "
-        f"`{baseline}`; *entropy not matched* marks a pair not both within {tolerance:.0%} of the text's entropy.",
-        "",
-        "| arm | lever | val gen loss | AUROC critic | AUROC critic_fused | AUROC confidence | AUROC first_pass | "
-        + " | ".join(f"`{p}`" for p in [baseline, *policies]) + " | "
-        + " | ".join(f"`{p}` vs `{baseline}`" for p in policies) + " |",
-        "|" + "---|" * (7 + 1 + 2 * len(policies)),
+        f"Rollout AUROC: detection of \"differs from the clean text\" on the confidence policy's infilling states. "
+        f"Samples at NFE {first['nfe']}, every policy tuned on the tuning draw and reported on a fresh one; cells: "
+        "judge NLL at the text's entropy; differences: policy minus the same arm's `confidence`, 95% interval. "
+        "*Not trained for it*: the arm's lever removes an input the policy reads, so it is not run there.", "",
+        "| arm | lever | val gen loss | AUROC critic | AUROC critic_fused | AUROC confidence | "
+        + " | ".join(f"`{p}`" for p in [BASELINE, *policies]) + " | "
+        + " | ".join(f"`{p}` - `{BASELINE}`" for p in policies) + " |",
+        "|" + "---|" * (6 + 1 + 2 * len(policies)),
     ]
     for arm in arms:
         lever = ", ".join(f"{s}.{k}={v}" for s, kv in arm["overrides"].items() for k, v in kv.items()) or "none"
         auroc = arm["rollout_auroc"]
-        target = arm["reference"]["char_entropy"]
-        cells = [
-            f"{m['judge_nll']:.3f} / {m['word_validity']:.3f} / {m['char_entropy']:.2f} (T={m['temperature']:g})"
-            for m in (arm["matched"][p] for p in [baseline, *policies])
-        ]
-        verdicts = []
+        cells = [fmt(arm["frontier"][p], "judge_nll") if p in arm["frontier"] else "not trained for it"
+                 for p in [BASELINE, *policies]]
+        diffs = []
         for p in policies:
-            pair = (arm["matched"][p], arm["matched"][baseline])
-            matched = all(abs(m["char_entropy"] - target) <= tolerance * target for m in pair)
-            verdicts.append(("" if matched else "*entropy not matched*: ") + verdict(*pair))
+            if p not in arm["frontier"]:
+                diffs.append("-")
+                continue
+            r = Comparison(arm["nfe"], p, BASELINE, arm["differences"][p],
+                           arm["frontier"][p]["bracketed"] and arm["frontier"][BASELINE]["bracketed"])
+            d = r.differences["judge_nll"]
+            diffs.append(f"{fmt_ci(d['difference'], d['ci'], sign=True)}: {r.outcome}")
         lines.append(
             f"| {arm['arm']} | {lever} | {arm['val']['gen_loss']:.4f} | {auroc['critic']:.3f} | "
-            f"{auroc.get('critic_fused', float('nan')):.3f} | {auroc['confidence']:.3f} | "
-            f"{auroc.get('first_pass', float('nan')):.3f} | " + " | ".join(cells) + " | "
-            + " | ".join(verdicts) + " |"
-        )
-    return lines
-
-
-ROLLOUT_LABEL = "sampler states (confidence rollouts)"
-
-
-def goal_check(
-    settings: list[Mapping],
-    reference: Mapping,
-    sweep_nfe: list[int],
-    challengers: list[str],
-    baseline: str,
-    tolerance: float,
-    detection: Mapping | None,
-    generator_losses: Mapping[str, float],
-) -> list[str]:
-    """The project's goal, criterion by criterion, each measured here and marked met or not.
-
-    A critic policy wins a swept NFE budget when, at matched entropy (within ``tolerance`` of the
-    test text's for both policies), it beats ``baseline`` on judge NLL *and* word validity with
-    disjoint intervals and its rep-4 is at most 1.5x the test text's.
-    """
-    target = reference["char_entropy"]
-    lines = ["## The goal, criterion by criterion", "", "| criterion | measured | met |", "|---|---|---|"]
-    for budget, name, best, base in matched_pairs(settings, target, sweep_nfe, challengers, baseline):
-        matched = all(abs(r["char_entropy"] - target) <= tolerance * target for r in (best, base))
-        met = (matched and compare(best, base, "judge_nll") == 1 and compare(best, base, "word_validity") == 1
-               and best["rep_4"] <= 1.5 * reference["rep_4"])
-        lines.append(
-            f"| NFE {budget}: `{name}` beats `{baseline}` at matched entropy (within {tolerance:.0%}) on judge NLL "
-            f"and word validity, rep-4 <= 1.5x the text's | entropy {best['char_entropy']:.3f} vs "
-            f"{base['char_entropy']:.3f} (text {target:.3f}); NLL {best['judge_nll']:.3f} vs {base['judge_nll']:.3f}; "
-            f"validity {best['word_validity']:.3f} vs {base['word_validity']:.3f}; rep-4 {best['rep_4']:.3f} "
-            f"(limit {1.5 * reference['rep_4']:.3f}) | {'yes' if met else 'no'} |"
-        )
-    if detection and ROLLOUT_LABEL in detection:
-        block = detection[ROLLOUT_LABEL]
-        scores = {k: block[k]["auroc"] for k in ("critic", "critic_fused") if k in block}
-        best_name = max(scores, key=scores.get)
-        gap = scores[best_name] - block["confidence"]["auroc"]
-        lines.append(
-            f"| error-detection AUROC on real sampler states >= confidence's + 0.05 | `{best_name}` "
-            f"{scores[best_name]:.3f} vs confidence {block['confidence']['auroc']:.3f} ({gap:+.3f}) | "
-            f"{'yes' if gap >= 0.05 else 'no'} |"
-        )
-    if {"multitask", "generator_only"} <= set(generator_losses):
-        change = generator_losses["multitask"] / generator_losses["generator_only"] - 1
-        lines.append(
-            f"| the multitask generator's validation loss within 1% of generator-only | {change:+.2%} | "
-            f"{'yes' if change <= 0.01 else 'no'} |"
-        )
+            f"{auroc.get('critic_fused', float('nan')):.3f} | {auroc['confidence']:.3f} | " + " | ".join(cells) + " | "
+            + " | ".join(diffs) + " |")
     return lines

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from remask.model import DiffusionTransformer
-from remask.policies import StepState, get_policy
+from remask.policies import StepState, get_policy, leave_one_out_probs
 from remask.runtime import autocast
 from remask.schedules import masked_counts
 
@@ -55,14 +55,24 @@ class Generation:
 SELECTIONS = ("topk", "gumbel")
 
 
-def nfe_for(policy: str, steps: int) -> int:
-    """Forward passes of a run: one fill per step, plus the policy's extra passes per re-mask."""
-    return steps + get_policy(policy).extra_passes * (steps - 1)
+def nfe_for(policy: str, steps: int, positions: int | None = None) -> int:
+    """Forward passes of a run: one fill per step, plus the policy's extra passes per re-mask
+    (per scored position for the leave-one-out oracle: ``positions``, the non-protected ones)."""
+    chosen = get_policy(policy)
+    extra = chosen.extra_passes
+    if chosen.per_position:
+        if positions is None:
+            raise ValueError(f"the NFE of policy {policy!r} depends on the number of positions it scores")
+        extra *= positions
+    return steps + extra * (steps - 1)
 
 
 def steps_for_nfe(policy: str, budget: int) -> int:
-    """The most steps whose NFE fits ``budget`` (e.g. ``critic`` at NFE 32 takes 16 steps: 31 passes)."""
-    extra = get_policy(policy).extra_passes
+    """The most steps whose NFE fits ``budget`` (e.g. ``critic`` at NFE 32 takes 16 steps: 31 passes).
+
+    The ``oracle_loo`` ceiling is run at equal *steps* instead: ``budget`` steps, whatever its NFE."""
+    chosen = get_policy(policy)
+    extra = 0 if chosen.per_position else chosen.extra_passes
     steps = (budget + extra) // (1 + extra)
     if steps < 1:
         raise ValueError(f"an NFE budget of {budget} allows no step of policy {policy!r}")
@@ -168,6 +178,9 @@ def diffusion_generate(
             temperature, top_p, randomness_strength, selection, selection_temperature, generator, record_trajectory,
             device, bar,
         )
+        expected = nfe_for(policy, steps, int((~protected[rows]).any(0).sum()))
+        if passes != expected:
+            raise AssertionError(f"counted {passes} forward passes, expected {expected}")
         outputs.append(tokens.cpu())
         if trajectory is not None:
             trajectory.append(steps_log)
@@ -175,10 +188,7 @@ def diffusion_generate(
     model.train(was_training)
     if trajectory is not None:
         trajectory = [_cat_steps([chunk[i] for chunk in trajectory]) for i in range(steps)]
-    result = Generation(torch.cat(outputs), passes, steps, policy, trajectory)
-    if result.nfe != nfe_for(policy, steps):
-        raise AssertionError(f"counted {result.nfe} forward passes, expected {nfe_for(policy, steps)}")
-    return result
+    return Generation(torch.cat(outputs), passes, steps, policy, trajectory)
 
 
 def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperature, top_p, strength, selection,
@@ -190,9 +200,10 @@ def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperatur
     p_at_fill = torch.ones(tokens.shape, dtype=torch.float64, device=device)
     passes = 0
 
-    def forward(seq: torch.Tensor, head: str) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(seq: torch.Tensor, head: str, copies: int = 1) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """One pass per sequence of the batch (``copies`` when ``seq`` stacks that many copies of it)."""
         nonlocal passes
-        passes += 1
+        passes += copies
         with autocast(device):
             out = model(seq, head=head)
         return tuple(o.float() for o in out) if head == "both" else out.float()
@@ -213,8 +224,9 @@ def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperatur
         filled, last = tokens, i == steps - 1
         scores, remask = None, torch.zeros_like(masked)
         if not last:
-            state = StepState(tokens, masked, p_current, p_at_fill, generator, lambda s: forward(s, "critic"),
-                              critic_at_fill)
+            state = StepState(tokens, masked, protected, p_current, p_at_fill, generator,
+                              lambda s: forward(s, "critic"), critic_at_fill,
+                              lambda s, scored: leave_one_out_probs(lambda x, n: forward(x, "lm", n), s, scored, mask_id))
             scores = chosen.score(state).double()
             anneal = 1.0 - i / (steps - 1)
             if strength * anneal > 0:
@@ -256,34 +268,3 @@ def _cat_steps(parts: list[TrajectoryStep]) -> TrajectoryStep:
         torch.cat([p.masked for p in parts]), torch.cat([p.tokens for p in parts]),
         torch.cat([p.p_at_fill for p in parts]), scores, torch.cat([p.remasked for p in parts]),
     )
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One cell of the compute-matched grid."""
-
-    policy: str
-    nfe_budget: int
-    steps: int
-    temperature: float
-
-    @property
-    def nfe(self) -> int:
-        return nfe_for(self.policy, self.steps)
-
-    @property
-    def key(self) -> str:
-        return f"{self.policy}/nfe{self.nfe_budget}/t{self.temperature:g}"
-
-
-def compute_matched_grid(
-    policy: str, nfe_budgets: Sequence[int], sweep_nfe: Sequence[int], temperatures: Sequence[float], sweep: bool
-) -> list[Setting]:
-    """Every NFE budget at temperature 1, plus (for swept policies) every temperature at ``sweep_nfe``.
-
-    Steps are chosen per policy so that its NFE fits the budget (:func:`steps_for_nfe`).
-    """
-    cells = {(budget, 1.0) for budget in nfe_budgets}
-    if sweep:
-        cells |= {(budget, float(t)) for budget in sweep_nfe for t in temperatures}
-    return [Setting(policy, budget, steps_for_nfe(policy, budget), t) for budget, t in sorted(cells)]

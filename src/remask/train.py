@@ -146,7 +146,7 @@ class RunState:
         })
         checkpoint.save_model(spec.out_dir, self.model, tokenizer, {
             "variant": spec.variant, "objective": spec.objective, "alpha": spec.alpha, "step": self.step,
-            "fingerprint": fingerprint,
+            "fingerprint": fingerprint, "critic": spec.critic.model_dump() if spec.uses_critic else None,
         })
 
 

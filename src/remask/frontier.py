@@ -1,0 +1,145 @@
+"""A policy's quality at the test text's entropy, and the interval of a difference between two.
+
+Judge NLL falls as diversity collapses, so policies are compared where their samples are as
+diverse as the test text: on each policy's quality-diversity frontier (its report settings,
+one point per temperature), every metric is interpolated linearly in character entropy between
+the two settings that bracket the text's entropy. A point outside the settings' range is
+extrapolated from the nearest two and flagged (``bracketed: False``); the report says so.
+
+Intervals come from a percentile bootstrap over texts (``scipy.stats.bootstrap``), every
+setting resampled independently, the entropies recomputed and the interpolation redone in each
+replicate, so an interval includes the uncertainty of where the text's entropy falls. A
+comparison bootstraps the *difference* of two policies' interpolated values: "A beats B" means
+that interval excludes 0, never that two intervals side by side do not overlap.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import bootstrap
+
+from remask.data import words
+from remask.metrics import entropy_bits, rep_4
+
+METRICS = ("judge_nll", "word_validity", "rep_4")
+LOWER_IS_BETTER = {"judge_nll": True, "word_validity": False, "rep_4": True}
+
+
+@dataclass(frozen=True)
+class SettingSamples:
+    """Per-text statistics of one report setting, over an alphabet shared by every setting."""
+
+    counts: np.ndarray  # (n, A) character counts
+    judge_nll: np.ndarray  # (n,) bits per character
+    valid_words: np.ndarray  # (n,)
+    total_words: np.ndarray  # (n,)
+    rep_4: np.ndarray  # (n,)
+
+    def stats(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Pooled metrics of the texts ``idx`` (..., n): entropy and word validity pooled over
+        characters and words, judge NLL and rep-4 averaged over texts."""
+        counts = self.counts[idx].sum(-2)
+        p = counts / counts.sum(-1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.where(p > 0, p * np.log2(p), 0.0).sum(-1)
+        return {
+            "char_entropy": entropy,
+            "judge_nll": self.judge_nll[idx].mean(-1),
+            "word_validity": self.valid_words[idx].sum(-1) / np.maximum(self.total_words[idx].sum(-1), 1.0),
+            "rep_4": np.nanmean(self.rep_4[idx], axis=-1),
+        }
+
+
+def setting_samples(texts: Sequence[str], judge_nll: Sequence[float], vocabulary: set[str],
+                    alphabet: Sequence[str]) -> SettingSamples:
+    """The per-text statistics of ``texts``; ``alphabet`` must hold every character of them."""
+    index = {c: i for i, c in enumerate(alphabet)}
+    counts = np.zeros((len(texts), len(alphabet)))
+    for row, text in enumerate(texts):
+        for char, n in Counter(text).items():
+            counts[row, index[char]] = n
+    tokens = [words(t) for t in texts]
+    return SettingSamples(counts, np.asarray(judge_nll, dtype=np.float64),
+                          np.array([sum(w in vocabulary for w in ws) for ws in tokens], dtype=np.float64),
+                          np.array([len(ws) for ws in tokens], dtype=np.float64),
+                          np.array([rep_4(t) for t in texts], dtype=np.float64))
+
+
+def segment(entropies: Sequence[float], target: float) -> tuple[int, int, bool]:
+    """Indices of the two settings to interpolate between at ``target`` and whether they bracket it."""
+    if len(entropies) < 2:
+        raise ValueError("a frontier needs at least two settings (report temperatures)")
+    order = np.argsort(entropies)
+    sorted_h = np.asarray(entropies)[order]
+    upper = int(np.searchsorted(sorted_h, target))
+    bracketed = 0 < upper < len(sorted_h)
+    upper = min(max(upper, 1), len(sorted_h) - 1)
+    return int(order[upper - 1]), int(order[upper]), bracketed
+
+
+def interpolate(lo: dict, hi: dict, target: float) -> dict[str, np.ndarray]:
+    """Every metric of :data:`METRICS` at entropy ``target`` on the line through ``lo`` and ``hi``."""
+    span = hi["char_entropy"] - lo["char_entropy"]
+    with np.errstate(divide="ignore", invalid="ignore"):  # equal entropies: the mean of the two points
+        weight = np.where(span == 0, 0.5, (target - lo["char_entropy"]) / np.where(span == 0, 1.0, span))
+    return {m: lo[m] + weight * (hi[m] - lo[m]) for m in METRICS}
+
+
+def at_entropy(settings: Sequence[SettingSamples], target: float) -> dict:
+    """Point estimates of every metric at ``target`` with the two settings used and ``bracketed``."""
+    points = [s.stats(np.arange(len(s.judge_nll))) for s in settings]
+    a, b, bracketed = segment([float(p["char_entropy"]) for p in points], target)
+    return {**{m: float(v) for m, v in interpolate(points[a], points[b], target).items()},
+            "segment": [a, b], "bracketed": bracketed}
+
+
+def _resampled(settings: Sequence[SettingSamples], pair: tuple[int, int], target: float):
+    """The statistic scipy's bootstrap resamples: metrics at ``target`` from resampled text indices."""
+    def stat(idx_lo: np.ndarray, idx_hi: np.ndarray) -> dict[str, np.ndarray]:
+        lo = settings[pair[0]].stats(idx_lo.astype(int))
+        hi = settings[pair[1]].stats(idx_hi.astype(int))
+        return interpolate(lo, hi, target)
+    return stat
+
+
+def _interval(data: tuple, statistic, resamples: int, level: float, seed: int) -> tuple[float, float]:
+    result = bootstrap(data, statistic, vectorized=True, paired=False, n_resamples=resamples,
+                       confidence_level=level, method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def frontier_point(settings: Sequence[SettingSamples], target: float, resamples: int = 1000, level: float = 0.95,
+                   seed: int = 0) -> dict:
+    """:func:`at_entropy` with a bootstrap interval ``<metric>_ci`` of every metric."""
+    point = at_entropy(settings, target)
+    a, b = point["segment"]
+    data = (np.arange(len(settings[a].judge_nll)), np.arange(len(settings[b].judge_nll)))
+    stat = _resampled(settings, (a, b), target)
+    for offset, metric in enumerate(METRICS):
+        point[f"{metric}_ci"] = list(_interval(data, lambda x, y, axis=-1, m=metric: stat(x, y)[m], resamples,
+                                               level, seed + offset))
+    return point
+
+
+def difference(a: Sequence[SettingSamples], b: Sequence[SettingSamples], target: float, resamples: int = 1000,
+               level: float = 0.95, seed: int = 0) -> dict[str, dict]:
+    """``a - b`` of every metric at ``target``, with a bootstrap interval of the difference:
+    ``{metric: {"difference", "ci", "better"}}``, ``better`` +1 where the interval shows ``a``
+    better, -1 worse, 0 where it includes 0."""
+    pa, pb = at_entropy(a, target), at_entropy(b, target)
+    stat_a, stat_b = _resampled(a, tuple(pa["segment"]), target), _resampled(b, tuple(pb["segment"]), target)
+    (a0, a1), (b0, b1) = pa["segment"], pb["segment"]
+    data = tuple(np.arange(len(s.judge_nll)) for s in (a[a0], a[a1], b[b0], b[b1]))
+    out = {}
+    for offset, metric in enumerate(METRICS):
+        low, high = _interval(
+            data, lambda w, x, y, z, axis=-1, m=metric: stat_a(w, x)[m] - stat_b(y, z)[m], resamples, level,
+            seed + offset)
+        sign = -1 if LOWER_IS_BETTER[metric] else 1
+        better = sign if low > 0 else -sign if high < 0 else 0
+        out[metric] = {"difference": pa[metric] - pb[metric], "ci": [low, high], "better": better}
+    return out

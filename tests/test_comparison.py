@@ -1,0 +1,246 @@
+"""The comparison harness: tuning on one draw, reporting on another, frontiers, intervals of the
+difference, the refreshed detection target and the check that every policy reads trained inputs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from remask.config import CriticSection, SampleSection, SelectionRule, Tuning, parse_params
+from remask.data import CharTokenizer
+from remask.errors import ConfigError
+from remask.frontier import at_entropy, difference, frontier_point, interpolate, segment, setting_samples
+from remask.judge import judge_leave_one_out, judge_nll_bits
+from remask.model import DiffusionTransformer, ModelConfig
+from remask.policies import POLICIES, get_policy, leave_one_out_probs, require_trained, untrained_inputs
+from remask.report import Comparison, render_goal
+from remask.tuning import report_temperatures, tune_and_draw, tune_policy, tune_temperature
+
+TOPK, GUMBEL = SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperature=1.0)
+
+
+# --- seeds: tuning and reporting never share a draw ------------------------------------------
+
+
+def test_tuning_and_report_seeds_must_differ():
+    with pytest.raises(ConfigError, match="tuning_seed must differ from seed"):
+        parse_params({"sample": {"seed": 3, "tuning_seed": 3}})
+    with pytest.raises(ConfigError, match="ablation.seed must differ from sample.tuning_seed"):
+        parse_params({"sample": {"seed": 0, "tuning_seed": 1}, "ablation": {"seed": 1}})
+    cfg = SampleSection(seed=0, tuning_seed=1)
+    with pytest.raises(ValueError, match="report seed 1 is the tuning seed"):
+        tune_and_draw(None, None, None, "confidence", 8, 4.0, cfg, 4, 4, report_seed=1)
+
+
+def test_tune_and_draw_tunes_on_the_tuning_seed_and_reports_on_the_other(monkeypatch):
+    """Every pilot samples the tuning seed; the returned rows are the report seed's only."""
+    import remask.tuning as tuning
+
+    seeds = []
+
+    class Result:
+        def __init__(self, n):
+            self.tokens, self.nfe = torch.zeros(n, 8, dtype=torch.long), 8
+
+    def fake_generate(model, n, length, steps, policy, temperature, seed, **kw):
+        seeds.append((seed, n, temperature))
+        return Result(n)
+
+    tok = CharTokenizer("ab")
+    monkeypatch.setattr(tuning, "diffusion_generate", fake_generate)
+    monkeypatch.setattr(tuning, "char_entropy", lambda texts: 3.0 + seeds[-1][2])  # entropy = 3 + T
+    monkeypatch.setattr(tuning, "judge_nll_bits", lambda judge, tok, texts: [1.0] * len(texts))
+    cfg = SampleSection(seed=0, tuning_seed=5, length=8, tuning=Tuning(num_samples=3, selections=[TOPK]))
+    tuned, rows = tune_and_draw(None, None, tok, "confidence", 8, 4.3, cfg, 6, 3, report_seed=0, log=lambda m: None)
+    assert tuned.reached and abs(tuned.temperature - 1.3) <= cfg.tuning.entropy_tolerance * 4.3
+    pilots = [s for s in seeds if s[1] == 3]
+    assert pilots and {s[0] for s in pilots} == {5}
+    assert {s[0] for s in seeds if s[1] == 6} == {0} and {r["seed"] for r in rows} == {0}
+    assert sorted({r["temperature"] for r in rows}) == report_temperatures(tuned.temperature, cfg.tuning)
+    assert len(rows) == 12 and {r["selection"] for r in rows} == {"topk"}
+
+
+# --- tuning -------------------------------------------------------------------------------
+
+
+def test_tune_temperature_brackets_and_stops_within_the_tolerance():
+    calls = []
+
+    def measure(t):
+        calls.append(t)
+        return 3.5 + 2.0 * math.log(t), 0.0  # entropy rises with T
+
+    t, reached, seen = tune_temperature(measure, 4.8, 0.7, 2.0, tolerance=0.005, max_pilots=7)
+    assert reached and abs(3.5 + 2.0 * math.log(t) - 4.8) <= 0.005 * 4.8
+    assert len(calls) == len(seen) <= 7 and calls[:2] == [0.7, 2.0]
+    # out of reach: the closest pilot, not reached
+    t, reached, seen = tune_temperature(measure, 9.0, 0.7, 2.0, tolerance=0.005, max_pilots=7)
+    assert not reached and t == 2.0 and len(seen) == 2
+    # too few pilots to converge: the closest one, flagged
+    t, reached, seen = tune_temperature(measure, 4.8, 0.7, 2.0, tolerance=1e-6, max_pilots=3)
+    assert not reached and len(seen) == 3
+
+
+def test_tune_policy_keeps_the_rule_with_the_best_judge_nll_where_it_reaches_the_target():
+    def measure(t, rule):
+        penalty = 0.5 if rule.rule == "topk" else 0.0
+        return 2.0 + 2.0 * t, 3.0 + penalty
+
+    cfg = Tuning(selections=[TOPK, GUMBEL])
+    tuned = tune_policy("confidence", measure, 4.6, cfg)
+    assert tuned.selection == GUMBEL and tuned.reached and tuned.judge_nll == 3.0
+    assert {p.selection for p in tuned.pilots} == {"topk", "gumbel"}
+    # random's score is noise: a selection rule changes nothing, so only the first is tried
+    assert {p.selection for p in tune_policy("random", measure, 4.6, cfg).pilots} == {"topk"}
+
+
+def test_report_temperatures_stay_in_the_range():
+    cfg = Tuning(report_spread=0.05)
+    assert report_temperatures(1.0, cfg) == [0.95, 1.05]
+    assert report_temperatures(2.0, cfg) == [1.9, 2.0]
+
+
+# --- the frontier -------------------------------------------------------------------------
+
+
+def test_interpolation_on_a_synthetic_frontier():
+    lo = {"char_entropy": 4.0, "judge_nll": 3.0, "word_validity": 0.8, "rep_4": 0.10}
+    hi = {"char_entropy": 5.0, "judge_nll": 4.0, "word_validity": 0.6, "rep_4": 0.02}
+    at = interpolate(lo, hi, 4.25)
+    assert at["judge_nll"] == pytest.approx(3.25) and at["word_validity"] == pytest.approx(0.75)
+    assert at["rep_4"] == pytest.approx(0.08)
+    assert segment([5.0, 4.0, 4.5], 4.2) == (1, 2, True)  # the two settings around the target
+    assert segment([5.0, 4.0], 6.0) == (1, 0, False)  # outside: the nearest two, flagged
+
+
+def _texts(rng, weights, n, length=120):
+    alphabet = list("abcdefgh ")
+    p = np.asarray(weights, dtype=float) / np.sum(weights)
+    return ["".join(rng.choice(alphabet, size=length, p=p)) for _ in range(n)]
+
+
+def _policy(rng, offset, n=96):
+    """Two report settings whose judge NLL lies on the line 1 + entropy + offset (plus noise)."""
+    out = []
+    for sharpness in (0.35, 0.2):
+        weights = np.exp(-sharpness * np.arange(9))
+        texts = _texts(rng, weights, n)
+        entropy = float(-(weights / weights.sum() * np.log2(weights / weights.sum())).sum())
+        nll = 1.0 + entropy + offset + rng.normal(0, 0.2, n)
+        out.append(setting_samples(texts, nll, {"ab", "cd"}, "abcdefgh "))
+    return out
+
+
+def test_the_interpolated_point_lies_on_the_frontier_and_its_interval_covers_it():
+    rng = np.random.default_rng(0)
+    settings = _policy(rng, 0.0)
+    points = [s.stats(np.arange(96)) for s in settings]
+    target = float(np.mean([p["char_entropy"] for p in points]))
+    point = frontier_point(settings, target, resamples=300, seed=1)
+    assert point["bracketed"]
+    assert point["judge_nll"] == pytest.approx(float(np.mean([p["judge_nll"] for p in points])), abs=0.05)
+    low, high = point["judge_nll_ci"]
+    assert low < point["judge_nll"] < high and high - low < 0.3
+
+
+def test_bootstrap_of_the_difference_finds_a_known_gap_and_no_gap():
+    rng = np.random.default_rng(1)
+    a, b, c = _policy(rng, 0.0), _policy(rng, 0.5), _policy(rng, 0.0)
+    target = float(np.mean([s.stats(np.arange(96))["char_entropy"] for s in a]))
+    gap = difference(a, b, target, resamples=400, seed=2)["judge_nll"]
+    low, high = gap["ci"]
+    assert low < -0.5 < high and high < 0 and gap["better"] == 1  # a is better by about 0.5 bits
+    assert difference(b, a, target, resamples=400, seed=2)["judge_nll"]["better"] == -1
+    none = difference(a, c, target, resamples=400, seed=2)["judge_nll"]
+    assert none["ci"][0] < 0 < none["ci"][1] and none["better"] == 0
+    assert difference(a, b, target, resamples=400, seed=2) == difference(a, b, target, resamples=400, seed=2)
+
+
+def test_outcome_follows_the_intervals_and_needs_bracketed_frontiers():
+    def record(nll, valid, bracketed=True):
+        diff = {"judge_nll": {"difference": 0, "ci": [0, 0], "better": nll},
+                "word_validity": {"difference": 0, "ci": [0, 0], "better": valid},
+                "rep_4": {"difference": 0, "ci": [0, 0], "better": 0}}
+        return Comparison(32, "critic", "confidence", diff, bracketed)
+
+    assert record(1, 0).outcome == "beats" and record(1, 1).outcome == "beats"
+    assert record(1, -1).outcome == "no significant difference"  # better NLL, worse validity
+    assert record(-1, 1).outcome == "loses" and record(0, 1).outcome == "no significant difference"
+    assert record(1, 1, bracketed=False).outcome == "no verdict"
+    frontiers = {("critic", 32): {"rep_4": 0.05}}
+    lines = render_goal([record(1, 0)], frontiers, {"rep_4": 0.04}, None, {"multitask": 2.0, "generator_only": 2.0})
+    assert lines[4].endswith("| yes |") and "vs `confidence`: beats" in lines[4]
+    lines = render_goal([record(1, 0)], {("critic", 32): {"rep_4": 0.07}}, {"rep_4": 0.04}, None, {})
+    assert lines[4].endswith("| no |")  # rep-4 above 1.5x the text's
+
+
+# --- the refreshed target: leave-one-out probabilities ---------------------------------------
+
+
+def test_judge_leave_one_out_sums_to_one_and_matches_brute_force():
+    torch.manual_seed(0)
+    tok = CharTokenizer("abc\n")
+    judge = DiffusionTransformer(ModelConfig(vocab_size=tok.vocab_size, mask_id=tok.mask_id, n_layer=1, n_head=2,
+                                             n_embd=16, block_size=8, causal=True)).eval()
+    text = "abca"
+    probs = judge_leave_one_out(judge, tok, text, batch_size=5)
+    assert probs.shape == (4, len(tok.chars))
+    torch.testing.assert_close(probs.sum(-1), torch.ones(4, dtype=torch.float64))
+    for i in range(len(text)):  # brute force: the joint probability of every variant, scored as a whole
+        variants = [text[:i] + c + text[i + 1:] for c in tok.chars]
+        log_joint = torch.tensor([-b * len(v) * math.log(2) for b, v in zip(judge_nll_bits(judge, tok, variants), variants)])
+        torch.testing.assert_close(probs[i], torch.softmax(log_joint.double(), 0), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="does not fit"):
+        judge_leave_one_out(judge, tok, "abcabcabc")
+
+
+def test_generator_leave_one_out_masks_one_position_per_pass():
+    torch.manual_seed(0)
+    model = DiffusionTransformer(ModelConfig(vocab_size=7, mask_id=6, n_layer=1, n_head=2, n_embd=16, block_size=8)).eval()
+    tokens = torch.randint(0, 6, (3, 8))
+    scored = torch.ones(3, 8, dtype=torch.bool)
+    scored[:, :2] = False
+    passes = []
+    with torch.no_grad():
+        probs = leave_one_out_probs(lambda x, n: passes.append(n) or model(x), tokens, scored, 6, positions_per_pass=4)
+        assert sum(passes) == 6 and torch.isnan(probs[:, :2]).all()
+        for j in range(2, 8):
+            masked = tokens.clone()
+            masked[:, j] = 6
+            expected = torch.softmax(model(masked)[:, j].double(), -1).gather(-1, tokens[:, j:j + 1]).squeeze(-1)
+            torch.testing.assert_close(probs[:, j], expected)
+
+
+# --- every policy reads what its model was trained on -----------------------------------------
+
+
+def training_record(alpha=0.5, **critic):
+    return {"objective": "diffusion", "alpha": alpha,
+            "critic": CriticSection(**critic).model_dump() if alpha > 0 else None}
+
+
+def test_every_policy_is_trained_for_its_inputs_under_the_default_params():
+    params = parse_params({})
+    record = training_record(**params.critic.model_dump())
+    span = tuple(params.sample.tuning.temperature_range)
+    for name in POLICIES:
+        assert untrained_inputs(name, record, span) == [], name
+    for name in params.study.sample.policies:  # the study tunes over the same range
+        assert untrained_inputs(name, record, tuple(params.study.sample.tuning.temperature_range)) == [], name
+
+
+def test_a_policy_is_refused_on_a_model_not_trained_for_it():
+    generator_only = training_record(alpha=0.0)
+    for name, policy in POLICIES.items():
+        missing = untrained_inputs(name, generator_only, (1.0, 1.0))
+        assert bool(missing) == policy.reads_critic, name
+    narrow = training_record(sample_temperature=1.0, sample_temperature_spread=0.0, input="partial")
+    assert "critic fills at temperatures 0.7-2" in untrained_inputs("critic", narrow, (0.7, 2.0))[0]
+    assert untrained_inputs("critic", narrow, (1.0, 1.0)) == []
+    filled = training_record(input="filled")
+    assert untrained_inputs("critic", filled, (0.7, 2.0)) == []
+    with pytest.raises(ConfigError, match="critic.input: partial.*models/x was not trained on"):
+        require_trained("critic_fused", filled, (0.7, 2.0), "models/x")
+    assert untrained_inputs("critic", {"objective": "diffusion", "alpha": 0.5}, (1.0, 1.0))  # no record: refused
+    assert untrained_inputs("confidence", {"objective": "autoregressive"}, (1.0, 1.0))  # the judge is no sampler

@@ -31,9 +31,9 @@ from remask.checkpoint import load_model
 from remask.config import ConfigError, Params
 from remask.data import fixed_windows, load_meta, load_split, reference_texts, split_text, words
 from remask.detection import rollout_scores, summarise
-from remask.frontier import difference, frontier_point, setting_samples
+from remask.frontier import difference, frontier_point
 from remask.judge import judge_nll_bits
-from remask.metrics import char_entropy
+from remask.metrics import char_entropy, setting_samples
 from remask.policies import require_trained, untrained_inputs
 from remask.runtime import resolve_device
 from remask.train import TrainingError, train

@@ -23,9 +23,9 @@ from remask.atomic import write_csv, write_json, write_text
 from remask.checkpoint import load_model
 from remask.config import TIERS, ConfigError, Params, SelectionRule
 from remask.data import reference_texts, split_text, words
-from remask.frontier import frontier_point, setting_samples
+from remask.frontier import frontier_point
 from remask.judge import judge_nll_bits
-from remask.metrics import text_metrics
+from remask.metrics import setting_samples, text_metrics
 from remask.report import best_training_free, compare_policies, render_summary
 from remask.runtime import resolve_device
 

@@ -10,7 +10,8 @@ import torch
 from remask.config import CriticSection, SampleSection, SelectionRule, Tuning, parse_params
 from remask.data import CharTokenizer
 from remask.errors import ConfigError
-from remask.frontier import at_entropy, difference, frontier_point, interpolate, segment, setting_samples
+from remask.frontier import at_entropy, difference, frontier_point, interpolate, segment
+from remask.metrics import setting_samples
 from remask.judge import judge_leave_one_out, judge_nll_bits
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.policies import POLICIES, get_policy, leave_one_out_probs, require_trained, untrained_inputs

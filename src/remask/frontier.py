@@ -15,58 +15,15 @@ that interval excludes 0, never that two intervals side by side do not overlap.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import bootstrap
 
-from remask.data import words
-from remask.metrics import entropy_bits, rep_4
+from remask.metrics import SettingSamples
 
 METRICS = ("judge_nll", "word_validity", "rep_4")
 LOWER_IS_BETTER = {"judge_nll": True, "word_validity": False, "rep_4": True}
-
-
-@dataclass(frozen=True)
-class SettingSamples:
-    """Per-text statistics of one report setting, over an alphabet shared by every setting."""
-
-    counts: np.ndarray  # (n, A) character counts
-    judge_nll: np.ndarray  # (n,) bits per character
-    valid_words: np.ndarray  # (n,)
-    total_words: np.ndarray  # (n,)
-    rep_4: np.ndarray  # (n,)
-
-    def stats(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """Pooled metrics of the texts ``idx`` (..., n): entropy and word validity pooled over
-        characters and words, judge NLL and rep-4 averaged over texts."""
-        counts = self.counts[idx].sum(-2)
-        p = counts / counts.sum(-1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            entropy = -np.where(p > 0, p * np.log2(p), 0.0).sum(-1)
-        return {
-            "char_entropy": entropy,
-            "judge_nll": self.judge_nll[idx].mean(-1),
-            "word_validity": self.valid_words[idx].sum(-1) / np.maximum(self.total_words[idx].sum(-1), 1.0),
-            "rep_4": np.nanmean(self.rep_4[idx], axis=-1),
-        }
-
-
-def setting_samples(texts: Sequence[str], judge_nll: Sequence[float], vocabulary: set[str],
-                    alphabet: Sequence[str]) -> SettingSamples:
-    """The per-text statistics of ``texts``; ``alphabet`` must hold every character of them."""
-    index = {c: i for i, c in enumerate(alphabet)}
-    counts = np.zeros((len(texts), len(alphabet)))
-    for row, text in enumerate(texts):
-        for char, n in Counter(text).items():
-            counts[row, index[char]] = n
-    tokens = [words(t) for t in texts]
-    return SettingSamples(counts, np.asarray(judge_nll, dtype=np.float64),
-                          np.array([sum(w in vocabulary for w in ws) for ws in tokens], dtype=np.float64),
-                          np.array([len(ws) for ws in tokens], dtype=np.float64),
-                          np.array([rep_4(t) for t in texts], dtype=np.float64))
 
 
 def segment(entropies: Sequence[float], target: float) -> tuple[int, int, bool]:

@@ -14,7 +14,9 @@ metric comes with a percentile bootstrap interval over texts (``scipy.stats.boot
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import bootstrap
@@ -124,8 +126,6 @@ def entropy_bits(counts: np.ndarray) -> float:
 
 
 def char_entropy(texts: Sequence[str]) -> float:
-    from collections import Counter
-
     return entropy_bits(np.array(list(Counter("".join(texts)).values())))
 
 
@@ -167,6 +167,49 @@ def bootstrap_ci(
     return (float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
+@dataclass(frozen=True)
+class SettingSamples:
+    """Per-text statistics of one setting's texts, the items every pooled metric and its bootstrap
+    resample (:func:`text_metrics`, :mod:`remask.frontier`)."""
+
+    counts: np.ndarray  # (n, A) character counts
+    judge_nll: np.ndarray | None  # (n,) bits per character
+    valid_words: np.ndarray  # (n,)
+    total_words: np.ndarray  # (n,)
+    rep_4: np.ndarray  # (n,)
+
+    def stats(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Pooled metrics of the texts ``idx`` (..., n): entropy and word validity pooled over
+        characters and words, judge NLL and rep-4 averaged over texts."""
+        counts = self.counts[idx].sum(-2)
+        p = counts / counts.sum(-1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.where(p > 0, p * np.log2(p), 0.0).sum(-1)
+        return {
+            "char_entropy": entropy,
+            "judge_nll": self.judge_nll[idx].mean(-1),
+            "word_validity": self.valid_words[idx].sum(-1) / np.maximum(self.total_words[idx].sum(-1), 1.0),
+            "rep_4": np.nanmean(self.rep_4[idx], axis=-1),
+        }
+
+
+def setting_samples(texts: Sequence[str], judge_nll: Sequence[float] | None, vocabulary: set[str],
+                    alphabet: Sequence[str] | None = None) -> SettingSamples:
+    """The per-text statistics of ``texts``; ``alphabet`` (default: their own characters) must hold
+    every character of them, and is shared where settings are compared."""
+    alphabet = sorted(set("".join(texts))) if alphabet is None else alphabet
+    index = {c: i for i, c in enumerate(alphabet)}
+    counts = np.zeros((len(texts), max(len(alphabet), 1)))
+    for row, text in enumerate(texts):
+        for char, n in Counter(text).items():
+            counts[row, index[char]] = n
+    tokens = [words(t) for t in texts]
+    return SettingSamples(counts, None if judge_nll is None else np.asarray(judge_nll, dtype=np.float64),
+                          np.array([sum(w in vocabulary for w in ws) for ws in tokens], dtype=np.float64),
+                          np.array([len(ws) for ws in tokens], dtype=np.float64),
+                          np.array([rep_4(t) for t in texts], dtype=np.float64))
+
+
 def text_metrics(
     texts: Sequence[str],
     vocabulary: set[str],
@@ -176,21 +219,11 @@ def text_metrics(
     seed: int = 0,
 ) -> dict[str, float | list[float]]:
     """All sample-quality metrics of one setting, each with ``<name>_ci = [low, high]``."""
-    from collections import Counter
-
-    alphabet = sorted(set("".join(texts)))
-    index = {c: i for i, c in enumerate(alphabet)}
-    counts = np.zeros((len(texts), max(len(alphabet), 1)))
-    for row, text in enumerate(texts):
-        for char, n in Counter(text).items():
-            counts[row, index[char]] = n
-    valid = np.array([sum(w in vocabulary for w in words(t)) for t in texts], dtype=np.float64)
-    total_words = np.array([len(words(t)) for t in texts], dtype=np.float64)
+    items = setting_samples(texts, judge_nll, vocabulary)
     gram_ids: dict[int, list[np.ndarray]] = {}
     for n in (2, 3):
         table: dict[tuple[str, ...], int] = {}
         gram_ids[n] = [np.array([table.setdefault(g, len(table)) for g in word_ngrams(t, n)], dtype=np.int64) for t in texts]
-    reps = np.array([rep_4(t) for t in texts])
 
     def distinct(n: int) -> Callable[[np.ndarray], float]:
         def stat(idx: np.ndarray) -> float:
@@ -200,15 +233,14 @@ def text_metrics(
         return stat
 
     statistics: dict[str, Callable[[np.ndarray], float]] = {
-        "char_entropy": lambda idx: entropy_bits(counts[idx].sum(0)),
-        "word_validity": lambda idx: valid[idx].sum() / max(total_words[idx].sum(), 1.0),
+        "char_entropy": lambda idx: entropy_bits(items.counts[idx].sum(0)),
+        "word_validity": lambda idx: items.valid_words[idx].sum() / max(items.total_words[idx].sum(), 1.0),
         "distinct_2": distinct(2),
         "distinct_3": distinct(3),
-        "rep_4": lambda idx: float(np.nanmean(reps[idx])),
+        "rep_4": lambda idx: float(np.nanmean(items.rep_4[idx])),
     }
-    if judge_nll is not None:
-        nll = np.asarray(judge_nll, dtype=np.float64)
-        statistics["judge_nll"] = lambda idx: float(nll[idx].mean())
+    if items.judge_nll is not None:
+        statistics["judge_nll"] = lambda idx: float(items.judge_nll[idx].mean())
     everything = np.arange(len(texts))
     out: dict[str, float | list[float]] = {"n_texts": len(texts)}
     for offset, (name, stat) in enumerate(statistics.items()):

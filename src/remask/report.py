@@ -75,7 +75,7 @@ def compare_policies(
 ) -> list[Comparison]:
     """Every policy against ``confidence`` and against the best training-free policy, per budget.
 
-    ``samples[(policy, budget)]``: its report settings (:class:`remask.frontier.SettingSamples`);
+    ``samples[(policy, budget)]``: its report settings (:class:`remask.metrics.SettingSamples`);
     ``frontiers``: the :func:`remask.frontier.frontier_point` of each; ``tuning``: the tuning logs."""
     records = []
     for budget in sorted({b for _, b in samples}):

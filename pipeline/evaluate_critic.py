@@ -4,13 +4,18 @@ Writes ``results/evaluate_critic/metrics.json`` (AUROC, average precision and ca
 of every score, on one-step fills per mask ratio and on real sampler states per rollout policy,
 ``added_information``: what the critic adds to the heuristic's ranking when both are fitted
 together, and ``refreshed``: every score against the judge's leave-one-out plausibility of each
-token of the sampler's own states, with the generator's leave-one-out oracle) and plot data under
-``results/evaluate_critic/plots/``.
+token of the sampler's own states, with the generator's leave-one-out oracle), the labelled states
+(``refreshed_states.npz``) and plot data under ``results/evaluate_critic/plots/``.
+
+``--variant <name>`` (the study's ``study_evaluate_critic@<name>``): the one-pass scores a study
+variant's model is trained for, on those same labelled states, into
+``results/study/variants/<name>/refreshed.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
@@ -18,20 +23,68 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline._common import run_stage
-from remask.atomic import write_csv, write_json
+from remask.atomic import write_bytes, write_csv, write_json
 from remask.checkpoint import load_model
-from remask.config import Params
+from remask.config import EvaluateCriticSection, Params
 from remask.data import fixed_windows, load_meta, load_split
-from remask.detection import curves, one_step_scores, refreshed_scores, rollout_scores, summarise, summarise_refreshed
+from remask.detection import (REFRESHED_SCORES, curves, one_step_scores, refreshed_scores, rescore_states, rollout_scores,
+                              summarise, summarise_refreshed)
 from remask.errors import ConfigError
 from remask.metrics import added_information
-from remask.policies import require_trained
+from remask.policies import require_trained, untrained_inputs
 from remask.runtime import resolve_device
 
 DATA_DIR = Path("data/prepared")
+VARIANT_SCORES = ("critic", "critic_fused", "self_planning")  # a variant's one-pass scores, where trained
+
+
+REFRESHED_STATES = "refreshed_states.npz"  # the labelled states, for the study variants' scores
+
+
+def refreshed_table(scores: dict[str, np.ndarray], cfg: EvaluateCriticSection, names: tuple[str, ...]) -> dict:
+    """The refreshed-target metrics of ``names``, per state and pooled."""
+    last = cfg.refreshed_steps - 1
+    return {
+        "policy": cfg.refreshed_policy, "steps": cfg.refreshed_steps, "implausible_below": cfg.implausible_below,
+        "states": {("final" if step == last else f"step_{step + 1}"): summarise_refreshed(
+            {k: v[scores["step"] == step] for k, v in scores.items()}, cfg.implausible_below, names)
+            for step in sorted(set(scores["step"].tolist()))},
+        "pooled": summarise_refreshed(scores, cfg.implausible_below, names),
+    }
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def evaluate_variant(params: Params, variant: str, models: Path, results: Path) -> None:
+    """A study variant's one-pass scores against the refreshed target of the quick tier's states."""
+    cfg = params.evaluate_critic
+    if variant not in params.study.variants:
+        raise ConfigError(f"--variant {variant!r} is not in study.variants: {', '.join(params.study.variants)}")
+    states = results / "evaluate_critic" / REFRESHED_STATES
+    if not states.is_file():
+        raise ConfigError(f"{states}: not found; run the evaluate_critic stage first")
+    model, _, training = load_model(models / "study" / variant, resolve_device(params.sample.device))
+    temperatures = (cfg.temperature, cfg.temperature)
+    names = tuple(n for n in VARIANT_SCORES if not untrained_inputs(n, training, temperatures))
+    if not names:
+        raise ConfigError(f"{models / 'study' / variant} is trained for none of the scores {', '.join(VARIANT_SCORES)}")
+    with np.load(states) as saved:
+        saved = dict(saved)
+    scores = {**saved, **rescore_states(model, saved, model.config.block_size, names)}
+    scores = {(f"{k}@{variant}" if k in names else k): v for k, v in scores.items()}
+    table = refreshed_table(scores, cfg, tuple(f"{n}@{variant}" for n in names))
+    write_json(results / "study" / "variants" / variant / "refreshed.json", table)
+    print(json.dumps({n: round(m["auroc"], 4) for n, m in table["pooled"].items()}, indent=2))
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
+    if args.variant:
+        evaluate_variant(params, args.variant, Path(args.models_dir), Path("results"))
+        return
     cfg = params.evaluate_critic
     out = Path(args.out_dir)
     device = resolve_device(params.sample.device)
@@ -83,12 +136,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
     refreshed = refreshed_scores(model, judge, tok, cfg.refreshed_policy, cfg.refreshed_samples, block,
                                  cfg.refreshed_steps, states, cfg.temperature, seed=cfg.seed,
                                  sampler=params.sample.sampler_options(), progress=True)
-    metrics["refreshed"] = {
-        "policy": cfg.refreshed_policy, "steps": cfg.refreshed_steps, "implausible_below": cfg.implausible_below,
-        "states": {("final" if step == cfg.refreshed_steps - 1 else f"step_{step + 1}"): summarise_refreshed(
-            {k: v[refreshed["step"] == step] for k, v in refreshed.items()}, cfg.implausible_below) for step in states},
-        "pooled": summarise_refreshed(refreshed, cfg.implausible_below),
-    }
+    metrics["refreshed"] = refreshed_table(refreshed, cfg, REFRESHED_SCORES)
+    write_bytes(out / REFRESHED_STATES, _npz(refreshed))
 
     write_csv(out / "plots" / "auroc_vs_mask_ratio.csv", by_ratio)
     for kind, scores in [("one_step", one_step)] + [(f"rollout_{p}", s) for p, s in rollouts.items()]:
@@ -108,4 +157,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate_critic")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--out-dir", default="results/evaluate_critic")
+    parser.add_argument("--variant", default=None, help="a study variant: its scores against the saved refreshed states")
     run_stage("evaluate_critic", main, parser)

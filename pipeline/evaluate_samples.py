@@ -6,7 +6,9 @@ scores every text with the judge and the text metrics; interpolates each policy'
 test text's entropy (:mod:`remask.frontier`); compares the policies by the bootstrap interval of
 their difference (:mod:`remask.report`); and writes ``results/evaluate_samples/metrics.json``,
 plot data and ``results/summary.md``. ``--tier study`` does the same for the study's samples
-under ``results/study/`` and adds the ablation arms' table to ``results/study/summary.md``.
+under ``results/study/``, adds the study variants' rows (``<row>@<variant>``, sampled on each
+variant's model), refreshed-target scores and generator losses, and the ablation arms' table to
+``results/study/summary.md``.
 """
 
 from __future__ import annotations
@@ -63,9 +65,14 @@ def main(params: Params, args: argparse.Namespace) -> None:
     judge_row, _ = measure([r["text"] for r in read_samples(results / "samples" / "judge.jsonl")], 1)
 
     tuning = {p: read_json(tier_dir / "tuning" / f"{p}.json", f"sample@{p}") for p in scfg.policies}
+    files = [samples_dir(args.tier, results) / f"{p}.jsonl" for p in scfg.policies]
+    variants = params.study.variants if args.tier == "study" else {}
+    for variant in variants:  # rows <row>@<variant>, sampled on the variant's own model
+        tuning.update(read_json(tier_dir / "variants" / variant / "tuning.json", f"study_sample_variant@{variant}"))
+        files.append(tier_dir / "variants" / variant / "samples.jsonl")
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for policy in scfg.policies:
-        for row in read_samples(samples_dir(args.tier, results) / f"{policy}.jsonl"):
+    for path in files:
+        for row in read_samples(path):
             groups[(row["policy"], row["nfe_budget"], row["temperature"])].append(row)
     settings, samples = [], defaultdict(list)
     for (policy, budget, temperature), rows in tqdm(sorted(groups.items()), desc="evaluate samples", unit="setting"):
@@ -83,7 +90,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
             raise ConfigError(f"{tier_dir / 'tuning' / f'{policy}.json'} has no NFE {budget}; rerun sample@{policy}")
         rule = SelectionRule(rule=log["selection"], temperature=log["selection_temperature"])
         frontiers[(policy, budget)] = {
-            "policy": policy, "nfe_budget": budget, "steps": log["steps"], "nfe": log["nfe"],
+            "policy": policy, "runs": tuning[policy].get("runs", policy), "nfe_budget": budget, "steps": log["steps"], "nfe": log["nfe"],
             "selection_label": rule.label, "tuned_temperature": log["temperature"], "reached": log["reached"],
             "report_temperatures": log["report_temperatures"],
             **frontier_point(parts, target, *ci, cfg.seed + 3),
@@ -121,8 +128,15 @@ def main(params: Params, args: argparse.Namespace) -> None:
                  **{label(k): v for k, v in detection["rollout"].items()}},
         "added": {label(k): v for k, v in detection["added_information"].items()},
     }
+    for variant in variants:  # every variant's scores beside the quick tier's, on the same labelled states
+        table = read_json(tier_dir / "variants" / variant / "refreshed.json", f"study_evaluate_critic@{variant}")
+        for state, block in table["states"].items():
+            detection_view["refreshed"]["states"][state].update(block)
+        detection_view["refreshed"]["pooled"].update(table["pooled"])
     losses = {v: read_json(results / "train" / v / "metrics.json", f"train_{v}")["val"]["gen_loss"]
               for v in ("multitask", "generator_only")}
+    losses |= {v: read_json(tier_dir / "train" / v / "metrics.json", f"study_train@{v}")["val"]["gen_loss"]
+               for v in variants}
     ablation = [read_json(results / "ablation" / arm / "metrics.json", f"ablate_measure@{arm}")
                 for arm in (params.ablation.arms if args.tier == "study" else ())]
     stage = "`evaluate_samples` stage of `dvc repro`" if args.tier == "quick" else \

@@ -5,7 +5,9 @@ NFE budget (:mod:`remask.tuning`: the temperature that reaches the test text's e
 selection rule, and the best rule by judge NLL there), then draws the report samples on
 ``sample.seed`` at two temperatures around the tuned one. It writes the report samples to
 ``results/samples/<policy>.jsonl`` and every tuning pilot to ``results/tuning/<policy>.json``.
-``--tier study`` does the same on the study's grid (``study.sample``) under ``results/study/``.
+``--tier study`` does the same on the study's grid (``study.sample``) under ``results/study/``;
+``--variant <name>`` samples every row of a study variant (``study.variants``) on its own model
+``models/study/<name>`` into ``results/study/variants/<name>/``, rows named ``<row>@<name>``.
 ``sample_judge`` writes ``results/samples/judge.jsonl``: unconditional samples of the causal
 judge, the reference row.
 """
@@ -19,38 +21,52 @@ from pathlib import Path
 from pipeline._common import run_stage, samples_dir, tier_results
 from remask.atomic import write_json, write_text
 from remask.checkpoint import load_model
-from remask.config import TIERS, ConfigError, Params
+from remask.config import TIERS, ConfigError, Params, PolicySampling
 from remask.data import reference_texts
 from remask.judge import judge_generate
 from remask.metrics import char_entropy
-from remask.policies import POLICIES, require_trained
+from remask.policies import get_policy, require_trained
 from remask.runtime import resolve_device
 from remask.tuning import tune_and_draw
 
 DATA_DIR = Path("data/prepared")
 
 
-def sample_policy(params: Params, policy: str, models_dir: Path, out: Path, tuning_out: Path) -> None:
+def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path, judge_dir: Path,
+                label: str = "{row}") -> tuple[list[dict], dict[str, dict]]:
+    """Tune and draw every row of ``rows`` on the model in ``model_dir``: ``(samples, tuning logs)``,
+    rows named ``label.format(row=...)``. Each row's policy must be one the model was trained for."""
     cfg = params.sample
-    if policy not in cfg.policies:
-        raise ConfigError(f"--policy {policy!r} is not in this tier's policies: {', '.join(cfg.policies)}")
     device = resolve_device(cfg.device)
-    model, tok, training = load_model(models_dir / "multitask", device)
-    require_trained(policy, training, tuple(cfg.tuning.temperature_range), str(models_dir / "multitask"))
-    judge, judge_tok, _ = load_model(models_dir / "judge", device)
+    model, tok, training = load_model(model_dir, device)
+    judge, judge_tok, _ = load_model(judge_dir, device)
     if judge_tok.chars != tok.chars:
-        raise ConfigError(f"{models_dir / 'judge'} and {models_dir / 'multitask'} use different vocabularies")
+        raise ConfigError(f"{judge_dir} and {model_dir} use different vocabularies")
+    for row, spec in rows.items():
+        require_trained(spec.policy or row, training, tuple(cfg.tuning.temperature_range), str(model_dir))
+        if spec.committed_budget is not None and get_policy(spec.policy or row).candidates != "all":
+            raise ConfigError(f"policies.{row}.committed_budget: policy {spec.policy or row!r} re-masks only the "
+                              "tokens it just filled; a committed budget needs one whose candidates are all tokens")
     target = char_entropy(reference_texts(DATA_DIR, tok, cfg.num_samples, cfg.length))
-    rows, log = [], {"policy": policy, "target_entropy": target, "tuning_seed": cfg.tuning_seed,
-                     "report_seed": cfg.seed, "budgets": {}}
-    for budget in cfg.budgets(policy):
-        tuned, drawn = tune_and_draw(model, judge, tok, policy, budget, target, cfg, cfg.num_samples_of(policy),
-                                     cfg.tuning_samples_of(policy), cfg.seed, log=lambda m: print(m, flush=True))
-        log["budgets"][str(budget)] = {"steps": drawn[0]["steps"], "nfe": drawn[0]["nfe"], **tuned.to_dict(),
-                                       "report_temperatures": sorted({r["temperature"] for r in drawn})}
-        rows += drawn
-    write_json(tuning_out, log)
-    write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
+    samples, logs = [], {}
+    for row, spec in rows.items():
+        name, policy = label.format(row=row), spec.policy or row
+        log = {"policy": name, "runs": policy, "committed_budget": spec.committed_budget, "model": str(model_dir),
+               "target_entropy": target, "tuning_seed": cfg.tuning_seed, "report_seed": cfg.seed, "budgets": {}}
+        for budget in spec.nfe_budgets or cfg.nfe_budgets:
+            tuned, drawn = tune_and_draw(model, judge, tok, policy, budget, target, cfg, spec.num_samples or cfg.num_samples,
+                                         spec.tuning_samples or cfg.tuning.num_samples, cfg.seed,
+                                         log=lambda m: print(m, flush=True), committed_budget=spec.committed_budget,
+                                         label=name)
+            log["budgets"][str(budget)] = {"steps": drawn[0]["steps"], "nfe": drawn[0]["nfe"], **tuned.to_dict(),
+                                           "report_temperatures": sorted({r["temperature"] for r in drawn})}
+            samples += drawn
+        logs[name] = log
+    return samples, logs
+
+
+def write_rows(samples: list[dict], out: Path) -> None:
+    write_text(out, "".join(json.dumps(r) + "\n" for r in samples))
 
 
 def sample_judge(params: Params, model_dir: Path, out: Path) -> None:
@@ -63,20 +79,37 @@ def sample_judge(params: Params, model_dir: Path, out: Path) -> None:
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
-    if args.policy != "judge" and args.policy not in POLICIES:
-        raise ConfigError(f"--policy {args.policy!r}: valid choices are judge, {', '.join(POLICIES)}")
+    models = Path(args.models_dir)
+    if args.variant:
+        variants = params.study.variants
+        if args.variant not in variants:
+            raise ConfigError(f"--variant {args.variant!r} is not in study.variants: {', '.join(variants)}")
+        samples, logs = sample_rows(params.for_tier("study"), variants[args.variant].policies,
+                                    models / "study" / args.variant, models / "judge", label="{row}@" + args.variant)
+        out = tier_results("study") / "variants" / args.variant
+        write_json(out / "tuning.json", logs)
+        write_rows(samples, out / "samples.jsonl")
+        return
+    if args.policy is None:
+        raise ConfigError("name --policy (a row of the tier's grid, or judge) or --variant")
     out_dir = Path(args.out_dir) if args.out_dir else samples_dir(args.tier)
-    out = out_dir / f"{args.policy}.jsonl"
     if args.policy == "judge":
-        sample_judge(params, Path(args.models_dir) / "judge", out)
-    else:
-        sample_policy(params.for_tier(args.tier), args.policy, Path(args.models_dir), out,
-                      tier_results(args.tier) / "tuning" / f"{args.policy}.json")
+        sample_judge(params, models / "judge", out_dir / "judge.jsonl")
+        return
+    grid = params.for_tier(args.tier)
+    if args.policy not in grid.sample.policies:
+        raise ConfigError(f"--policy {args.policy!r} is not in this tier's policies: judge, "
+                          f"{', '.join(grid.sample.policies)}")
+    samples, logs = sample_rows(grid, {args.policy: grid.sample.policies[args.policy]}, models / "multitask",
+                                models / "judge")
+    write_json(tier_results(args.tier) / "tuning" / f"{args.policy}.json", logs[args.policy])
+    write_rows(samples, out_dir / f"{args.policy}.jsonl")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m pipeline.sample")
-    parser.add_argument("--policy", required=True, help="a policy name, or 'judge'")
+    parser.add_argument("--policy", default=None, help="a row of the tier's grid (a policy name), or 'judge'")
+    parser.add_argument("--variant", default=None, help="sample every row of this study variant on its model")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--tier", choices=TIERS, default="quick", help="whose grid: quick (sample) or study (study.sample)")
     parser.add_argument("--out-dir", default=None, help="default: results/samples, or results/study/samples")

@@ -2,7 +2,9 @@
 
 - ``multitask``: generator + critic, ``loss = loss_gen + train.alpha * loss_critic``;
 - ``generator_only``: the same run with ``alpha = 0`` (what the critic costs the generator);
-- ``judge``: the causal character model that scores samples (``judge`` section).
+- ``judge``: the causal character model that scores samples (``judge`` section);
+- ``--study-variant <name>`` (the study's ``study_train@<name>``): a critic target or the
+  self-correcting generator, trained like ``multitask`` with the variant's overrides.
 
 Runs alone or under ``torchrun --standalone --nproc_per_node=N -m pipeline.train``.
 """
@@ -11,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline._common import run_stage
-from remask.config import CriticSection, Params
+from remask.config import ConfigError, CriticSection, Params
 from remask.data import CharTokenizer, load_meta
 from remask.model import ModelConfig
 from remask.train import RunSpec, TrainingError, train
@@ -45,8 +48,19 @@ def build_spec(params: Params, variant: str, meta: dict, models_dir: Path = Path
     return RunSpec(objective="diffusion", optim=diffusion, diffusion=diffusion, critic=CriticSection(), **common)
 
 
+def study_spec(params: Params, name: str, meta: dict) -> RunSpec:
+    """A study variant: trained from scratch exactly like ``multitask`` (same data, steps and seed),
+    with its overrides, into ``models/study/<name>``."""
+    if name not in params.study.variants:
+        raise ConfigError(f"--study-variant {name!r} is not in study.variants: {', '.join(params.study.variants)}")
+    spec = build_spec(params.for_variant(name), "multitask", meta)
+    return replace(spec, variant=f"study/{name}", out_dir=Path("models/study") / name,
+                   live_dir=Path("results/study/train") / name)
+
+
 def main(params: Params, args: argparse.Namespace) -> None:
-    spec = build_spec(params, args.variant, load_meta(DATA_DIR))
+    meta = load_meta(DATA_DIR)
+    spec = study_spec(params, args.study_variant, meta) if args.study_variant else build_spec(params, args.variant, meta)
     try:
         result = train(spec, DATA_DIR, stop_after=args.stop_after)
     except TrainingError as exc:
@@ -58,5 +72,6 @@ def main(params: Params, args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m pipeline.train")
     parser.add_argument("--variant", choices=VARIANTS, default="multitask")
+    parser.add_argument("--study-variant", default=None, help="train this study variant (study.variants) instead")
     parser.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many steps")
     run_stage("train", main, parser)

@@ -90,6 +90,10 @@ def test_critic_policies_refuse_untrained_critic_and_judge(ckpt, capsys):
     assert code == 2 and "critic head is untrained" in err
     code, _, err = run(["sample", "--checkpoint", str(ckpt / "judge")], capsys)
     assert code == 2 and "causal (judge) model" in err
+    code, _, err = run(["sample", "--checkpoint", str(ckpt / "multitask"), "--policy", "self_planning"], capsys)
+    assert code == 2 and "needs a self-correcting generator (train.self_correct > 0" in err
+    code, _, err = run(["sample", "--checkpoint", str(ckpt / "multitask"), "--committed-budget", "0.1"], capsys)
+    assert code == 2 and "needs a policy whose candidates are all tokens" in err
 
 
 def test_score_json_and_plain(ckpt, tmp_path, capsys):

@@ -225,17 +225,18 @@ def test_every_policy_is_trained_for_its_inputs_under_the_default_params():
     params = parse_params({})
     record = training_record(**params.critic.model_dump())
     span = tuple(params.sample.tuning.temperature_range)
-    for name in POLICIES:
-        assert untrained_inputs(name, record, span) == [], name
-    for name in params.study.sample.policies:  # the study tunes over the same range
-        assert untrained_inputs(name, record, tuple(params.study.sample.tuning.temperature_range)) == [], name
+    for name, policy in POLICIES.items():  # self_planning needs the self-correcting generator of the study
+        assert bool(untrained_inputs(name, record, span)) == (policy.reads == "self_correction"), name
+    grid = params.study.sample
+    for row in grid.policies:  # the study tunes over the same range
+        assert untrained_inputs(grid.policy_of(row), record, tuple(grid.tuning.temperature_range)) == [], row
 
 
 def test_a_policy_is_refused_on_a_model_not_trained_for_it():
     generator_only = training_record(alpha=0.0)
     for name, policy in POLICIES.items():
         missing = untrained_inputs(name, generator_only, (1.0, 1.0))
-        assert bool(missing) == policy.reads_critic, name
+        assert bool(missing) == (policy.reads != "generator"), name
     narrow = training_record(sample_temperature=1.0, sample_temperature_spread=0.0, input="partial")
     assert "critic fills at temperatures 0.7-2" in untrained_inputs("critic", narrow, (0.7, 2.0))[0]
     assert untrained_inputs("critic", narrow, (1.0, 1.0)) == []

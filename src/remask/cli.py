@@ -70,14 +70,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
         model, args.num_samples, args.length, args.steps, policy=args.policy, schedule=args.schedule,
         fixed=fixed, protected=protected, temperature=args.temperature, top_p=args.top_p,
         randomness_strength=args.randomness, selection=args.selection, selection_temperature=args.selection_temperature,
-        seed=args.seed, batch_size=args.batch_size, progress=True,
+        committed_budget=args.committed_budget, seed=args.seed, batch_size=args.batch_size, progress=True,
     )
     lines = [
         json.dumps({
             "text": tok.decode(row.tolist()), "policy": args.policy, "steps": args.steps, "nfe": result.nfe,
             "seed": args.seed, "index": i, "length": args.length, "schedule": args.schedule,
             "temperature": args.temperature, "selection": args.selection,
-            "selection_temperature": args.selection_temperature, "randomness": args.randomness, "prompt": args.prompt,
+            "selection_temperature": args.selection_temperature, "randomness": args.randomness,
+            "committed_budget": args.committed_budget, "prompt": args.prompt,
         })
         for i, row in enumerate(result.tokens)
     ]
@@ -166,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how the tokens to re-mask are chosen from the scores (default: gumbel, as params.yaml)")
     sample.add_argument("--selection-temperature", type=float, default=1.0,
                         help="Gumbel noise scale at the first step, annealed to 0 (default: 1.0)")
+    sample.add_argument("--committed-budget", type=float, default=None,
+                        help="for a policy that may re-mask committed tokens: keep the choice among the tokens just "
+                             "filled and re-mask this share of the committed ones besides (0..1; default: the "
+                             "policy's own pool)")
     sample.add_argument("--batch-size", type=_positive("--batch-size"), default=64)
     sample.add_argument("--device", default="auto")
     sample.add_argument("--out", help="write JSON lines here (default: stdout)")

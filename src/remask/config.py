@@ -8,7 +8,7 @@ out-of-range value fails before any work starts, with a message naming the key p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -85,11 +85,20 @@ class TrainSection(OptimSection):
     elbo_weighting: bool = False
     alpha: float = Field(0.5, ge=0)
     alpha_warmup_steps: int = Field(200, ge=0)
+    # the self-correcting generator: a share of the *visible* tokens is replaced (by samples of a no-grad
+    # generator pass, or by random characters) and the cross-entropy also covers them (policy self_planning)
+    self_correct: float = Field(0.0, ge=0, lt=1)
+    self_correct_source: Literal["samples", "random"] = "samples"
+
+
+CRITIC_TARGETS = ("differs", "loo", "generated")
 
 
 class CriticSection(_Section):
-    """How the critic is trained (see :mod:`remask.train`); every option is an ablation lever."""
+    """How the critic is trained (:mod:`remask.critic_targets`); every option is an ablation lever."""
 
+    target: Literal["differs", "loo", "generated"] = "differs"  # the label; see remask.critic_targets
+    fill_share: float = Field(1.0, gt=0, le=1)  # share of the masked positions filled (the rest stay masked)
     sample_temperature: float = Field(0.7, gt=0)
     sample_temperature_spread: float = Field(1.3, ge=0)  # per sequence ~ U(T, T + spread)
     label_scope: Literal["filled", "all"] = "filled"
@@ -100,6 +109,18 @@ class CriticSection(_Section):
     rollout_share: float = Field(0.0, ge=0, le=1)  # share of sequences the critic judges after a two-step rollout
     row_share: float = Field(0.5, gt=0, le=1)  # share of each batch's sequences the critic pass trains on
 
+    @model_validator(mode="after")
+    def _target_levers(self) -> "CriticSection":
+        if (self.target == "loo") != (self.fill_share < 1):
+            raise ValueError(f"fill_share must be < 1 for target loo (a few fills in a real context) and 1 for the "
+                             f"other targets, got {self.fill_share} with target {self.target}")
+        if self.target == "generated" and self.label_scope != "all":
+            raise ValueError("target generated labels every shown position (was it generated?): label_scope must "
+                             "be all")
+        if self.target != "differs" and (self.rollout_share > 0 or self.replace_visible > 0):
+            raise ValueError(f"rollout_share and replace_visible are levers of target differs, not {self.target}")
+        return self
+
 
 class JudgeSection(_Section):
     """The causal character model that scores samples; trained on the same train split."""
@@ -108,7 +129,9 @@ class JudgeSection(_Section):
     train: OptimSection = OptimSection()
 
 
-PolicyName = Literal["random", "confidence", "remdm_conf", "critic", "critic_confidence", "critic_fused", "oracle_loo"]
+PolicyName = Literal["random", "confidence", "remdm_conf", "critic", "critic_confidence", "critic_fused", "oracle_loo",
+                     "self_planning"]
+POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
 
 
 class EvaluateCriticSection(_Section):
@@ -142,9 +165,16 @@ SAMPLER_KEYS = ("schedule", "top_p", "randomness_strength", "selection", "select
 
 
 class PolicySampling(_Section):
-    """Per-policy exceptions to the tier's grid (``None``: the tier's value). The ``oracle_loo``
-    ceiling costs one pass per position per step, so it is drawn with fewer samples."""
+    """One row of a tier's grid: a registered policy (``policy``; ``None``: the row's name) and its
+    exceptions to the tier's settings (``None``: the tier's value). The ``oracle_loo`` ceiling costs
+    one pass per position per step, so it is drawn with fewer samples. ``committed_budget``: the
+    sampler's pool option (:func:`remask.sampling.diffusion_generate`), for policies whose
+    candidates are every token: ``None`` re-masks the top of all tokens, a share ``eta`` keeps
+    MaskGIT's choice among the tokens just filled and re-masks ``round(eta * committed)`` committed
+    tokens besides."""
 
+    policy: PolicyName | None = None
+    committed_budget: float | None = Field(None, ge=0, le=1)
     num_samples: int | None = Field(None, ge=2)
     tuning_samples: int | None = Field(None, ge=2)
     nfe_budgets: list[int] | None = Field(None, min_length=1)
@@ -199,7 +229,7 @@ class Tuning(_Section):
 class SampleGrid(_Section):
     """Which samples a tier draws: its policies (each tuned, then drawn on the report seed) and NFE budgets."""
 
-    policies: dict[PolicyName, PolicySampling] = Field(
+    policies: dict[str, PolicySampling] = Field(
         default_factory=lambda: _policies("random confidence remdm_conf critic critic_fused"), min_length=1)
     nfe_budgets: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
     tuning: Tuning = Tuning()
@@ -207,13 +237,19 @@ class SampleGrid(_Section):
     @model_validator(mode="after")
     def _budgets(self) -> "SampleGrid":
         for name, spec in self.policies.items():
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"policies: row name {name!r} must be letters, digits and underscores")
+            if spec.policy is None and name not in POLICY_NAMES:
+                raise ValueError(f"policies.{name}: not a registered policy; name one with policy: "
+                                 f"({', '.join(POLICY_NAMES)})")
             for budget in self.nfe_budgets + (spec.nfe_budgets or []):
                 if budget < 2:
                     raise ValueError(f"every NFE budget must be >= 2, got {budget} ({name})")
         return self
 
-    def budgets(self, policy: str) -> list[int]:
-        return self.policies[policy].nfe_budgets or self.nfe_budgets
+    def policy_of(self, row: str) -> str:
+        """The registered policy a row of the grid runs."""
+        return self.policies[row].policy or row
 
 
 class SampleSection(SampleGrid):
@@ -238,28 +274,74 @@ class SampleSection(SampleGrid):
                              "they are reported on would be selected and measured on the same draw")
         return self
 
-    def num_samples_of(self, policy: str) -> int:
-        return self.policies[policy].num_samples or self.num_samples
-
-    def tuning_samples_of(self, policy: str) -> int:
-        return self.policies[policy].tuning_samples or self.tuning.num_samples
-
     def sampler_options(self) -> dict[str, Any]:
         """The sampler's fixed settings, shared by every stage that runs it; the samples of
         ``sample@<policy>`` replace ``selection`` and ``selection_temperature`` by the tuned ones."""
         return {k: getattr(self, k) for k in SAMPLER_KEYS}
 
 
+class Variant(_Section):
+    """A model of the study trained from scratch exactly like ``models/multitask`` (same data, steps
+    and seed), with ``overrides`` of the ``model``, ``train`` and ``critic`` sections, and sampled with
+    its own ``policies`` rows on the study's grid. Rows are reported as ``<row>@<variant>``."""
+
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    policies: dict[str, PolicySampling] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _rows(self) -> "Variant":
+        wrong = sorted(set(self.overrides) - {"model", "train", "critic"})
+        if wrong:
+            raise ValueError(f"overrides.{wrong[0]}: a variant overrides only model, train and critic")
+        for name, spec in self.policies.items():
+            if spec.policy is None and name not in POLICY_NAMES:
+                raise ValueError(f"policies.{name}: not a registered policy; name one with policy: "
+                                 f"({', '.join(POLICY_NAMES)})")
+        return self
+
+
+NO_DIFFERS_LEVERS = {"rollout_share": 0.0, "replace_visible": 0.0}
+
+
+def _default_variants() -> dict[str, Variant]:
+    budget = PolicySampling(policy="critic_fused", committed_budget=0.02)
+    return {
+        # each variant sets the levers of target differs off, so that it stays valid whatever the critic section's
+        "loo": Variant(overrides={"critic": {"target": "loo", "fill_share": 0.1, **NO_DIFFERS_LEVERS}},
+                       policies={"critic_fused": PolicySampling(), "critic_fused_budget": budget}),
+        "generated": Variant(overrides={"critic": {"target": "generated", "label_scope": "all", **NO_DIFFERS_LEVERS}},
+                             policies={"critic_fused": PolicySampling(), "critic_fused_budget": budget}),
+        "self_correct": Variant(overrides={"train": {"self_correct": 0.1, "alpha": 0.0}},
+                                policies={"confidence": PolicySampling(), "self_planning": PolicySampling(),
+                                          "self_planning_budget": PolicySampling(policy="self_planning",
+                                                                                 committed_budget=0.02)}),
+    }
+
+
 class StudySection(_Section):
     """The opt-in study tier (``study/dvc.yaml``): the full frontier. Its samples use the ``sample``
-    section's settings with this grid; the ablation arms are the ``ablation`` section."""
+    section's settings with this grid; the ablation arms are the ``ablation`` section; the
+    ``variants`` are the critic targets and the self-correcting generator, each trained in full."""
 
     sample: SampleGrid = Field(default_factory=lambda: SampleGrid(
-        policies=_policies("random confidence remdm_conf critic critic_confidence critic_fused oracle_loo",
-                           oracle_loo=PolicySampling(num_samples=16, tuning_samples=8, nfe_budgets=[32])),
+        policies=_policies("random confidence remdm_conf critic critic_confidence critic_fused oracle_loo "
+                           "remdm_conf_budget critic_fused_budget",
+                           oracle_loo=PolicySampling(num_samples=16, tuning_samples=8, nfe_budgets=[32]),
+                           remdm_conf_budget=PolicySampling(policy="remdm_conf", committed_budget=0.02),
+                           critic_fused_budget=PolicySampling(policy="critic_fused", committed_budget=0.02)),
         nfe_budgets=[32, 64],
         tuning=Tuning(selections=[SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperature=0.5),
                                   SelectionRule(rule="gumbel", temperature=1.0)])))
+    variants: dict[str, Variant] = Field(default_factory=_default_variants)
+
+    @model_validator(mode="after")
+    def _variant_names(self) -> "StudySection":
+        clash = sorted(set(self.variants) & {"multitask", "generator_only", "judge", "ablation"})
+        bad = [n for n in self.variants if not n.replace("_", "").isalnum()]
+        if clash or bad:
+            raise ValueError(f"variants: {(clash or bad)[0]!r} cannot name a variant (letters, digits, underscores; "
+                             "not a quick-tier model)")
+        return self
 
 
 class EvaluateSamplesSection(_Section):
@@ -351,6 +433,11 @@ class Params(_Section):
                 self.for_arm(arm)
             except ValidationError as exc:
                 raise ValueError(f"ablation.arms.{arm}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+        for name in self.study.variants:
+            try:
+                self.for_variant(name)
+            except ValidationError as exc:
+                raise ValueError(f"study.variants.{name}.overrides: " + "; ".join(_describe(e) for e in exc.errors())) from None
         return self
 
     @model_validator(mode="after")
@@ -366,12 +453,21 @@ class Params(_Section):
             return self
         return self.model_copy(update={"sample": self.sample.model_copy(update=dict(self.study.sample))})
 
+    def for_variant(self, variant: str) -> "Params":
+        """These params with the overrides of study variant ``variant`` applied."""
+        return self._overridden(self.study.variants[variant].overrides)
+
     def for_arm(self, arm: str) -> "Params":
         """These params with the overrides of ablation arm ``arm`` applied."""
+        return self._overridden(self.ablation.arms[arm])
+
+    def _overridden(self, overrides: dict[str, dict[str, Any]]) -> "Params":
         raw = self.model_dump(exclude={"ablation"})
-        for section, values in self.ablation.arms[arm].items():
+        for section, values in overrides.items():
             raw[section] = {**raw[section], **values}
-        return Params.model_validate({**raw, "ablation": {"arms": {arm: {}}}})
+        # no arms or variants of their own: validating them would override again
+        raw["study"]["variants"] = {}
+        return Params.model_validate({**raw, "ablation": {"arms": {"baseline": {}}}})
 
 
 _TYPE_WORDS = {

@@ -1,18 +1,34 @@
-"""What the critic is shown and what it must say: its input sequence and its labels.
+"""What the critic is shown and what it must say: critic targets in a registry.
 
-The seed's target (``differs``): every masked position is filled with a generator sample (no
-grad, float64), the critic reads ``where(masked, sample, clean)`` and labels a token an error
-when it differs from the clean token. Labels compare with the clean tokens, never with
-ignore-index targets (the -100 trap would mark every visible token as an error).
+A target is one small function ``(model, clean, noise, fill_logits, cfg) -> (critic_input,
+labels)`` from a clean window, the batch's noise and the generator's detached logits at the masked
+positions (the fill pass of the multi-task step), registered under the name ``critic.target``
+selects. Every target fills with :func:`remask.sampling.sample_from_logits`, the sampler's own
+float64 sampling; the positions whose labels enter the loss are the noise's
+(:meth:`remask.noise.DiffusionNoise.critic_scope`: ``critic.label_scope``, less positions masked
+again by ``critic.input: partial``).
 
-The ``critic`` section's levers change what the critic is shown: fills at random temperatures,
-swapped visible tokens, a partly re-masked input (for ``critic_fused``), or, for a share of the
-sequences, the state after a two-step ``confidence`` rollout (:func:`rollout_refill`, one more
-no-grad pass), so that it learns on committed tokens whose confidence is stale. Training
-(:mod:`remask.objectives`) and validation (:mod:`remask.validation`) build the batch here.
+- ``differs`` (the seed's): every masked position filled; label 1 where the token differs from the
+  clean one. Its best predictor is the generator's probability given the visible text, i.e. the
+  heuristic ``1 - p`` (Bayes-limited). The ``critic`` levers (random swaps, a two-step rollout,
+  :func:`rollout_refill`) change what it is shown.
+- ``loo`` (PRISM-style, Kim et al. 2025): only ``critic.fill_share`` of the masked positions are
+  filled, the rest stay masked and the visible text is clean; same label, on the fills. With a
+  mostly real context, the best score is ``1 - p_data(token | everything else shown)``: a
+  leave-one-out plausibility, which read on committed tokens in the pass that fills the masked ones
+  (``critic_fused``) is a refreshed confidence at no extra NFE.
+- ``generated`` (Token-Critic, Lezama et al. 2022): label 1 on every generated token, also where
+  the fill equals the clean token, 0 on clean ones (``label_scope: all``). Its best score is the
+  sampler-vs-data density ratio of the whole shown sequence, which can see tokens that are
+  plausible alone but incoherent together.
+
+Training (:mod:`remask.objectives`) builds the batch here; validation's critic numbers use the
+seed's label on full fills for every target, so that runs compare on one yardstick.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -25,9 +41,57 @@ ROLLOUT_REMASK = 0.5  # share of the first fill that the rollout's confidence st
 
 
 def critic_batch(clean: torch.Tensor, masked: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The critic's input and labels: samples at masked positions only, errors against clean text."""
+    """The seed's input and labels: samples at masked positions only, errors against clean text."""
     critic_input = torch.where(masked, sample, clean)
     return critic_input, (critic_input != clean).float()
+
+
+Target = Callable[[DiffusionTransformer, torch.Tensor, DiffusionNoise, torch.Tensor, CriticSection],
+                  tuple[torch.Tensor, torch.Tensor]]
+TARGETS: dict[str, Target] = {}
+
+
+def register(name: str) -> Callable[[Target], Target]:
+    def wrap(fn: Target) -> Target:
+        TARGETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def _fill_temperature(noise: DiffusionNoise, cfg: CriticSection) -> float | torch.Tensor:
+    """The fill temperature of every masked position, ``(n_masked, 1)`` when drawn per sequence."""
+    per_row = noise.temperature
+    return cfg.sample_temperature if per_row is None else per_row[:, None].expand_as(noise.mask)[noise.mask][:, None]
+
+
+def _partial_fill(model: DiffusionTransformer, clean: torch.Tensor, noise: DiffusionNoise, fill_logits: torch.Tensor,
+                  cfg: CriticSection) -> torch.Tensor:
+    """Clean visible text, generator samples at the filled share of the masked positions, [MASK]
+    at the rest and at the positions masked again (``critic.input: partial``)."""
+    fills = sample_from_logits(fill_logits, noise.uniform[noise.mask], _fill_temperature(noise, cfg))
+    shown = torch.where(noise.filled, clean.masked_scatter(noise.mask, fills), clean)
+    hidden = noise.mask & ~noise.filled
+    if noise.remask is not None:
+        hidden = hidden | noise.remask
+    return shown.masked_fill(hidden, model.config.mask_id)
+
+
+@register("loo")
+@torch.no_grad()
+def loo_target(model: DiffusionTransformer, clean: torch.Tensor, noise: DiffusionNoise, fill_logits: torch.Tensor,
+               cfg: CriticSection) -> tuple[torch.Tensor, torch.Tensor]:
+    """A few fills in a real context, labelled by whether they differ from the clean token."""
+    critic_input = _partial_fill(model, clean, noise, fill_logits, cfg)
+    return critic_input, (critic_input != clean).float()
+
+
+@register("generated")
+@torch.no_grad()
+def generated_target(model: DiffusionTransformer, clean: torch.Tensor, noise: DiffusionNoise,
+                     fill_logits: torch.Tensor, cfg: CriticSection) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every shown token labelled by whether the generator wrote it, whatever its value."""
+    return _partial_fill(model, clean, noise, fill_logits, cfg), noise.filled.float()
 
 
 @torch.no_grad()
@@ -48,6 +112,7 @@ def rollout_refill(
     return torch.where(refill, sample, critic_input)
 
 
+@register("differs")
 @torch.no_grad()
 def differs_target(
     model: DiffusionTransformer, clean: torch.Tensor, noise: DiffusionNoise, fill_logits: torch.Tensor,
@@ -56,9 +121,8 @@ def differs_target(
     """The seed's target with the ``critic`` levers: ``(critic_input, labels)`` from the clean
     window, the batch's noise and the generator's (detached) logits at the masked positions,
     ``(n_masked, V)`` in the row-major order of ``noise.mask``."""
-    mask = noise.mask
-    per_row = noise.temperature
-    temperature = cfg.sample_temperature if per_row is None else per_row[:, None].expand_as(mask)[mask][:, None]
+    mask, per_row = noise.mask, noise.temperature
+    temperature = _fill_temperature(noise, cfg)
     fills = sample_from_logits(fill_logits, noise.uniform[mask], temperature)
     critic_input, target = critic_batch(clean, mask, clean.masked_scatter(mask, fills))
     if noise.rollout is not None and noise.rollout.any():

@@ -107,16 +107,20 @@ def state_scores(model: DiffusionTransformer, tokens: torch.Tensor, just_filled:
                  p_at_fill: torch.Tensor) -> dict[str, torch.Tensor]:
     """The one-pass scores of a sampler state (after a step's fill), on the CPU in float64:
     ``critic`` (its own pass on the state), ``confidence`` (stale: 1 - p when each token was
-    filled) and ``critic_fused`` (what the ``critic_fused`` policy ranks by: the critic head of
-    the fill pass, whose input had the just-filled positions masked, for committed tokens)."""
+    filled), ``critic_fused`` (what the ``critic_fused`` policy ranks by: the critic head of the
+    fill pass, whose input had the just-filled positions masked, for committed tokens) and
+    ``self_planning`` (1 - p of every current token in that fill pass, at temperature 1; it means
+    something only for a self-correcting generator)."""
     device = next(model.parameters()).device
     tokens, just_filled = tokens.to(device), just_filled.to(device)
     with autocast(device):
         critic = torch.sigmoid(model(tokens, head="critic").float()).cpu().double()
-        in_fill = torch.sigmoid(model(tokens.masked_fill(just_filled, model.config.mask_id), head="critic").float())
+        lm, in_fill = model(tokens.masked_fill(just_filled, model.config.mask_id), head="both")
+    p_fill_pass = torch.softmax(lm.double(), -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1).cpu()
     stale = 1.0 - p_at_fill.cpu().double()
     return {"critic": critic, "confidence": stale,
-            "critic_fused": torch.where(just_filled.cpu(), stale, in_fill.cpu().double())}
+            "critic_fused": torch.where(just_filled.cpu(), stale, torch.sigmoid(in_fill.float()).cpu().double()),
+            "self_planning": 1.0 - p_fill_pass}
 
 
 @torch.no_grad()
@@ -182,6 +186,7 @@ def curves(scores: dict[str, np.ndarray], bins: int) -> dict[str, dict[str, list
 
 
 REFRESHED_SCORES = ("confidence", "critic", "critic_fused", "oracle_loo")
+STATE_KEYS = ("tokens", "just_filled", "p_at_fill")  # what rescore_states needs of a labelled state
 
 
 @torch.no_grad()
@@ -210,7 +215,7 @@ def refreshed_scores(
         with autocast(device):
             return model(seqs.to(device), head="lm").float()
 
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("p_judge", *REFRESHED_SCORES, "step")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("p_judge", *REFRESHED_SCORES, "step", *STATE_KEYS)}
     for step in state_steps:
         state = result.trajectory[step]
         scores = state_scores(model, state.tokens, state.masked, state.p_at_fill)
@@ -224,16 +229,33 @@ def refreshed_scores(
             for name in REFRESHED_SCORES:
                 parts[name].append(scores[name][row].numpy())
             parts["step"].append(np.full(length, step))
+            parts["tokens"].append(state.tokens[row].numpy())
+            parts["just_filled"].append(state.masked[row].numpy())
+            parts["p_at_fill"].append(state.p_at_fill[row].double().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def summarise_refreshed(scores: Mapping[str, np.ndarray], threshold: float) -> dict[str, dict]:
+@torch.no_grad()
+def rescore_states(model: DiffusionTransformer, saved: Mapping[str, np.ndarray], length: int,
+                   names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Another model's one-pass scores ``names`` (of :func:`state_scores`) on the states that
+    :func:`refreshed_scores` labelled (its output, e.g. reloaded from disk), so that every study
+    variant is measured against the same judge labels."""
+    tokens = torch.from_numpy(saved["tokens"]).long().view(-1, length)
+    just_filled = torch.from_numpy(saved["just_filled"]).bool().view(-1, length)
+    p_at_fill = torch.from_numpy(saved["p_at_fill"]).view(-1, length)
+    scores = state_scores(model, tokens, just_filled, p_at_fill)
+    return {name: scores[name].flatten().numpy() for name in names}
+
+
+def summarise_refreshed(scores: Mapping[str, np.ndarray], threshold: float,
+                        names: Sequence[str] = REFRESHED_SCORES) -> dict[str, dict]:
     """Per score: AUROC and average precision against "implausible" (``p_judge < threshold``) and
     the Spearman correlation with the judge's surprisal ``-log p_judge``."""
     implausible = scores["p_judge"] < threshold
     surprisal = -np.log(np.clip(scores["p_judge"], 1e-300, 1.0))
     out = {}
-    for name in REFRESHED_SCORES:
+    for name in names:
         metrics = detection_metrics(scores[name], implausible, is_probability=False)
         metrics["spearman"] = float(spearmanr(scores[name], surprisal).statistic)
         out[name] = metrics

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from remask.config import CriticSection
+from remask.config import CriticSection, TrainSection
 from remask.schedules import masked_fraction
 
 
@@ -27,6 +27,10 @@ class DiffusionNoise:
     rollout: torch.Tensor | None = None  # (B,) bool, sequences whose critic input is a two-step rollout
     uniform_refill: torch.Tensor | None = None  # (B, T) float64, drives the rollout's second fill
     critic_rows: torch.Tensor | None = None  # (B,) bool, the sequences the critic is trained on (None: all)
+    fill_keep: torch.Tensor | None = None  # (B, T) bool, masked positions the critic's input fills (critic.fill_share)
+    corrupt: torch.Tensor | None = None  # (B, T) bool, visible tokens the self-correcting generator sees replaced
+    corrupt_uniform: torch.Tensor | None = None  # (B, T) float64, drives the replacement samples
+    corrupt_chars: torch.Tensor | None = None  # (B, T) long, random replacement characters (source random)
 
     def _map(self, fn) -> "DiffusionNoise":
         return DiffusionNoise(**{f.name: None if (v := getattr(self, f.name)) is None else fn(v) for f in fields(self)})
@@ -43,10 +47,16 @@ class DiffusionNoise:
             return self
         return self._map(lambda v: v[self.critic_rows])
 
+    @property
+    def filled(self) -> torch.Tensor:
+        """Masked positions that the critic's input fills with a generator sample (the others stay masked)."""
+        return self.mask if self.fill_keep is None else self.mask & self.fill_keep
+
     def critic_scope(self, label_scope: str) -> torch.Tensor:
-        """Positions whose critic label enters the loss: filled (or all) positions, plus swapped
-        visible ones, less those masked again in the critic's input (they show no token to judge)."""
-        scope = self.mask if label_scope == "filled" else torch.ones_like(self.mask)
+        """Positions whose critic label enters the loss: filled positions (or every position that
+        shows a token), plus swapped visible ones, less those masked again in the critic's input
+        (they show no token to judge)."""
+        scope = self.filled if label_scope == "filled" else ~self.mask | self.filled
         if self.replace is not None:
             scope = scope | self.replace
         if self.remask is not None:
@@ -56,16 +66,26 @@ class DiffusionNoise:
 
 def draw_noise(
     batch: int, length: int, schedule: str, eps: float, generator: torch.Generator,
-    critic: CriticSection | None = None, n_chars: int | None = None,
+    critic: CriticSection | None = None, n_chars: int | None = None, train: TrainSection | None = None,
 ) -> DiffusionNoise:
-    """All randomness of one global batch; ``critic`` adds what its options need (``n_chars``:
-    the number of real characters, for random replacements)."""
+    """All randomness of one global batch; ``critic`` adds what its options need, ``train`` what the
+    self-correcting generator needs (``n_chars``: the number of real characters, for random
+    replacements). Options draw after the defaults, so a default run's stream never changes."""
     t = eps + (1.0 - eps) * torch.rand(batch, generator=generator, dtype=torch.float64)
     mask = torch.rand(batch, length, generator=generator, dtype=torch.float64) < masked_fraction(t, schedule)[:, None]
     uniform = torch.rand(batch, length, generator=generator, dtype=torch.float64)
     noise = DiffusionNoise(t.float(), mask, uniform)
-    if critic is None:
-        return noise
+    if critic is not None:
+        _draw_critic_noise(noise, critic, generator, n_chars)
+    if train is not None and train.self_correct > 0:
+        _draw_corruption(noise, train, generator, n_chars)
+    return noise
+
+
+def _draw_critic_noise(noise: DiffusionNoise, critic: CriticSection, generator: torch.Generator,
+                       n_chars: int | None) -> None:
+    batch, length = noise.mask.shape
+    mask = noise.mask
     if critic.row_share < 1:
         noise.critic_rows = evenly_spaced_rows(batch, critic.row_share)
     if critic.sample_temperature_spread > 0:
@@ -82,7 +102,19 @@ def draw_noise(
     if critic.rollout_share > 0:
         noise.rollout = torch.rand(batch, generator=generator, dtype=torch.float64) < critic.rollout_share
         noise.uniform_refill = torch.rand(batch, length, generator=generator, dtype=torch.float64)
-    return noise
+    if critic.fill_share < 1:
+        noise.fill_keep = torch.rand(batch, length, generator=generator, dtype=torch.float64) < critic.fill_share
+
+
+def _draw_corruption(noise: DiffusionNoise, train: TrainSection, generator: torch.Generator, n_chars: int | None) -> None:
+    batch, length = noise.mask.shape
+    noise.corrupt = ~noise.mask & (torch.rand(batch, length, generator=generator, dtype=torch.float64) < train.self_correct)
+    if train.self_correct_source == "samples":
+        noise.corrupt_uniform = torch.rand(batch, length, generator=generator, dtype=torch.float64)
+    else:
+        if n_chars is None:
+            raise ValueError("train.self_correct_source random needs the number of characters")
+        noise.corrupt_chars = torch.randint(0, n_chars, (batch, length), generator=generator)
 
 
 def evenly_spaced_rows(batch: int, share: float) -> torch.Tensor:

@@ -3,9 +3,11 @@
 Multi-task step (the design note, with the label trap avoided):
 
 1. generator loss: cross-entropy on masked positions of the masked input (the generator head
-   and the loss run on those positions only);
-2. the critic's input and labels from the generator's detached logits
-   (:func:`remask.critic_targets.differs_target`, with the ``critic`` section's levers), for the
+   and the loss run on those positions only); the self-correcting generator
+   (``train.self_correct``) also sees a share of its visible tokens replaced and learns the
+   clean token there, so that its probability of a committed token means something;
+2. the critic's input and labels from the generator's detached logits (the target
+   ``critic.target`` names in :data:`remask.critic_targets.TARGETS`), for the
    ``critic.row_share`` of the sequences the critic is trained on (evenly spaced rows);
 3. second forward pass on the critic's input through the critic head, BCE with logits, on the
    positions chosen by ``critic.label_scope``: ``filled`` (default; every token the sampler
@@ -25,9 +27,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from remask.config import CriticSection, TrainSection
-from remask.critic_targets import differs_target
+from remask.critic_targets import TARGETS
 from remask.model import DiffusionTransformer, token_cross_entropy
 from remask.noise import DiffusionNoise
+from remask.sampling import sample_from_logits
 from remask.schedules import elbo_weight
 
 Norm = dict[str, torch.Tensor]
@@ -42,11 +45,12 @@ class DiffusionObjective(nn.Module):
 
     def forward(self, clean: torch.Tensor, noise: DiffusionNoise, alpha: torch.Tensor, norm: Norm) -> dict[str, torch.Tensor]:
         mask = noise.mask
-        hidden = self.model.body(clean.masked_fill(mask, self.model.config.mask_id))
-        logits = self.model.lm_logits(hidden[mask])  # (n_masked, V): the loss reads no other position
-        ce = F.cross_entropy(logits.float(), clean[mask], reduction="none")
+        scored = mask if noise.corrupt is None else mask | noise.corrupt  # the positions the generator loss reads
+        hidden = self.model.body(self.generator_input(clean, noise))
+        logits = self.model.lm_logits(hidden[scored])  # (n_scored, V): the loss reads no other position
+        ce = F.cross_entropy(logits.float(), clean[scored], reduction="none")
         if self.train_cfg.elbo_weighting:
-            weight = elbo_weight(noise.t, self.train_cfg.mask_schedule)[:, None].expand_as(mask)[mask]
+            weight = elbo_weight(noise.t, self.train_cfg.mask_schedule)[:, None].expand_as(mask)[scored]
             loss_gen = (ce * weight).sum() / norm["tokens"]
         else:
             loss_gen = ce.sum() / norm["masked"]
@@ -56,10 +60,12 @@ class DiffusionObjective(nn.Module):
             return out
         cfg, judged = self.critic_cfg, noise.critic_view()
         fill_logits = logits.detach().float()
+        if noise.corrupt is not None:
+            fill_logits = fill_logits[mask[scored]]
         if noise.critic_rows is not None:  # the fills of the critic's rows, in the same row-major order
             fill_logits = fill_logits[noise.critic_rows[:, None].expand_as(mask)[mask]]
             clean = clean[noise.critic_rows]
-        critic_input, target = differs_target(self.model, clean, judged, fill_logits, cfg)
+        critic_input, target = TARGETS[cfg.target](self.model, clean, judged, fill_logits, cfg)
         if cfg.detach_body:
             with torch.no_grad():
                 hidden = self.model.body(critic_input)
@@ -72,6 +78,21 @@ class DiffusionObjective(nn.Module):
         out["loss_critic"] = loss_critic
         out["loss"] = loss_gen + alpha * loss_critic
         return out
+
+    @torch.no_grad()
+    def generator_input(self, clean: torch.Tensor, noise: DiffusionNoise) -> torch.Tensor:
+        """The masked window; for the self-correcting generator (``train.self_correct``) a share of
+        its visible tokens replaced by samples of a no-grad generator pass that had them masked too
+        (what the sampler commits), or by random characters."""
+        mask_id = self.model.config.mask_id
+        masked = clean.masked_fill(noise.mask, mask_id)
+        if noise.corrupt is None:
+            return masked
+        if noise.corrupt_chars is not None:
+            return torch.where(noise.corrupt, noise.corrupt_chars, masked)
+        logits = self.model.lm_logits(self.model.body(masked.masked_fill(noise.corrupt, mask_id))[noise.corrupt])
+        samples = sample_from_logits(logits.float(), noise.corrupt_uniform[noise.corrupt], 1.0)
+        return masked.masked_scatter(noise.corrupt, samples)
 
 
 class AutoregressiveObjective(nn.Module):

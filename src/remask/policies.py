@@ -18,10 +18,19 @@ every policy (the design note blended noise into raw critic logits, whose scale 
 | `critic_confidence` | learned       | all        | 1 | 0.5 * sigmoid(critic) + 0.5 * (1 - p recorded when filled)           |
 | `critic_fused`      | learned       | all        | 0 | committed: sigmoid(critic logit) of the fill pass; just filled: 1 - p |
 | `oracle_loo`        | oracle        | all        | 1 per position | 1 - p(token given every other token), position masked alone |
+| `self_planning`     | learned       | all        | 0 | 1 - p(current token) from the fill pass, committed tokens too (P2) |
 
 `critic_fused` reads the critic head in the same forward pass that fills the masked positions, so
 re-masking with the critic costs no extra NFE; its critic judges committed tokens while the other
 positions are still masked, the input that ``critic.input: partial`` trains it on.
+
+`self_planning` needs a self-correcting generator (``train.self_correct > 0``): only one trained
+to see replaced visible tokens gives its probability of a committed token a meaning (elsewhere the
+generator head is never trained at visible positions).
+
+Every policy whose candidates are all tokens also runs with the sampler's ``committed_budget``
+option (:func:`remask.sampling.diffusion_generate`): MaskGIT's choice among the tokens just filled,
+plus a budget of committed tokens chosen by the same score.
 
 `oracle_loo` is a ceiling, not a contender: the generator's own leave-one-out probability of
 every token, one pass per position (L extra passes per step), what a one-pass learned score of
@@ -75,20 +84,23 @@ class Policy:
     fused: bool = False  # reads the critic head in the fill pass (StepState.critic_at_fill)
     per_position: bool = False  # extra_passes counts per scored position (the leave-one-out oracle)
     ranks: bool = True  # False: the score is noise, so a selection rule changes nothing (no search over it)
+    reads: Literal["generator", "critic", "self_correction"] = "generator"  # what its model must be trained for
 
     @property
     def reads_critic(self) -> bool:
-        return self.kind == "learned"
+        return self.reads == "critic"
 
 
 POLICIES: dict[str, Policy] = {}
 
 
 def register(name: str, kind: Kind, candidates: Literal["filled", "all"], extra_passes: int = 0,
-             fused: bool = False, per_position: bool = False, ranks: bool = True):
+             fused: bool = False, per_position: bool = False, ranks: bool = True,
+             reads: Literal["generator", "critic", "self_correction"] | None = None):
     def wrap(fn: Callable[[StepState], torch.Tensor]) -> Callable[[StepState], torch.Tensor]:
+        needs = reads or ("critic" if kind == "learned" else "generator")
         POLICIES[name] = Policy(name, kind, candidates, extra_passes, fn, (fn.__doc__ or "").strip(), fused,
-                                per_position, ranks)
+                                per_position, ranks, needs)
         return fn
 
     return wrap
@@ -145,6 +157,12 @@ def oracle_loo(state: StepState) -> torch.Tensor:
     return 1.0 - state.leave_one_out(state.tokens, ~state.protected)
 
 
+@register("self_planning", "learned", candidates="all", reads="self_correction")
+def self_planning(state: StepState) -> torch.Tensor:
+    """P2-style self-planning: 1 - p(current token) from the fill pass, at committed tokens too."""
+    return 1.0 - state.p_current
+
+
 def leave_one_out_probs(
     forward_lm: Callable[[torch.Tensor, int], torch.Tensor], tokens: torch.Tensor, scored: torch.Tensor, mask_id: int,
     positions_per_pass: int = 16,
@@ -179,6 +197,10 @@ def untrained_inputs(policy: str, training: dict, temperatures: tuple[float, flo
     chosen = get_policy(policy)
     if training.get("objective") != "diffusion":
         return [f"a diffusion generator (objective {training.get('objective')!r})"]
+    if chosen.reads == "self_correction":
+        if not training.get("self_correct", 0) > 0:
+            return ["a self-correcting generator (train.self_correct > 0: trained on replaced visible tokens)"]
+        return []
     if not chosen.reads_critic:
         return []
     if not training.get("alpha", 0) > 0:
@@ -192,8 +214,8 @@ def untrained_inputs(policy: str, training: dict, temperatures: tuple[float, flo
     if temperatures[0] < low - 1e-9 or temperatures[1] > high + 1e-9:
         missing.append(f"critic fills at temperatures {temperatures[0]:g}-{temperatures[1]:g} (trained on "
                        f"{low:g}-{high:g}: critic.sample_temperature and sample_temperature_spread)")
-    if chosen.fused and critic["input"] != "partial":
-        missing.append("critic inputs with masked positions (critic.input: partial)")
+    if chosen.fused and critic["input"] != "partial" and critic.get("target") != "loo":
+        missing.append("critic inputs with masked positions (critic.input: partial, or target loo)")
     return missing
 
 

@@ -9,6 +9,13 @@ Each of ``steps`` iterations:
 Protected positions (a prompt, or the known text around an infilling gap) are never masked or
 changed. The last iteration re-masks nothing, so the output holds no ``[MASK]``.
 
+Which tokens may be re-masked (the candidate pool): a policy's own (``filled``: the tokens just
+filled, MaskGIT / LLaDA; ``all``: every token, so that committed ones compete with the fill), or,
+with ``committed_budget`` = eta for an ``all`` policy, MaskGIT's ``k_i`` among the tokens just
+filled *plus* ``round(eta * committed)`` committed tokens, both by the policy's score (ReMDM's
+eta as a deterministic budget): a learned score can revisit old tokens without starving the fill,
+and the schedule still commits the sequence. No extra pass: NFE is unchanged.
+
 Noise, annealed linearly to 0 over the steps so that early steps explore and late steps follow
 the policy (both off by default: deterministic top-k):
 
@@ -134,6 +141,7 @@ def diffusion_generate(
     randomness_strength: float = 0.0,
     selection: str = "topk",
     selection_temperature: float = 1.0,
+    committed_budget: float | None = None,
     seed: int = 0,
     record_trajectory: bool = False,
     batch_size: int = 64,
@@ -155,6 +163,9 @@ def diffusion_generate(
     if selection not in SELECTIONS or selection_temperature < 0:
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)} with selection_temperature >= 0, "
                          f"got {selection!r} at {selection_temperature}")
+    if committed_budget is not None and (chosen.candidates != "all" or not 0 <= committed_budget <= 1):
+        raise ValueError(f"committed_budget must lie in [0, 1] and needs a policy whose candidates are all tokens; "
+                         f"got {committed_budget} with policy {policy!r} (candidates {chosen.candidates})")
     if protected is None:
         protected = torch.zeros(num_samples, length, dtype=torch.bool)
         fixed = torch.full((num_samples, length), cfg.mask_id, dtype=torch.long)
@@ -175,8 +186,8 @@ def diffusion_generate(
         rows = slice(start, start + batch_size)
         tokens, passes, steps_log = _generate_chunk(
             model, chosen, fixed[rows].to(device), protected[rows].to(device), steps, schedule,
-            temperature, top_p, randomness_strength, selection, selection_temperature, generator, record_trajectory,
-            device, bar,
+            temperature, top_p, randomness_strength, selection, selection_temperature, committed_budget, generator,
+            record_trajectory, device, bar,
         )
         expected = nfe_for(policy, steps, int((~protected[rows]).any(0).sum()))
         if passes != expected:
@@ -192,7 +203,7 @@ def diffusion_generate(
 
 
 def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperature, top_p, strength, selection,
-                    selection_temperature, generator, record, device, bar):
+                    selection_temperature, committed_budget, generator, record, device, bar):
     mask_id = model.config.mask_id
     tokens = torch.where(protected, fixed, torch.full_like(fixed, mask_id))
     free = ~protected
@@ -234,15 +245,27 @@ def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperatur
                 scores = (1.0 - strength * anneal) * scores + strength * anneal * noise
             if selection == "gumbel":
                 scores = _gumbel_keys(scores, selection_temperature * anneal, generator)
-            candidates = masked if chosen.candidates == "filled" else free
-            scores = scores.masked_fill(~candidates, float("nan"))
-            remask = top_k_per_row(scores, counts[:, i])
+            remask = _choose(scores, masked, free, counts[:, i], chosen.candidates, committed_budget)
+            scores = scores.masked_fill(~(masked if chosen.candidates == "filled" else free), float("nan"))
             tokens = tokens.masked_fill(remask, mask_id)
         if record:
             log.append(TrajectoryStep(masked.cpu(), filled.cpu(), p_at_fill.float().cpu(),
                                       None if scores is None else scores.float().cpu(), remask.cpu()))
         bar.update(1)
     return tokens, passes, log
+
+
+def _choose(scores: torch.Tensor, just_filled: torch.Tensor, free: torch.Tensor, k: torch.Tensor,
+            candidates: str, committed_budget: float | None) -> torch.Tensor:
+    """The tokens to re-mask: the top ``k`` of the policy's pool, or with a committed budget the top
+    ``k`` just filled plus the top ``round(budget * committed)`` committed tokens."""
+    if committed_budget is None:
+        pool = just_filled if candidates == "filled" else free
+        return top_k_per_row(scores.masked_fill(~pool, float("nan")), k)
+    committed = free & ~just_filled
+    extra = torch.round(committed_budget * committed.sum(1)).long()
+    return top_k_per_row(scores.masked_fill(~just_filled, float("nan")), k) | \
+        top_k_per_row(scores.masked_fill(~committed, float("nan")), extra)
 
 
 def _gumbel_keys(scores: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:

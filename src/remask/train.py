@@ -147,6 +147,7 @@ class RunState:
         checkpoint.save_model(spec.out_dir, self.model, tokenizer, {
             "variant": spec.variant, "objective": spec.objective, "alpha": spec.alpha, "step": self.step,
             "fingerprint": fingerprint, "critic": spec.critic.model_dump() if spec.uses_critic else None,
+            "self_correct": spec.diffusion.self_correct if spec.diffusion else 0.0,
         })
 
 
@@ -297,8 +298,9 @@ def _forward(
             return step_fn(window[rows].to(device), _scalars(norm, device))
     diffusion = spec.diffusion
     noise = draw_noise(cfg.batch_size, block, diffusion.mask_schedule, diffusion.mask_eps, state.generator,
-                       spec.critic if spec.uses_critic else None, spec.model.mask_id)
-    norm = {"masked": max(int(noise.mask.sum()), 1) / world.size, "tokens": noise.mask.numel() / world.size}
+                       spec.critic if spec.uses_critic else None, spec.model.mask_id, diffusion)
+    scored = noise.mask if noise.corrupt is None else noise.mask | noise.corrupt
+    norm = {"masked": max(int(scored.sum()), 1) / world.size, "tokens": noise.mask.numel() / world.size}
     if spec.uses_critic:
         norm["critic"] = max(int(noise.critic_view().critic_scope(spec.critic.label_scope).sum()), 1) / world.size
     alpha = torch.tensor(alpha_at(state.step, diffusion), dtype=torch.float32, device=device)

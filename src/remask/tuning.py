@@ -130,33 +130,36 @@ def report_temperatures(tuned: float, cfg: Tuning) -> list[float]:
 def tune_and_draw(
     model: DiffusionTransformer, judge: DiffusionTransformer, tokenizer: CharTokenizer, policy: str, budget: int,
     target: float, cfg: SampleSection, num_samples: int, tuning_samples: int, report_seed: int, log=print,
+    committed_budget: float | None = None, label: str | None = None,
 ) -> tuple[Tuned, list[dict]]:
     """Tune ``policy`` at NFE ``budget`` on ``cfg.tuning_seed``, then draw ``num_samples`` at each
-    report temperature on ``report_seed``: ``(tuned, rows)``, one row per report sample."""
+    report temperature on ``report_seed``: ``(tuned, rows)``, one row per report sample, named
+    ``label`` (the grid's row; default the policy) and run with the sampler's ``committed_budget``."""
     if report_seed == cfg.tuning_seed:
         raise ValueError(f"the report seed {report_seed} is the tuning seed: a draw is never both")
     steps = steps_for_nfe(policy, budget)
+    label = label or policy
 
     def draw(temperature: float, rule: SelectionRule, seed: int, n: int) -> tuple[list[str], int]:
         options = {**cfg.sampler_options(), "selection": rule.rule, "selection_temperature": rule.temperature}
         result = diffusion_generate(model, n, cfg.length, steps, policy=policy, temperature=temperature, seed=seed,
-                                    batch_size=cfg.batch_size, **options)
+                                    batch_size=cfg.batch_size, committed_budget=committed_budget, **options)
         return [tokenizer.decode(ids.tolist()) for ids in result.tokens], result.nfe
 
     def measure(temperature: float, rule: SelectionRule) -> tuple[float, float]:
         texts, _ = draw(temperature, rule, cfg.tuning_seed, tuning_samples)
         entropy, nll = char_entropy(texts), sum(judge_nll_bits(judge, tokenizer, texts)) / len(texts)
-        log(f"[{policy} NFE {budget}] tuning pilot: {rule.label}, T={temperature:.4f}: entropy {entropy:.3f} "
+        log(f"[{label} NFE {budget}] tuning pilot: {rule.label}, T={temperature:.4f}: entropy {entropy:.3f} "
             f"(target {target:.3f}), judge NLL {nll:.3f}")
         return entropy, nll
 
     tuned = tune_policy(policy, measure, target, cfg.tuning)
-    log(f"[{policy} NFE {budget}] tuned: {tuned.selection.label}, T={tuned.temperature:.4f}"
+    log(f"[{label} NFE {budget}] tuned: {tuned.selection.label}, T={tuned.temperature:.4f}"
         + ("" if tuned.reached else " (the text's entropy was not reached within the tolerance)"))
     rows = []
     for temperature in report_temperatures(tuned.temperature, cfg.tuning):
         texts, nfe = draw(temperature, tuned.selection, report_seed, num_samples)
-        rows += [{"policy": policy, "nfe_budget": budget, "steps": steps, "nfe": nfe, "temperature": temperature,
+        rows += [{"policy": label, "runs": policy, "committed_budget": committed_budget, "nfe_budget": budget, "steps": steps, "nfe": nfe, "temperature": temperature,
                   "selection": tuned.selection.rule, "selection_temperature": tuned.selection.temperature,
                   "seed": report_seed, "index": i, "text": text} for i, text in enumerate(texts)]
     return tuned, rows

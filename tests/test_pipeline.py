@@ -31,7 +31,7 @@ TINY = {
     "study": {"sample": {"policies": {"confidence": {},
                                       "oracle_loo": {"num_samples": 4, "tuning_samples": 2, "nfe_budgets": [8]}},
                          "nfe_budgets": [8], "tuning": {"num_samples": 4, "max_pilots": 3, "selections": [
-                             {"rule": "topk"}, {"rule": "gumbel", "temperature": 1.0}]}},
+                             {"rule": "topk"}]}},
               "variants": {"loo": {"overrides": {"critic": {"target": "loo", "fill_share": 0.2}},
                                    "policies": {"critic_fused_budget": {"policy": "critic_fused",
                                                                         "committed_budget": 0.1}}},

@@ -2,11 +2,12 @@
 
 The report computes, then renders. :func:`compare_policies` builds :class:`Comparison` records
 from the measured frontiers (:mod:`remask.frontier`): for every NFE budget, every policy against
-``confidence``, against ``remdm_conf`` where it was sampled, and against the best training-free
-policy (the one with the lowest judge NLL on the *tuning* draw, so choosing it does not look at
-the report samples), the difference of each
-metric at the test text's entropy with a bootstrap interval of the difference. The renderers
-turn records into ``results/summary.md``; no conclusion is a fixed sentence.
+``confidence``, against ``remdm_conf`` where it was sampled, against the best training-free policy
+(the one with the lowest judge NLL on the *tuning* draw, so choosing it does not look at the
+report samples), and a study variant's row also against ``confidence`` on the variant's own model:
+the difference of each metric at the test text's entropy with a bootstrap interval of the
+difference. The renderers turn records into ``results/summary.md``; no conclusion is a fixed
+sentence.
 
 Rules, so that no single metric can be gamed:
 
@@ -89,7 +90,10 @@ def compare_policies(
     for budget in sorted({b for _, b in samples}):
         baselines = [BASELINE, REVISITING_BASELINE, best_training_free(tuning, budget)]
         for policy in sorted(p for p, b in samples if b == budget):
-            for baseline in dict.fromkeys(baselines):
+            # a row on a study variant's model is also compared with `confidence` on that same model
+            # (`confidence@<variant>`, where sampled): the score apart from the variant's generator
+            own = [f"{BASELINE}@{policy.split('@', 1)[1]}"] if "@" in policy else []
+            for baseline in dict.fromkeys(baselines + own):
                 if policy == baseline or (baseline, budget) not in samples:
                     continue
                 diff = difference(samples[(policy, budget)], samples[(baseline, budget)], target, resamples, level,
@@ -138,7 +142,8 @@ def render_verdict(records: Sequence[Comparison], best: Mapping[int, str]) -> li
              "difference (lower judge NLL and rep-4, higher word validity are better). A policy beats its baseline when "
              "the judge-NLL interval lies below 0 and the word-validity interval does not lie below 0. Baselines: "
              f"`{BASELINE}`, `{REVISITING_BASELINE}` (where sampled), and the best training-free policy, chosen by its "
-             "judge NLL on the tuning draw. `<row>@<variant>`: a row sampled on a study variant's model.", ""]
+             "judge NLL on the tuning draw. `<row>@<variant>`: a row sampled on a study variant's model, also compared "
+             f"with `{BASELINE}@<variant>` (the same model) where sampled.", ""]
     for budget in sorted({r.budget for r in records}):
         lines += [f"### NFE {budget}", "", f"Best training-free policy (tuning draw): `{best[budget]}`.", ""]
         for r in (r for r in records if r.budget == budget):

@@ -176,6 +176,26 @@ def test_outcome_follows_the_intervals_and_needs_bracketed_frontiers():
     assert lines[4].endswith("| no |")  # rep-4 above 1.5x the text's
 
 
+def test_where_no_learned_policy_meets_the_goal_the_closest_is_named_with_what_it_misses():
+    def record(policy, upper, better, kind="learned"):
+        diff = {"judge_nll": {"difference": upper - 0.1, "ci": [upper - 0.2, upper], "better": better},
+                "word_validity": {"difference": 0, "ci": [0, 0], "better": 0},
+                "rep_4": {"difference": 0, "ci": [0, 0], "better": 0}}
+        return Comparison(32, policy, "confidence", diff, True, kind)
+
+    records = [record("critic", 0.9, -1), record("critic_fused@generated", 0.1, 0)]
+    frontiers = {("critic", 32): {"rep_4": 0.01, "judge_nll": 4.8},
+                 ("critic_fused@generated", 32): {"rep_4": 0.09, "judge_nll": 4.0, "runs": "critic_fused"},
+                 ("oracle_loo", 32): {"rep_4": 0.01, "judge_nll": 3.7, "runs": "oracle_loo"}}
+    lines = render_goal(records, frontiers, {"rep_4": 0.04}, None, {})
+    text = "\n".join(lines)
+    assert "Closest: `critic_fused@generated`" in text
+    assert "vs `confidence` no significant difference (judge NLL +0.000 [-0.100, +0.100])" in text
+    assert "rep-4 0.090 above the limit 0.060" in text and "the oracle ceiling's judge NLL is -0.300 from it" in text
+    beaten = [record("critic", -0.1, 1)]
+    assert "Closest" not in "\n".join(render_goal(beaten, {("critic", 32): {"rep_4": 0.01}}, {"rep_4": 0.04}, None, {}))
+
+
 # --- the refreshed target: leave-one-out probabilities ---------------------------------------
 
 

@@ -32,11 +32,10 @@ TINY = {
                                       "oracle_loo": {"num_samples": 4, "tuning_samples": 2, "nfe_budgets": [8]}},
                          "nfe_budgets": [8], "tuning": {"num_samples": 4, "max_pilots": 3, "selections": [
                              {"rule": "topk"}]}},
-              "variants": {"loo": {"overrides": {"critic": {"target": "loo", "fill_share": 0.2}},
-                                   "policies": {"critic_fused_budget": {"policy": "critic_fused",
-                                                                        "committed_budget": 0.1}}},
-                           "self_correct": {"overrides": {"train": {"self_correct": 0.1, "alpha": 0.0}},
-                                            "policies": {"self_planning": {}}}}},
+              # one variant (each costs three stages); the critic targets' training is tested in test_targets.py
+              "variants": {"self_correct": {"overrides": {"train": {"self_correct": 0.1, "alpha": 0.0}},
+                                            "policies": {"self_planning_budget": {"policy": "self_planning",
+                                                                                  "committed_budget": 0.1}}}}},
     "notebooks": {"num_examples": 2, "steps": 4, "nfe": 8, "passage_length": 40, "cell_timeout": 300},
 }
 NOTEBOOKS = {
@@ -156,23 +155,18 @@ def test_study_tier_adds_the_ablation_and_the_full_frontier(study_run):
     assert {r["nfe_budget"] for r in rows} == {8} and len({r["temperature"] for r in rows}) == 2
     oracle = [json.loads(line) for line in (p / "results/study/samples/oracle_loo.jsonl").open()]
     assert {(r["steps"], r["nfe"]) for r in oracle} == {(8, 8 + 7 * 16)} and len(oracle) == 2 * 4  # equal steps
-    # the variants: trained from scratch like multitask, sampled on their own models, scored on the same states
-    for variant, row in (("loo", "critic_fused_budget"), ("self_correct", "self_planning")):
-        info = json.loads((p / "models/study" / variant / "config.json").read_text())
-        assert info["step"] == 8 and info["variant"] == f"study/{variant}"
-        drawn = [json.loads(line) for line in (p / "results/study/variants" / variant / "samples.jsonl").open()]
-        assert {r["policy"] for r in drawn} == {f"{row}@{variant}"}
-    assert {r["committed_budget"] for r in drawn} == {None}
-    budget_rows = [json.loads(line) for line in (p / "results/study/variants/loo/samples.jsonl").open()]
-    assert {(r["runs"], r["committed_budget"]) for r in budget_rows} == {("critic_fused", 0.1)}
-    assert set(json.loads((p / "results/study/variants/loo/refreshed.json").read_text())["pooled"]) == {
-        "critic@loo", "critic_fused@loo"}
+    # a variant: trained from scratch like multitask, sampled on its own model, scored on the same states
+    info = json.loads((p / "models/study/self_correct/config.json").read_text())
+    assert info["step"] == 8 and info["variant"] == "study/self_correct" and info["self_correct"] == 0.1
+    drawn = [json.loads(line) for line in (p / "results/study/variants/self_correct/samples.jsonl").open()]
+    assert {(r["policy"], r["runs"], r["committed_budget"]) for r in drawn} == {
+        ("self_planning_budget@self_correct", "self_planning", 0.1)}
     assert set(json.loads((p / "results/study/variants/self_correct/refreshed.json").read_text())["pooled"]) == {
         "self_planning@self_correct"}
     summary = (p / "results/study/summary.md").read_text()
     assert "`study_evaluate_samples` stage of `make study`" in summary
-    assert "| 8 | `critic_fused_budget@loo` | learned |" in summary and "`self_planning@self_correct`" in summary
-    assert "| pooled | `critic_fused@loo` |" in summary
+    assert "| 8 | `self_planning_budget@self_correct` | learned |" in summary
+    assert "| pooled | `self_planning@self_correct` |" in summary
     assert "the `self_correct` generator's validation loss within 1% of generator-only" in summary
     assert "## Ablation: one critic lever at a time" in summary
     assert "| mlp_head | model.critic_head=mlp |" in summary

@@ -43,14 +43,14 @@ def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path
     if judge_tok.chars != tok.chars:
         raise ConfigError(f"{judge_dir} and {model_dir} use different vocabularies")
     for row, spec in rows.items():
-        require_trained(spec.policy or row, training, tuple(cfg.tuning.temperature_range), str(model_dir))
-        if spec.committed_budget is not None and get_policy(spec.policy or row).candidates != "all":
-            raise ConfigError(f"policies.{row}.committed_budget: policy {spec.policy or row!r} re-masks only the "
+        require_trained(spec.runs(row), training, tuple(cfg.tuning.temperature_range), str(model_dir))
+        if spec.committed_budget is not None and get_policy(spec.runs(row)).candidates != "all":
+            raise ConfigError(f"policies.{row}.committed_budget: policy {spec.runs(row)!r} re-masks only the "
                               "tokens it just filled; a committed budget needs one whose candidates are all tokens")
     target = char_entropy(reference_texts(DATA_DIR, tok, cfg.num_samples, cfg.length))
     samples, logs = [], {}
     for row, spec in rows.items():
-        name, policy = label.format(row=row), spec.policy or row
+        name, policy = label.format(row=row), spec.runs(row)
         log = {"policy": name, "runs": policy, "committed_budget": spec.committed_budget, "model": str(model_dir),
                "target_entropy": target, "tuning_seed": cfg.tuning_seed, "report_seed": cfg.seed, "budgets": {}}
         for budget in spec.nfe_budgets or cfg.nfe_budgets:

@@ -201,7 +201,7 @@ def test_a_study_variant_trains_from_scratch_and_records_what_it_was_trained_for
     _, _, training = load_model(spec.out_dir, torch.device("cpu"))
     wanted = params.study.variants[variant]
     for row, rows_spec in wanted.policies.items():
-        assert untrained_inputs(rows_spec.policy or row, training, (0.7, 2.0)) == [], (variant, row)
+        assert untrained_inputs(rows_spec.runs(row), training, (0.7, 2.0)) == [], (variant, row)
     if variant == "self_correct":
         assert training["self_correct"] == 0.1 and not get_policy("critic_fused").reads == "self_correction"
         assert untrained_inputs("critic_fused", training, (0.7, 2.0))  # no critic trained: refused

@@ -91,9 +91,6 @@ class TrainSection(OptimSection):
     self_correct_source: Literal["samples", "random"] = "samples"
 
 
-CRITIC_TARGETS = ("differs", "loo", "generated")
-
-
 class CriticSection(_Section):
     """How the critic is trained (:mod:`remask.critic_targets`); every option is an ablation lever."""
 
@@ -179,6 +176,18 @@ class PolicySampling(_Section):
     tuning_samples: int | None = Field(None, ge=2)
     nfe_budgets: list[int] | None = Field(None, min_length=1)
 
+    def runs(self, row: str) -> str:
+        """The registered policy the row named ``row`` runs."""
+        return self.policy or row
+
+
+def _check_registered(rows: dict[str, PolicySampling]) -> None:
+    """Every row names a registered policy, by its name or by ``policy``."""
+    for name, spec in rows.items():
+        if spec.runs(name) not in POLICY_NAMES:
+            raise ValueError(f"policies.{name}: not a registered policy; name one with policy: "
+                             f"({', '.join(POLICY_NAMES)})")
+
 
 def _policies(names: str, **exceptions: PolicySampling) -> dict[str, PolicySampling]:
     return {name: exceptions.get(name, PolicySampling()) for name in names.split()}
@@ -239,17 +248,15 @@ class SampleGrid(_Section):
         for name, spec in self.policies.items():
             if not name.replace("_", "").isalnum():
                 raise ValueError(f"policies: row name {name!r} must be letters, digits and underscores")
-            if spec.policy is None and name not in POLICY_NAMES:
-                raise ValueError(f"policies.{name}: not a registered policy; name one with policy: "
-                                 f"({', '.join(POLICY_NAMES)})")
             for budget in self.nfe_budgets + (spec.nfe_budgets or []):
                 if budget < 2:
                     raise ValueError(f"every NFE budget must be >= 2, got {budget} ({name})")
+        _check_registered(self.policies)
         return self
 
     def policy_of(self, row: str) -> str:
         """The registered policy a row of the grid runs."""
-        return self.policies[row].policy or row
+        return self.policies[row].runs(row)
 
 
 class SampleSection(SampleGrid):
@@ -293,10 +300,7 @@ class Variant(_Section):
         wrong = sorted(set(self.overrides) - {"model", "train", "critic"})
         if wrong:
             raise ValueError(f"overrides.{wrong[0]}: a variant overrides only model, train and critic")
-        for name, spec in self.policies.items():
-            if spec.policy is None and name not in POLICY_NAMES:
-                raise ValueError(f"policies.{name}: not a registered policy; name one with policy: "
-                                 f"({', '.join(POLICY_NAMES)})")
+        _check_registered(self.policies)
         return self
 
 

@@ -19,13 +19,18 @@ $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed-base $(VENV)/.installed-peer
+
+$(VENV)/.installed-peer: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[peer]'
 	touch $@ $(VENV)/.installed-base
 
 repro: $(VENV)/.installed-base
 	$(BIN)/dvc repro
 
-# the opt-in study tier (study/dvc.yaml): ablation arms and the full frontier, after the quick tier
-study: $(VENV)/.installed-base
+# the opt-in study tier (study/dvc.yaml): ablation arms, the full frontier and the public peer
+# (x-transformers, the `peer` extra), after the quick tier
+study: $(VENV)/.installed-peer
 	$(BIN)/dvc repro study/dvc.yaml
 
 test: $(VENV)/.installed-test

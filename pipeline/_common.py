@@ -25,6 +25,9 @@ def run_stage(name: str, body: Callable[[Params, argparse.Namespace], None], par
         raise SystemExit(2) from None
 
 
+PEER_DIR = Path("study") / "peer"  # the public peer's model, under models/
+
+
 def tier_results(tier: str, results: Path = Path("results")) -> Path:
     """Where a tier's sample results go: ``results`` (quick) or ``results/study``."""
     return results if tier == "quick" else results / "study"

@@ -7,7 +7,8 @@ test text's entropy (:mod:`remask.frontier`); compares the policies by the boots
 their difference (:mod:`remask.report`); and writes ``results/evaluate_samples/metrics.json``,
 plot data and ``results/summary.md``. ``--tier study`` does the same for the study's samples
 under ``results/study/``, adds the study variants' rows (``<row>@<variant>``, sampled on each
-variant's model), refreshed-target scores and generator losses, and the ablation arms' table to
+variant's model), refreshed-target scores and generator losses, the public peer's row (x-transformers'
+self-critic, ``pipeline.peer``) with its training record, and the ablation arms' table to
 ``results/study/summary.md``.
 """
 
@@ -28,7 +29,7 @@ from remask.data import reference_texts, split_text, words
 from remask.frontier import frontier_point
 from remask.judge import judge_nll_bits
 from remask.metrics import setting_samples, text_metrics
-from remask.report import best_training_free, compare_policies, render_summary
+from remask.report import best_training_free, compare_policies, kind_of, render_summary
 from remask.runtime import resolve_device
 
 DATA_DIR = Path("data/prepared")
@@ -66,6 +67,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
     tuning = {p: read_json(tier_dir / "tuning" / f"{p}.json", f"sample@{p}") for p in scfg.policies}
     files = [samples_dir(args.tier, results) / f"{p}.jsonl" for p in scfg.policies]
+    peer = params.study.peer.row if args.tier == "study" else None
+    if peer:  # the public peer's row, sampled with its own generate() (study_peer_sample)
+        tuning[peer] = read_json(tier_dir / "tuning" / f"{peer}.json", "study_peer_sample")
+        files.append(samples_dir(args.tier, results) / f"{peer}.jsonl")
     variants = params.study.variants if args.tier == "study" else {}
     for variant in variants:  # rows <row>@<variant>, sampled on the variant's own model
         tuning.update(read_json(tier_dir / "variants" / variant / "tuning.json", f"study_sample_variant@{variant}"))
@@ -90,7 +95,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
             raise ConfigError(f"{tier_dir / 'tuning' / f'{policy}.json'} has no NFE {budget}; rerun sample@{policy}")
         rule = SelectionRule(rule=log["selection"], temperature=log["selection_temperature"])
         frontiers[(policy, budget)] = {
-            "policy": policy, "runs": tuning[policy].get("runs", policy), "nfe_budget": budget, "steps": log["steps"], "nfe": log["nfe"],
+            "policy": policy, "runs": tuning[policy].get("runs", policy), "kind": kind_of(policy, tuning[policy]),
+            "nfe_budget": budget, "steps": log["steps"], "nfe": log["nfe"],
             "selection_label": rule.label, "tuned_temperature": log["temperature"], "reached": log["reached"],
             "report_temperatures": log["report_temperatures"],
             **frontier_point(parts, target, *ci, cfg.seed + 3),
@@ -141,8 +147,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
                 for arm in (params.ablation.arms if args.tier == "study" else ())]
     stage = "`evaluate_samples` stage of `dvc repro`" if args.tier == "quick" else \
         "`study_evaluate_samples` stage of `make study`"
+    peer_record = {"training": read_json(tier_dir / "train" / "peer" / "metrics.json", "study_peer_train"),
+                   "tuning": tuning[peer]} if peer else None
     summary = render_summary(reference, judge_row, frontiers, records, best, settings, detection_view, losses,
-                             scfg.tuning_seed, scfg.seed, ablation, generated_by=stage)
+                             scfg.tuning_seed, scfg.seed, ablation, generated_by=stage, peer=peer_record)
     write_text(tier_dir / "summary.md", summary)
     print(summary)
 

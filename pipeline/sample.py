@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from pipeline._common import run_stage, samples_dir, tier_results
 from remask.atomic import write_json, write_text
 from remask.checkpoint import load_model
-from remask.config import TIERS, ConfigError, Params, PolicySampling
-from remask.data import reference_texts
+from remask.config import TIERS, ConfigError, Params, PolicySampling, SampleSection
+from remask.data import CharTokenizer, reference_texts
 from remask.judge import judge_generate
 from remask.metrics import char_entropy
+from remask.model import DiffusionTransformer
 from remask.policies import get_policy, require_trained
 from remask.runtime import resolve_device
-from remask.tuning import tune_and_draw
+from remask.sampling import steps_for_nfe
+from remask.tuning import Draw, policy_draw, tune_and_draw_with
 
 DATA_DIR = Path("data/prepared")
 
@@ -39,30 +44,54 @@ def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path
     cfg = params.sample
     device = resolve_device(cfg.device)
     model, tok, training = load_model(model_dir, device)
-    judge, judge_tok, _ = load_model(judge_dir, device)
-    if judge_tok.chars != tok.chars:
-        raise ConfigError(f"{judge_dir} and {model_dir} use different vocabularies")
     for row, spec in rows.items():
         require_trained(spec.runs(row), training, tuple(cfg.tuning.temperature_range), str(model_dir))
         if spec.committed_budget is not None and get_policy(spec.runs(row)).candidates != "all":
             raise ConfigError(f"policies.{row}.committed_budget: policy {spec.runs(row)!r} re-masks only the "
                               "tokens it just filled; a committed budget needs one whose candidates are all tokens")
-    target = char_entropy(reference_texts(DATA_DIR, tok, cfg.num_samples, cfg.length))
+    judge, target = judge_and_target(params, tok, judge_dir, model_dir, device)
     samples, logs = [], {}
     for row, spec in rows.items():
-        name, policy = label.format(row=row), spec.runs(row)
-        log = {"policy": name, "runs": policy, "committed_budget": spec.committed_budget, "model": str(model_dir),
-               "target_entropy": target, "tuning_seed": cfg.tuning_seed, "report_seed": cfg.seed, "budgets": {}}
-        for budget in spec.nfe_budgets or cfg.nfe_budgets:
-            tuned, drawn = tune_and_draw(model, judge, tok, policy, budget, target, cfg, spec.num_samples or cfg.num_samples,
-                                         spec.tuning_samples or cfg.tuning.num_samples, cfg.seed,
-                                         log=lambda m: print(m, flush=True), committed_budget=spec.committed_budget,
-                                         label=name)
-            log["budgets"][str(budget)] = {"steps": drawn[0]["steps"], "nfe": drawn[0]["nfe"], **tuned.to_dict(),
-                                           "report_temperatures": sorted({r["temperature"] for r in drawn})}
-            samples += drawn
-        logs[name] = log
+        policy = spec.runs(row)
+
+        def draw_at(budget: int, policy: str = policy, spec: PolicySampling = spec) -> tuple[Draw, int]:
+            steps = steps_for_nfe(policy, budget)
+            return policy_draw(model, tok, policy, steps, cfg, spec.committed_budget), steps
+
+        drawn, logs[label.format(row=row)] = draw_row(
+            label.format(row=row), {"runs": policy, "committed_budget": spec.committed_budget}, draw_at,
+            get_policy(policy).ranks, judge, tok, target, cfg, spec, model_dir)
+        samples += drawn
     return samples, logs
+
+
+def judge_and_target(params: Params, tok: CharTokenizer, judge_dir: Path, model_dir: Path,
+                     device: torch.device) -> tuple[DiffusionTransformer, float]:
+    """The judge (which must read the model's vocabulary) and the test text's entropy, the target."""
+    judge, judge_tok, _ = load_model(judge_dir, device)
+    if judge_tok.chars != tok.chars:
+        raise ConfigError(f"{judge_dir} and {model_dir} use different vocabularies")
+    return judge, char_entropy(reference_texts(DATA_DIR, tok, params.sample.num_samples, params.sample.length))
+
+
+def draw_row(name: str, fields: dict, draw_at: Callable[[int], tuple[Draw, int]], ranks: bool,
+             judge: DiffusionTransformer, tok: CharTokenizer, target: float, cfg: SampleSection, spec: PolicySampling,
+             model_dir: Path) -> tuple[list[dict], dict]:
+    """One row of the grid at each of its NFE budgets: the search of :mod:`remask.tuning` around
+    ``draw_at(budget) -> (draw, steps)``, then the report draw. ``(samples, tuning log)``."""
+    log = {"policy": name, **fields, "model": str(model_dir), "target_entropy": target,
+           "tuning_seed": cfg.tuning_seed, "report_seed": cfg.seed, "budgets": {}}
+    samples = []
+    for budget in spec.nfe_budgets or cfg.nfe_budgets:
+        draw, steps = draw_at(budget)
+        tuned, drawn = tune_and_draw_with(draw, ranks, judge, tok, budget, steps, target, cfg,
+                                          spec.num_samples or cfg.num_samples,
+                                          spec.tuning_samples or cfg.tuning.num_samples, cfg.seed,
+                                          lambda m: print(m, flush=True), name, fields)
+        log["budgets"][str(budget)] = {"steps": drawn[0]["steps"], "nfe": drawn[0]["nfe"], **tuned.to_dict(),
+                                       "report_temperatures": sorted({r["temperature"] for r in drawn})}
+        samples += drawn
+    return samples, log
 
 
 def write_rows(samples: list[dict], out: Path) -> None:

@@ -89,11 +89,11 @@ def test_tune_policy_keeps_the_rule_with_the_best_judge_nll_where_it_reaches_the
         return 2.0 + 2.0 * t, 3.0 + penalty
 
     cfg = Tuning(selections=[TOPK, GUMBEL])
-    tuned = tune_policy("confidence", measure, 4.6, cfg)
+    tuned = tune_policy(True, measure, 4.6, cfg)
     assert tuned.selection == GUMBEL and tuned.reached and tuned.judge_nll == 3.0
     assert {p.selection for p in tuned.pilots} == {"topk", "gumbel"}
     # random's score is noise: a selection rule changes nothing, so only the first is tried
-    assert {p.selection for p in tune_policy("random", measure, 4.6, cfg).pilots} == {"topk"}
+    assert {p.selection for p in tune_policy(False, measure, 4.6, cfg).pilots} == {"topk"}
 
 
 def test_report_temperatures_stay_in_the_range():

@@ -171,6 +171,14 @@ def test_study_tier_adds_the_ablation_and_the_full_frontier(study_run):
     assert "## Ablation: one critic lever at a time" in summary
     assert "| mlp_head | model.critic_head=mlp |" in summary
     assert "`oracle_loo` (oracle ceiling at equal steps" in summary  # the ceiling is labelled as such
+    # the public peer: trained with its own code on our steps, sampled with its own generate() at 2 passes a step
+    peer = json.loads((p / "results/study/train/peer/metrics.json").read_text())
+    assert peer["step"] == 8 and peer["val"]["gen_loss"] > 0
+    assert json.loads((p / "models/study/peer/config.json").read_text())["package"] == "x-transformers==2.31.10"
+    drawn = [json.loads(line) for line in (p / "results/study/samples/peer_x_transformers.jsonl").open()]
+    assert {(r["steps"], r["nfe"], r["kind"]) for r in drawn} == {(4, 8, "peer")} and len(drawn) == 2 * 6
+    assert "| 8 | `peer_x_transformers` | peer (public implementation) |" in summary
+    assert "## The public peer: x-transformers' self-critic" in summary
     assert "oracle_loo`" not in (p / "results/summary.md").read_text().split("## Detection against")[0]
     executed = nbformat.read(p / "reports/study/04_policy_comparison.ipynb", as_version=4)
     injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))

@@ -70,7 +70,7 @@ def load_model(
     return model.to(device).eval(), tokenizer, raw
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: not found")
     try:
@@ -80,7 +80,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: DiffusionTransformer, path: Path) -> None:
-    state = _read_weights(path)
+    state = read_weights(path)
     check_state_dict(model, state, path)
     model.load_state_dict(state, strict=False)
 
@@ -92,7 +92,7 @@ def init_from_checkpoint(model: DiffusionTransformer, directory: str | Path) -> 
     every other tensor must fit. Returns the names of the tensors left fresh.
     """
     path = Path(directory) / WEIGHTS
-    state = _read_weights(path)
+    state = read_weights(path)
     expected = model.state_dict()
     head = [k for k in expected if k.startswith("critic_head.")]
     fresh = [] if all(k in state and state[k].shape == expected[k].shape for k in head) else head

@@ -322,6 +322,21 @@ def _default_variants() -> dict[str, Variant]:
     }
 
 
+class PeerSection(_Section):
+    """The public peer of the study (:mod:`remask.peer`): lucidrains' x-transformers
+    ``NonAutoregressiveWrapper`` with ``self_token_critic=True``, built at the ``model`` section's
+    size, trained with its own loss on the ``train`` section's data, steps, batch and optimiser, and
+    sampled with its own ``generate()``, tuned like every row. The keys are its own knobs, at its
+    defaults; its row is reported as ``row``."""
+
+    row: str = Field("peer_x_transformers", pattern=r"^[A-Za-z0-9_]+$")  # letters, digits, underscores
+    no_replace_prob: float = Field(0.15, ge=0, lt=1)  # masked tokens shown as themselves (BERT)
+    random_token_prob: float = Field(0.1, ge=0, lt=1)  # masked tokens shown as random tokens (BERT)
+    critic_loss_weight: float = Field(1.0, ge=0)
+    filter_thres: float = Field(0.7, ge=0, lt=1)  # generate(): top-k keeps ceil((1 - thres) * vocab) tokens
+    attn_flash: bool = True  # its attention through torch's scaled_dot_product_attention (same maths, faster)
+
+
 class StudySection(_Section):
     """The opt-in study tier (``study/dvc.yaml``): the full frontier. Its samples use the ``sample``
     section's settings with this grid; the ablation arms are the ``ablation`` section; the
@@ -329,18 +344,22 @@ class StudySection(_Section):
 
     sample: SampleGrid = Field(default_factory=lambda: SampleGrid(
         policies=_policies("random confidence remdm_conf critic critic_confidence critic_fused oracle_loo "
-                           "remdm_conf_budget critic_fused_budget",
-                           oracle_loo=PolicySampling(num_samples=16, tuning_samples=8, nfe_budgets=[32]),
+                           "remdm_conf_budget critic_fused_budget critic_filled",
+                           oracle_loo=PolicySampling(num_samples=16, tuning_samples=6, nfe_budgets=[32]),
                            remdm_conf_budget=PolicySampling(policy="remdm_conf", committed_budget=0.02),
-                           critic_fused_budget=PolicySampling(policy="critic_fused", committed_budget=0.02)),
+                           critic_fused_budget=PolicySampling(policy="critic_fused", committed_budget=0.02),
+                           critic_filled=PolicySampling(policy="critic", committed_budget=0.0)),
         nfe_budgets=[32, 64],
         tuning=Tuning(selections=[SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperature=0.5),
                                   SelectionRule(rule="gumbel", temperature=1.0)])))
     variants: dict[str, Variant] = Field(default_factory=_default_variants)
+    peer: PeerSection = PeerSection()
 
     @model_validator(mode="after")
     def _variant_names(self) -> "StudySection":
-        clash = sorted(set(self.variants) & {"multitask", "generator_only", "judge", "ablation"})
+        if self.peer.row in self.sample.policies:
+            raise ValueError(f"peer.row: {self.peer.row!r} is also a row of study.sample.policies")
+        clash = sorted(set(self.variants) & {"multitask", "generator_only", "judge", "ablation", "peer"})
         bad = [n for n in self.variants if not n.replace("_", "").isalnum()]
         if clash or bad:
             raise ValueError(f"variants: {(clash or bad)[0]!r} cannot name a variant (letters, digits, underscores; "

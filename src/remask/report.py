@@ -6,7 +6,9 @@ from the measured frontiers (:mod:`remask.frontier`): for every NFE budget, ever
 (the one with the lowest judge NLL on the *tuning* draw, so choosing it does not look at the
 report samples), and a study variant's row also against ``confidence`` on the variant's own model:
 the difference of each metric at the test text's entropy with a bootstrap interval of the
-difference. The renderers turn records into ``results/summary.md``; no conclusion is a fixed
+difference. Where the study's public peer (x-transformers' self-critic, :mod:`remask.peer`) was
+sampled, our best learned policy (chosen on the tuning draw, like the best training-free one) is
+compared with it too; it is a baseline of its own kind (``peer``), not one of the goal's. The renderers turn records into ``results/summary.md``; no conclusion is a fixed
 sentence.
 
 Rules, so that no single metric can be gamed:
@@ -26,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from remask.config import SelectionRule
 from remask.frontier import METRICS, difference
 from remask.policies import get_policy
 
@@ -34,8 +37,10 @@ REVISITING_BASELINE = "remdm_conf"  # the training-free policy that also revisit
 
 
 def kind_of(row: str, log: Mapping) -> str:
-    """The kind of the registered policy a row runs (its tuning log or frontier names it as ``runs``)."""
-    return get_policy(log.get("runs", row)).kind
+    """A row's kind: the public peer's log says ``peer``; any other row's is that of the registered
+    policy it runs (its tuning log or frontier names it as ``runs``)."""
+    return log.get("kind") or get_policy(log.get("runs", row)).kind
+
 METRIC_NAMES = {"judge_nll": "judge NLL", "word_validity": "word validity", "rep_4": "rep-4"}
 REP4_LIMIT = 1.5  # rep-4 at most this multiple of the test text's, for the goal
 
@@ -50,6 +55,7 @@ class Comparison:
     differences: Mapping[str, Mapping]  # metric -> {"difference", "ci": [low, high], "better": +1 / 0 / -1}
     bracketed: bool  # both frontiers bracket the text's entropy
     kind: str = "learned"  # the kind of the policy the row runs
+    baseline_kind: str = "training_free"  # ``peer``: the public peer, the one baseline that is not ours
 
     @property
     def outcome(self) -> str:
@@ -65,41 +71,55 @@ class Comparison:
 
     def to_dict(self) -> dict:
         return {"budget": self.budget, "policy": self.policy, "kind": self.kind, "baseline": self.baseline,
-                "differences": dict(self.differences), "bracketed": self.bracketed, "outcome": self.outcome}
+                "baseline_kind": self.baseline_kind, "differences": dict(self.differences),
+                "bracketed": self.bracketed, "outcome": self.outcome}
+
+
+def best_of_kind(tuning: Mapping[str, Mapping], budget: int, kind: str) -> str | None:
+    """The row of ``kind`` with the lowest judge NLL at the text's entropy on the *tuning* draw (rows
+    that reached the entropy first), so that choosing it never looks at the report samples."""
+    scored = [(not t["budgets"][str(budget)]["reached"], t["budgets"][str(budget)]["tuning_judge_nll"], name)
+              for name, t in tuning.items() if kind_of(name, t) == kind and str(budget) in t["budgets"]]
+    return min(scored)[2] if scored else None
 
 
 def best_training_free(tuning: Mapping[str, Mapping], budget: int) -> str:
     """The training-free policy with the lowest judge NLL at the text's entropy on the tuning draw."""
-    scored = [(not t["budgets"][str(budget)]["reached"], t["budgets"][str(budget)]["tuning_judge_nll"], name)
-              for name, t in tuning.items()
-              if kind_of(name, t) == "training_free" and str(budget) in t["budgets"]]
-    if not scored:
+    best = best_of_kind(tuning, budget, "training_free")
+    if best is None:
         raise ValueError(f"no training-free policy was sampled at NFE {budget}")
-    return min(scored)[2]
+    return best
 
 
 def compare_policies(
     samples: Mapping[tuple[str, int], Sequence], frontiers: Mapping[tuple[str, int], Mapping],
     tuning: Mapping[str, Mapping], target: float, resamples: int, level: float, seed: int,
 ) -> list[Comparison]:
-    """Every policy against ``confidence`` and against the best training-free policy, per budget.
+    """Every policy against ``confidence`` and against the best training-free policy, per budget,
+    and our best learned policy (chosen on the tuning draw) against the public peer's row.
 
     ``samples[(policy, budget)]``: its report settings (:class:`remask.metrics.SettingSamples`);
     ``frontiers``: the :func:`remask.frontier.frontier_point` of each; ``tuning``: the tuning logs."""
     records = []
+
+    def compare(budget: int, policy: str, baseline: str) -> Comparison:
+        diff = difference(samples[(policy, budget)], samples[(baseline, budget)], target, resamples, level, seed)
+        bracketed = frontiers[(policy, budget)]["bracketed"] and frontiers[(baseline, budget)]["bracketed"]
+        return Comparison(budget, policy, baseline, diff, bracketed, kind_of(policy, tuning[policy]),
+                          kind_of(baseline, tuning[baseline]))
+
     for budget in sorted({b for _, b in samples}):
         baselines = [BASELINE, REVISITING_BASELINE, best_training_free(tuning, budget)]
-        for policy in sorted(p for p, b in samples if b == budget):
+        rows = sorted(p for p, b in samples if b == budget)
+        for policy in rows:
             # a row on a study variant's model is also compared with `confidence` on that same model
             # (`confidence@<variant>`, where sampled): the score apart from the variant's generator
             own = [f"{BASELINE}@{policy.split('@', 1)[1]}"] if "@" in policy else []
-            for baseline in dict.fromkeys(baselines + own):
-                if policy == baseline or (baseline, budget) not in samples:
-                    continue
-                diff = difference(samples[(policy, budget)], samples[(baseline, budget)], target, resamples, level,
-                                  seed)
-                bracketed = frontiers[(policy, budget)]["bracketed"] and frontiers[(baseline, budget)]["bracketed"]
-                records.append(Comparison(budget, policy, baseline, diff, bracketed, kind_of(policy, tuning[policy])))
+            records += [compare(budget, policy, baseline) for baseline in dict.fromkeys(baselines + own)
+                        if policy != baseline and (baseline, budget) in samples]
+        best = best_of_kind({p: tuning[p] for p in rows}, budget, "learned")
+        if best is not None:
+            records += [compare(budget, best, peer) for peer in rows if kind_of(peer, tuning[peer]) == "peer"]
     return records
 
 
@@ -122,8 +142,8 @@ def render_settings(frontiers: Mapping[tuple[str, int], Mapping], reference: Map
              "| NFE budget | policy | kind | steps | NFE | selection | report temperatures | judge NLL | word validity "
              "| rep-4 | frontier |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (policy, budget), f in sorted(frontiers.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        kind = kind_of(policy, f).replace("_", "-") + (" (ceiling, equal steps)" if kind_of(policy, f) == "oracle"
-                                                          else "")
+        kind = kind_of(policy, f).replace("_", "-") + {"oracle": " (ceiling, equal steps)",
+                                                        "peer": " (public implementation)"}.get(kind_of(policy, f), "")
         lines.append(
             f"| {budget} | `{policy}` | {kind} | {f['steps']} | {f['nfe']} | {f['selection_label']}"
             f"{'' if f['reached'] else ' (not reached)'} | {', '.join(f'{t:.3f}' for t in f['report_temperatures'])} "
@@ -167,7 +187,7 @@ def render_goal(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
     met_by: dict[str, list[bool]] = {}
     for budget in sorted({r.budget for r in records}):
         for policy in sorted({r.policy for r in records if r.budget == budget and r.kind == "learned"}):
-            mine = [r for r in records if r.budget == budget and r.policy == policy]
+            mine = [r for r in records if r.budget == budget and r.policy == policy and r.baseline_kind != "peer"]
             rep = frontiers[(policy, budget)]["rep_4"]
             met = all(r.outcome == "beats" for r in mine) and rep <= limit
             met_by.setdefault(policy, []).append(met)
@@ -209,7 +229,7 @@ def render_closest(records: Sequence[Comparison], frontiers: Mapping[tuple[str, 
     lines = [f"No learned policy meets the goal at every budget. Closest: `{closest}` (the lowest upper bound of its "
              f"judge-NLL difference from `{BASELINE}`, over the budgets):"]
     for budget in sorted({r.budget for r in records if r.policy == closest}):
-        mine = [r for r in records if r.policy == closest and r.budget == budget]
+        mine = [r for r in records if r.policy == closest and r.budget == budget and r.baseline_kind != "peer"]
         missed = [f"vs `{r.baseline}` {r.outcome} (judge NLL "
                   f"{fmt_ci(r.differences['judge_nll']['difference'], r.differences['judge_nll']['ci'], sign=True)})"
                   for r in mine if r.outcome != "beats"]
@@ -221,6 +241,57 @@ def render_closest(records: Sequence[Comparison], frontiers: Mapping[tuple[str, 
                                      f"{oracle[0]['judge_nll'] - frontiers[(closest, budget)]['judge_nll']:+.3f} from "
                                      "it (point estimates)")
         lines.append(f"- NFE {budget}: misses " + ("; ".join(missed) or "nothing") + gap + ".")
+    return lines
+
+
+def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int], Mapping],
+                settings: Sequence[Mapping], reference: Mapping, peer: Mapping,
+                generator_losses: Mapping[str, float]) -> list[str]:
+    """The public peer's row: what it is, how it was trained, where its own sampler lands, and
+    whether our best learned policy (chosen on the tuning draw) beats it at each budget.
+    ``peer``: ``training`` (its training metrics) and ``tuning`` (its tuning log)."""
+    rows = sorted({p for (p, _), f in frontiers.items() if kind_of(p, f) == "peer"})
+    if not rows:
+        return []
+    row, training, log = rows[0], peer["training"], peer["tuning"]
+    ours = ", ".join(f"`{k}` {v:.4f}" for k, v in generator_losses.items() if k in ("multitask", "generator_only"))
+    target = reference["char_entropy"]
+    lines = ["## The public peer: x-transformers' self-critic", "",
+             f"`{row}` is lucidrains' `{log['runs']}`: `NonAutoregressiveWrapper(self_token_critic=True)`, trained here "
+             "with its own loss on the windows, steps, batch and optimiser of `models/multitask` "
+             f"({training['parameters']:,} parameters; ours {training['parameters_ours']:,}), sampled with its own "
+             "sampler (two passes per step: the fill and the critic), its start temperature and critic noise put "
+             "through the search every row gets. Its generator's validation loss on our windows and masks: "
+             f"{training['val']['gen_loss']:.4f} (ours: {ours}).", ""]
+    for budget, tuned in sorted(log["budgets"].items(), key=lambda kv: int(kv[0])):
+        top = max(tuned["pilots"], key=lambda pilot: pilot["char_entropy"])
+        mine = sorted((s for s in settings if s["policy"] == row and s["nfe_budget"] == int(budget)),
+                      key=lambda s: s["temperature"])
+        drawn = "; ".join(f"T={s['temperature']:.2f}: entropy {s['char_entropy']:.3f}, judge NLL {s['judge_nll']:.3f}"
+                          for s in mine)
+        masks = sum(log.get("masks_left", {}).get(budget, {}).get(f"{log['report_seed']}/{s['temperature']:g}/"
+                                                                   f"{s['selection_label']}", 0) for s in mine)
+        reach = ("reaches the text's entropy" if tuned["reached"] else
+                 f"does not reach the text's entropy ({target:.3f} bits) anywhere in the search: at most "
+                 f"{top['char_entropy']:.3f} bits on the tuning draw (T={top['temperature']:.2f}, "
+                 f"{SelectionRule(rule=top['selection'], temperature=top['selection_temperature']).label})")
+        lines.append(f"- NFE {budget} ({tuned['steps']} steps): its sampler {reach}. Report draw ({mine[0]['selection_label']}"
+                     f"): {drawn}; {masks} `[MASK]` tokens left in its texts (shown to the judge as "
+                     f"{log.get('mask_stand_in', ' ')!r}).")
+    lines += ["", "| NFE budget | our best learned policy (tuning draw) | peer | judge NLL difference | word validity "
+              "| rep-4 | outcome |", "|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for r in sorted((r for r in records if r.baseline_kind == "peer"), key=lambda r: r.budget):
+        # an extrapolated difference is no measurement: its cells say so instead of showing numbers
+        cells = [fmt_ci(r.differences[m]["difference"], r.differences[m]["ci"], sign=True) if r.bracketed else
+                 "- (extrapolated)" for m in ("judge_nll", "word_validity", "rep_4")]
+        lines.append(f"| {r.budget} | `{r.policy}` | `{r.baseline}` | {' | '.join(cells)} | {r.outcome} |")
+        verdicts.append(f"at NFE {r.budget} `{r.policy}` " + {
+            "beats": "beats it", "loses": "loses to it", "no significant difference": "is level with it (no significant "
+            "difference)", "no verdict": "cannot be compared with it at the text's entropy (a frontier is "
+            "extrapolated; judge NLL at a lower entropy is not a better text, a collapsed sampler scores well)"}[r.outcome])
+    if verdicts:
+        lines += ["", "Our best learned policy against the peer: " + "; ".join(verdicts) + "."]
     return lines
 
 
@@ -278,7 +349,7 @@ def render_summary(
     reference: Mapping, judge_row: Mapping, frontiers: Mapping[tuple[str, int], Mapping], records: Sequence[Comparison],
     best: Mapping[int, str], settings: Sequence[Mapping], detection: Mapping, generator_losses: Mapping[str, float],
     tuning_seed: int, report_seed: int, ablation: Sequence[Mapping] | None = None,
-    generated_by: str = "`evaluate_samples` stage of `dvc repro`",
+    generated_by: str = "`evaluate_samples` stage of `dvc repro`", peer: Mapping | None = None,
 ) -> str:
     """``results/summary.md`` from computed records; every section's input is required."""
     lines = [
@@ -295,8 +366,10 @@ def render_summary(
         f"{judge_row['char_entropy']:.3f}, word validity {judge_row['word_validity']:.3f}.", "",
         *render_verdict(records, best), "",
         *render_goal(records, frontiers, reference, detection, generator_losses), "",
-        *render_settings(frontiers, reference), "",
     ]
+    if peer is not None:
+        lines += [*render_peer(records, frontiers, settings, reference, peer, generator_losses), ""]
+    lines += [*render_settings(frontiers, reference), ""]
     if {"multitask", "generator_only"} <= set(generator_losses):
         change = generator_losses["multitask"] / generator_losses["generator_only"] - 1
         lines += ["## What the critic costs the generator", "",

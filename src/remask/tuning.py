@@ -33,6 +33,7 @@ from remask.policies import get_policy
 from remask.sampling import diffusion_generate, steps_for_nfe
 
 Measure = Callable[[float], tuple[float, float]]  # temperature -> (character entropy, judge NLL)
+Draw = Callable[[float, SelectionRule, int, int], tuple[list[str], int]]  # (T, rule, seed, n) -> (texts, NFE)
 
 
 @dataclass(frozen=True)
@@ -101,14 +102,15 @@ def tune_temperature(
 
 
 def tune_policy(
-    policy: str, measure: Callable[[float, SelectionRule], tuple[float, float]], target: float, cfg: Tuning,
+    ranks: bool, measure: Callable[[float, SelectionRule], tuple[float, float]], target: float, cfg: Tuning,
 ) -> Tuned:
-    """Tune ``policy``'s temperature for every selection rule of ``cfg`` and keep the best rule.
+    """Tune the temperature for every selection rule of ``cfg`` and keep the best rule.
 
     ``measure(temperature, rule)`` samples the tuning draw and returns its entropy and judge NLL.
-    A policy whose score is noise (``random``) has no selection knob: only the first rule is tried.
+    A sampler whose score is noise (``ranks`` false: the ``random`` policy) has no selection knob:
+    only the first rule is tried.
     """
-    rules = cfg.selections if get_policy(policy).ranks else cfg.selections[:1]
+    rules = cfg.selections if ranks else cfg.selections[:1]
     low, high = cfg.temperature_range
     candidates, pilots = [], []
     for rule in rules:
@@ -127,6 +129,17 @@ def report_temperatures(tuned: float, cfg: Tuning) -> list[float]:
     return sorted({round(min(max(tuned * (1 + s), low), high), 6) for s in (-cfg.report_spread, cfg.report_spread)})
 
 
+def policy_draw(model: DiffusionTransformer, tokenizer: CharTokenizer, policy: str, steps: int, cfg: SampleSection,
+                committed_budget: float | None = None) -> Draw:
+    """Our sampler as a :data:`Draw`: ``policy`` for ``steps`` steps with the sample section's options."""
+    def draw(temperature: float, rule: SelectionRule, seed: int, n: int) -> tuple[list[str], int]:
+        options = {**cfg.sampler_options(), "selection": rule.rule, "selection_temperature": rule.temperature}
+        result = diffusion_generate(model, n, cfg.length, steps, policy=policy, temperature=temperature, seed=seed,
+                                    batch_size=cfg.batch_size, committed_budget=committed_budget, **options)
+        return [tokenizer.decode(ids.tolist()) for ids in result.tokens], result.nfe
+    return draw
+
+
 def tune_and_draw(
     model: DiffusionTransformer, judge: DiffusionTransformer, tokenizer: CharTokenizer, policy: str, budget: int,
     target: float, cfg: SampleSection, num_samples: int, tuning_samples: int, report_seed: int, log=print,
@@ -135,16 +148,23 @@ def tune_and_draw(
     """Tune ``policy`` at NFE ``budget`` on ``cfg.tuning_seed``, then draw ``num_samples`` at each
     report temperature on ``report_seed``: ``(tuned, rows)``, one row per report sample, named
     ``label`` (the grid's row; default the policy) and run with the sampler's ``committed_budget``."""
+    steps = steps_for_nfe(policy, budget)
+    draw = policy_draw(model, tokenizer, policy, steps, cfg, committed_budget)
+    return tune_and_draw_with(draw, get_policy(policy).ranks, judge, tokenizer, budget, steps, target, cfg, num_samples,
+                              tuning_samples, report_seed, log, label or policy,
+                              {"runs": policy, "committed_budget": committed_budget})
+
+
+def tune_and_draw_with(
+    draw: Draw, ranks: bool, judge: DiffusionTransformer, tokenizer: CharTokenizer, budget: int, steps: int,
+    target: float, cfg: SampleSection, num_samples: int, tuning_samples: int, report_seed: int, log, label: str,
+    fields: dict,
+) -> tuple[Tuned, list[dict]]:
+    """The search of :func:`tune_and_draw` around any sampler ``draw`` (ours, or the public peer's
+    :func:`remask.peer.peer_draw`): the same pilots, rules, seeds and report temperatures for every
+    row. ``fields`` go into every report row (``runs``, ...)."""
     if report_seed == cfg.tuning_seed:
         raise ValueError(f"the report seed {report_seed} is the tuning seed: a draw is never both")
-    steps = steps_for_nfe(policy, budget)
-    label = label or policy
-
-    def draw(temperature: float, rule: SelectionRule, seed: int, n: int) -> tuple[list[str], int]:
-        options = {**cfg.sampler_options(), "selection": rule.rule, "selection_temperature": rule.temperature}
-        result = diffusion_generate(model, n, cfg.length, steps, policy=policy, temperature=temperature, seed=seed,
-                                    batch_size=cfg.batch_size, committed_budget=committed_budget, **options)
-        return [tokenizer.decode(ids.tolist()) for ids in result.tokens], result.nfe
 
     def measure(temperature: float, rule: SelectionRule) -> tuple[float, float]:
         texts, _ = draw(temperature, rule, cfg.tuning_seed, tuning_samples)
@@ -153,13 +173,14 @@ def tune_and_draw(
             f"(target {target:.3f}), judge NLL {nll:.3f}")
         return entropy, nll
 
-    tuned = tune_policy(policy, measure, target, cfg.tuning)
+    tuned = tune_policy(ranks, measure, target, cfg.tuning)
     log(f"[{label} NFE {budget}] tuned: {tuned.selection.label}, T={tuned.temperature:.4f}"
         + ("" if tuned.reached else " (the text's entropy was not reached within the tolerance)"))
     rows = []
     for temperature in report_temperatures(tuned.temperature, cfg.tuning):
         texts, nfe = draw(temperature, tuned.selection, report_seed, num_samples)
-        rows += [{"policy": label, "runs": policy, "committed_budget": committed_budget, "nfe_budget": budget, "steps": steps, "nfe": nfe, "temperature": temperature,
-                  "selection": tuned.selection.rule, "selection_temperature": tuned.selection.temperature,
-                  "seed": report_seed, "index": i, "text": text} for i, text in enumerate(texts)]
+        rows += [{"policy": label, **fields, "nfe_budget": budget, "steps": steps, "nfe": nfe,
+                  "temperature": temperature, "selection": tuned.selection.rule,
+                  "selection_temperature": tuned.selection.temperature, "seed": report_seed, "index": i, "text": text}
+                 for i, text in enumerate(texts)]
     return tuned, rows

@@ -9,7 +9,8 @@ selection rule, and the best rule by judge NLL there), then draws the report sam
 ``--variant <name>`` samples every row of a study variant (``study.variants``) on its own model
 ``models/study/<name>`` into ``results/study/variants/<name>/``, rows named ``<row>@<name>``.
 ``sample_judge`` writes ``results/samples/judge.jsonl``: unconditional samples of the causal
-judge, the reference row.
+judge, the reference row. :func:`draw_row` (one row at each budget around any sampler) is shared
+with ``pipeline.peer_sample``, so the public peer's row gets the very same search.
 """
 
 from __future__ import annotations

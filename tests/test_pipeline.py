@@ -1,5 +1,6 @@
 """The whole DVC pipeline, end to end, on a tiny corpus and tiny configs (dvc repro for real)."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -130,6 +131,9 @@ def test_every_stage_produces_its_outputs(pipeline_run):
 @pytest.fixture(scope="module")
 def study_run(pipeline_run):
     """The opt-in study tier on top of the quick tier's artifacts."""
+    if importlib.util.find_spec("x_transformers") is None:
+        pytest.skip("the study tier trains the public peer, which needs the optional dependency "
+                    "x-transformers==2.31.10: pip install -e '.[peer]'")
     result = dvc(pipeline_run, "repro", "study/dvc.yaml")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return pipeline_run

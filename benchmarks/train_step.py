@@ -102,15 +102,24 @@ class StepBench:
 
 
 def breakdown(bench: StepBench, steps: int = 5) -> dict[str, float]:
-    """Share of a multi-task step's self time per kind of work (torch.profiler, CPU ops)."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    """Share of a multi-task step's self time per kind of work (torch.profiler, CPU ops).
+
+    The rotary embedding's complex multiply is an ``aten::mul`` like any other; it is told apart by
+    its operand, the rotation table of shape ``(T, 1, head_dim / 2)``, in the forward and backward.
+    """
+    head_dim = bench.model.config.n_embd // bench.model.config.n_head
+    rotation_shape = [bench.shape[1], 1, head_dim // 2]
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
             bench.step()
     shares: dict[str, float] = defaultdict(float)
     total = 0.0
-    for event in prof.key_averages():
+    for event in prof.key_averages(group_by_input_shape=True):
         total += event.self_cpu_time_total
-        kind = next((k for k, names in KINDS.items() if any(n in event.key for n in names)), "other elementwise and copies")
+        if event.key == "aten::mul" and rotation_shape in event.input_shapes:
+            kind = "rotary (complex multiply)"
+        else:
+            kind = next((k for k, names in KINDS.items() if any(n in event.key for n in names)), "other elementwise and copies")
         shares[kind] += event.self_cpu_time_total
     return {k: v / total for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}
 

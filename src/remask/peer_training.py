@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -43,11 +44,9 @@ def _restore(out_dir: Path, wrapper: nn.Module, optimizer: torch.optim.Optimizer
              fingerprint: str, train: TrainSection) -> int:
     """The step to start from: that of a saved state of the same run, else 0."""
     path = out_dir / checkpoint.TRAIN_STATE
-    if not (train.resume and path.is_file()):
-        return 0
-    saved = checkpoint.load_train_state(path)
-    if saved.get("fingerprint") != fingerprint or int(saved["step"]) >= train.max_steps:
-        print(f"[peer] {path} is of other settings or finished; training afresh")
+    saved = checkpoint.load_resumable(path, fingerprint, train.max_steps, lambda why: print(f"[peer] {why}")) \
+        if train.resume else None
+    if saved is None:
         return 0
     checkpoint.check_state_dict(wrapper, saved["model"], path)
     wrapper.load_state_dict(saved["model"])
@@ -105,10 +104,7 @@ def train_peer(model: ModelSection, peer: PeerSection, train: TrainSection, crit
             "train": train.model_dump(exclude={"resume", "device", "compile"})}
     start = _restore(out_dir, wrapper, optimizer, windows, fingerprint, train)
     wrapper.to(device).train()
-    for state in optimizer.state.values():
-        for k, v in state.items():
-            if torch.is_tensor(v):
-                state[k] = v.to(device)
+    checkpoint.move_optimizer_state(optimizer, device)
     data = load_split(data_dir, "train", meta)
     end = train.max_steps if stop_after is None else min(train.max_steps, start + stop_after)
     running: list[torch.Tensor] = []
@@ -130,7 +126,7 @@ def train_peer(model: ModelSection, peer: PeerSection, train: TrainSection, crit
         if len(running) == LOG_EVERY or step + 1 == end:
             mean = torch.stack(running).mean(0).tolist()
             running.clear()
-            if not all(map(torch.isfinite, torch.tensor(mean))):
+            if not all(map(math.isfinite, mean)):
                 raise TrainingError(f"the peer's loss is not finite at step {step + 1}: {mean}")
             last = dict(zip(("loss", "generator_loss", "critic_loss"), mean))
             bar.set_postfix(gen=f"{mean[1]:.3f}", critic=f"{mean[2]:.3f}")

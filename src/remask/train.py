@@ -237,20 +237,16 @@ def _restore_or_start(spec: RunSpec, fingerprint: str, world: World) -> RunState
     state = RunState(model, make_optimizer(model, cfg), torch.Generator().manual_seed(cfg.seed))
     say = print if world.is_main else (lambda *_: None)
     path = spec.out_dir / checkpoint.TRAIN_STATE
-    if cfg.resume and path.is_file():
-        saved = checkpoint.load_train_state(path)
-        if saved.get("fingerprint") != fingerprint:
-            say(f"[{spec.variant}] {path} was saved with other settings; starting afresh")
-        elif int(saved["step"]) >= cfg.max_steps:
-            say(f"[{spec.variant}] {path} is a finished run; training afresh")
-        else:
-            checkpoint.check_state_dict(model, saved["model"], path)
-            model.load_state_dict(saved["model"])
-            state.optimizer.load_state_dict(saved["optimizer"])
-            state.generator.set_state(saved["generator"])
-            torch.set_rng_state(saved["torch_rng"])
-            state.step = state.resumed_from = int(saved["step"])
-            say(f"[{spec.variant}] resuming from {path} at step {state.step}")
+    saved = checkpoint.load_resumable(path, fingerprint, cfg.max_steps, lambda why: say(f"[{spec.variant}] {why}")) \
+        if cfg.resume else None
+    if saved is not None:
+        checkpoint.check_state_dict(model, saved["model"], path)
+        model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        state.step = state.resumed_from = int(saved["step"])
+        say(f"[{spec.variant}] resuming from {path} at step {state.step}")
     if state.resumed_from is None and spec.init_from is not None:
         fresh = checkpoint.init_from_checkpoint(model, spec.init_from)
         say(f"[{spec.variant}] starting from the weights of {spec.init_from}"
@@ -261,10 +257,7 @@ def _restore_or_start(spec: RunSpec, fingerprint: str, world: World) -> RunState
 def _move_to(state: RunState, device: torch.device) -> None:
     """The model and the optimiser's state (which follows the parameters) onto ``device``."""
     state.model.to(device)
-    for st in state.optimizer.state.values():
-        for k, v in st.items():
-            if torch.is_tensor(v) and k != "step":
-                st[k] = v.to(device)
+    checkpoint.move_optimizer_state(state.optimizer, device)
 
 
 def _objective(spec: RunSpec, model: DiffusionTransformer, world: World, device: torch.device) -> nn.Module:

@@ -10,6 +10,10 @@ metric comes with a percentile bootstrap interval over texts (``scipy.stats.boot
 - ``rep_4``: seq-rep-4 (Welleck et al., 2020) on characters: per text, the share of character
   4-grams that repeat an earlier one of the same text; averaged over texts;
 - ``judge_nll``: the causal judge's negative log-likelihood, bits per character, averaged over texts.
+
+scikit-learn and SciPy are imported by the functions that use them: every sampling stage, the
+tuning search and ``remask score`` import this module for :func:`char_entropy` alone, and the two
+libraries would add 1-1.5 s to each of those processes' start.
 """
 
 from __future__ import annotations
@@ -19,10 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import bootstrap
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from remask.data import words
 
@@ -59,6 +59,8 @@ def reliability_table(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> 
 
 def detection_metrics(scores: np.ndarray, labels: np.ndarray, is_probability: bool, bins: int = 10) -> dict:
     """AUROC and average precision of ``scores`` (higher: more likely an error); ECE if a probability."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     labels = np.asarray(labels).astype(int)
     out = {"n": int(labels.size), "error_rate": float(labels.mean()) if labels.size else float("nan")}
     if 0 < labels.sum() < labels.size:
@@ -78,6 +80,10 @@ def added_information(labels: np.ndarray, heuristic: np.ndarray, critic: np.ndar
     heuristic's logit plus a learned multiple of the critic's). ``gain`` near 0 means the critic
     adds nothing to the heuristic's ranking. Folds are stratified; with fewer than ``folds`` items
     of either class the numbers are nan, as AUROC is without both classes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
     labels = np.asarray(labels).astype(int)
     if min(labels.sum(), labels.size - labels.sum()) < folds:
         nan = float("nan")
@@ -100,6 +106,8 @@ def added_information(labels: np.ndarray, heuristic: np.ndarray, critic: np.ndar
 
 def roc_points(scores: np.ndarray, labels: np.ndarray, max_points: int = 200) -> list[dict]:
     """A thinned ROC curve (fpr, tpr) for plotting."""
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(np.asarray(labels).astype(int), scores)
     keep = np.unique(np.linspace(0, len(fpr) - 1, num=min(max_points, len(fpr))).astype(int))
     return [{"fpr": round(float(fpr[i]), 5), "tpr": round(float(tpr[i]), 5)} for i in keep]
@@ -107,6 +115,8 @@ def roc_points(scores: np.ndarray, labels: np.ndarray, max_points: int = 200) ->
 
 def pr_points(scores: np.ndarray, labels: np.ndarray, max_points: int = 200) -> list[dict]:
     """A thinned precision-recall curve (recall, precision) for plotting, from high recall to low."""
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, _ = precision_recall_curve(np.asarray(labels).astype(int), scores)
     keep = np.unique(np.linspace(0, len(recall) - 1, num=min(max_points, len(recall))).astype(int))
     return [{"recall": round(float(recall[i]), 5), "precision": round(float(precision[i]), 5)} for i in keep]
@@ -158,6 +168,8 @@ def bootstrap_ci(
     n_items: int, statistic: Callable[[np.ndarray], float], resamples: int, level: float, seed: int
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic(indices)`` over resampled item indices."""
+    from scipy.stats import bootstrap
+
     if n_items < 2:
         return (float("nan"), float("nan"))
     result = bootstrap(

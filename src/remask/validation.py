@@ -10,10 +10,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 
 from remask.config import CriticSection, TrainSection
 from remask.critic_targets import critic_batch
+from remask.metrics import detection_metrics
 from remask.model import DiffusionTransformer, token_cross_entropy
 from remask.noise import draw_noise
 from remask.runtime import autocast
@@ -63,13 +63,12 @@ def evaluate_diffusion(
         labels.append(target[noise.mask].cpu())
     model.train(was_training)
     y = torch.cat(labels).numpy()
-    both_classes = 0 < y.sum() < len(y)
     return {
         "gen_loss": ce_sum / max(masked, 1),
         "bpc_bound": ce_weighted / tokens / math.log(2),
         "critic_loss": bce_sum / max(bce_count, 1),
-        "critic_auroc": float(roc_auc_score(y, torch.cat(critic_scores).numpy())) if both_classes else float("nan"),
-        "confidence_auroc": float(roc_auc_score(y, torch.cat(confidence_scores).numpy())) if both_classes else float("nan"),
+        "critic_auroc": detection_metrics(torch.cat(critic_scores).numpy(), y, is_probability=False)["auroc"],
+        "confidence_auroc": detection_metrics(torch.cat(confidence_scores).numpy(), y, is_probability=False)["auroc"],
         "error_rate": float(y.mean()) if len(y) else float("nan"),
     }
 

@@ -11,9 +11,9 @@ metric comes with a percentile bootstrap interval over texts (``scipy.stats.boot
   4-grams that repeat an earlier one of the same text; averaged over texts;
 - ``judge_nll``: the causal judge's negative log-likelihood, bits per character, averaged over texts.
 
-scikit-learn and SciPy are imported by the functions that use them: every sampling stage, the
-tuning search and ``remask score`` import this module for :func:`char_entropy` alone, and the two
-libraries would add 1-1.5 s to each of those processes' start.
+scikit-learn and SciPy are imported by the functions that use them: every sampling stage imports
+this module for :func:`char_entropy` alone (through the tuning search), and the two libraries would
+add 1-1.5 s to each of those processes' start.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from remask.data import CharTokenizer, fixed_windows, load_meta, load_split, sam
 from remask.peer import (PACKAGE, VERSION, PeerConfig, PeerModel, build_peer, ours_parameter_count, parameter_count,
                          save_peer)
 from remask.runtime import autocast, resolve_device
-from remask.train import EVAL_SEED_OFFSET, TrainingError, learning_rate, make_optimizer
+from remask.train import EVAL_SEED_OFFSET, TrainingError, make_optimizer, optimizer_step
 from remask.validation import evaluate_diffusion
 
 LOG_EVERY = 50  # steps between the progress bar's running losses (one host sync each)
@@ -112,16 +112,10 @@ def train_peer(model: ModelSection, peer: PeerSection, train: TrainSection, crit
     bar = tqdm(range(start, end), desc="train peer", unit="step", initial=start, total=train.max_steps,
                disable=not progress)
     for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, train)
         batch = sample_windows(data, train.batch_size, cfg.block_size, windows).to(device)
         with autocast(device):
             losses = wrapper(batch)
-        optimizer.zero_grad(set_to_none=True)
-        losses.loss.backward()
-        if train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(wrapper.parameters(), train.grad_clip)
-        optimizer.step()
+        optimizer_step(wrapper, optimizer, losses.loss, step, train)
         running.append(torch.stack([losses.loss, losses.generator_loss, losses.critic_loss]).detach().float())
         if len(running) == LOG_EVERY or step + 1 == end:
             mean = torch.stack(running).mean(0).tolist()

@@ -8,8 +8,8 @@ report samples), and a study variant's row also against ``confidence`` on the va
 the difference of each metric at the test text's entropy with a bootstrap interval of the
 difference. Where the study's public peer (x-transformers' self-critic, :mod:`remask.peer`) was
 sampled, our best learned policy (chosen on the tuning draw, like the best training-free one) is
-compared with it too; it is a baseline of its own kind (``peer``), not one of the goal's. The renderers turn records into ``results/summary.md``; no conclusion is a fixed
-sentence.
+compared with it too; it is a baseline of its own kind (``peer``), not one of the goal's. The
+renderers turn records into ``results/summary.md``; no conclusion is a fixed sentence.
 
 Rules, so that no single metric can be gamed:
 
@@ -40,6 +40,7 @@ def kind_of(row: str, log: Mapping) -> str:
     """A row's kind: the public peer's log says ``peer``; any other row's is that of the registered
     policy it runs (its tuning log or frontier names it as ``runs``)."""
     return log.get("kind") or get_policy(log.get("runs", row)).kind
+
 
 METRIC_NAMES = {"judge_nll": "judge NLL", "word_validity": "word validity", "rep_4": "rep-4"}
 REP4_LIMIT = 1.5  # rep-4 at most this multiple of the test text's, for the goal

@@ -108,6 +108,21 @@ def alpha_at(step: int, cfg: TrainSection | None) -> float:
     return cfg.alpha * min(1.0, (step + 1) / cfg.alpha_warmup_steps)
 
 
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: int,
+                   cfg: OptimSection) -> float:
+    """One update at ``step``: the schedule's learning rate, the gradient of ``loss`` (its norm
+    clipped at ``cfg.grad_clip``), the optimiser's step. Returns the learning rate."""
+    lr = learning_rate(step, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return lr
+
+
 def make_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not on norms and biases), as in nanoGPT."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -190,15 +205,8 @@ def _train(
     started = time.perf_counter()
     state.model.train()
     while state.step < last_step:
-        lr = learning_rate(state.step, cfg)
-        for group in state.optimizer.param_groups:
-            group["lr"] = lr
         out = _forward(spec, step_fn, train_data, block, state, world, rows, device)
-        state.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
-        state.optimizer.step()
+        lr = optimizer_step(state.model, state.optimizer, out["loss"], state.step, cfg)
         state.step += 1
         bar.update(1)
         pending.append({name: value.detach() for name, value in out.items()})

@@ -67,8 +67,7 @@ class PeerConfig:
 
     @classmethod
     def of(cls, model: ModelSection, peer: PeerSection, tokenizer: CharTokenizer) -> "PeerConfig":
-        if model.n_embd % model.n_head:
-            raise ConfigError(f"model.n_embd {model.n_embd} is not a multiple of model.n_head {model.n_head}")
+        """At the validated ``model`` section's size (its heads divide its width)."""
         return cls(tokenizer.vocab_size, tokenizer.mask_id, model.n_layer, model.n_head, model.n_embd,
                    model.block_size, peer.no_replace_prob, peer.random_token_prob, peer.critic_loss_weight,
                    peer.attn_flash)

@@ -33,19 +33,19 @@ from remask.data import Document, load_meta, prepare
 from remask.model import ModelConfig
 from remask.policies import POLICIES, require_trained
 from remask.runtime import synchronize
-from remask.sampling import diffusion_generate, nfe_for, steps_for_nfe
+from remask.sampling import SamplerOptions, diffusion_generate, nfe_for, steps_for_nfe
 from remask.train import RunSpec, train
 
 WORDS = ("the king is dead long live the king to be or not to be that is the question what light "
          "through yonder window breaks it is the east and juliet is the sun").split()
 
 
-def synthetic_corpus(out: Path, documents: int = 12, words: int = 6000) -> dict:
-    """A prepared data folder of random words; returns its meta.json."""
+def synthetic_corpus(out: Path, data: DataSection, documents: int = 12, words: int = 6000) -> dict:
+    """A prepared data folder of random words, split as ``data`` says; returns its meta.json."""
     rng = random.Random(0)
     docs = [Document(f"doc_{i:02d}.txt", " ".join(rng.choice(WORDS) for _ in range(words)) + "\n")
             for i in range(documents)]
-    prepare(docs, "synthetic", DataSection(source="synthetic", sha256=None), out)
+    prepare(docs, "synthetic", data.with_(source="synthetic", sha256=None), out)
     return load_meta(out)
 
 
@@ -89,12 +89,12 @@ def sample_check(model, tok, params: Params, device: torch.device, policy: str, 
     steps = steps_for_nfe(policy, 32)
     synchronize(device)
     started = time.perf_counter()
-    first = diffusion_generate(model, 64, params.sample.length, steps, policy=policy, seed=0,
-                               committed_budget=committed_budget)
+    first = diffusion_generate(model, 64, params.sample.length, SamplerOptions(steps=steps, policy=policy, committed_budget=committed_budget),
+                               seed=0)
     synchronize(device)
     seconds = time.perf_counter() - started
-    again = diffusion_generate(model, 64, params.sample.length, steps, policy=policy, seed=0,
-                               committed_budget=committed_budget)
+    again = diffusion_generate(model, 64, params.sample.length, SamplerOptions(steps=steps, policy=policy, committed_budget=committed_budget),
+                               seed=0)
     assert first.nfe == nfe_for(policy, steps, params.sample.length) and not (first.tokens == model.config.mask_id).any()
     assert torch.equal(first.tokens, again.tokens), f"{policy}: the same seed gave different samples"
     print(f"[sample] {label or policy:28s} {steps:3d} steps, NFE {first.nfe:3d}: {64 / seconds:8.1f} samples/s; "
@@ -184,7 +184,7 @@ def main() -> None:
     figures: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        vocab = synthetic_corpus(root / "data")["tokenizer"]["vocab_size"]
+        vocab = synthetic_corpus(root / "data", params.data)["tokenizer"]["vocab_size"]
         for part in PARTS:  # each prints its figures as it goes; the last line holds them all
             if part in parts:
                 figures[part] = CHECKS[part](params, root, device, vocab, args.steps)

@@ -21,7 +21,7 @@ from remask.config import load_params
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.policies import POLICIES
 from remask.runtime import resolve_device, synchronize
-from remask.sampling import diffusion_generate, nfe_for, steps_for_nfe
+from remask.sampling import SamplerOptions, diffusion_generate, nfe_for, steps_for_nfe
 
 
 def samples_per_s(model: DiffusionTransformer, policy: str, steps: int, num_samples: int, length: int,
@@ -32,7 +32,8 @@ def samples_per_s(model: DiffusionTransformer, policy: str, steps: int, num_samp
     for attempt in range(repeats + 1):
         synchronize(device)
         start = time.perf_counter()
-        diffusion_generate(model, num_samples, length, steps, policy=policy, seed=attempt, batch_size=batch_size)
+        diffusion_generate(model, num_samples, length, SamplerOptions(steps=steps, policy=policy, batch_size=batch_size),
+                           seed=attempt)
         synchronize(device)
         if attempt:  # the first run warms up kernels and caches
             best = min(best, time.perf_counter() - start)

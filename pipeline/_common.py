@@ -1,12 +1,15 @@
-"""What every stage entry point shares: reading params and turning known errors into one line."""
+"""What every stage entry point shares: reading params, turning known errors into one line, where
+the prepared data and each tier's results live, and writing sample rows. No stage imports another."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from remask.atomic import write_text
 from remask.config import Params, load_params
 from remask.errors import CheckpointError, ConfigError, DataError
 
@@ -25,6 +28,7 @@ def run_stage(name: str, body: Callable[[Params, argparse.Namespace], None], par
         raise SystemExit(2) from None
 
 
+DATA_DIR = Path("data/prepared")  # the tokenize stage's output, every later stage's input
 PEER_DIR = Path("study") / "peer"  # the public peer's model, under models/
 
 
@@ -36,3 +40,15 @@ def tier_results(tier: str, results: Path = Path("results")) -> Path:
 def samples_dir(tier: str, results: Path = Path("results")) -> Path:
     """Where a tier's samples go: ``results/samples`` (quick) or ``results/study/samples``."""
     return tier_results(tier, results) / "samples"
+
+
+def write_rows(rows: list[dict], out: Path) -> None:
+    """Samples as JSON lines, one row each (``results/samples/<row>.jsonl``)."""
+    write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def arm_of(params: Params, arm: str) -> str:
+    """``arm``, checked to be an arm of ``ablation.arms`` (``--arm`` of the ablation stages)."""
+    if arm not in params.ablation.arms:
+        raise ConfigError(f"--arm {arm!r}: valid arms are {', '.join(params.ablation.arms)} (ablation.arms)")
+    return arm

@@ -22,19 +22,19 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline._common import run_stage
+from pipeline._common import DATA_DIR, run_stage
 from remask.atomic import write_bytes, write_csv, write_json
-from remask.checkpoint import load_model
+from remask.checkpoint import load_judge, load_model
 from remask.config import EvaluateCriticSection, Params
 from remask.data import fixed_windows, load_meta, load_split
-from remask.detection import (REFRESHED_SCORES, curves, one_step_scores, refreshed_scores, rescore_states, rollout_scores,
-                              summarise, summarise_refreshed)
+from remask.detection import (REFRESHED_SCORES, StateDraw, curves, one_step_scores, refreshed_scores, rescore_states,
+                              rollout_scores, summarise, summarise_refreshed)
 from remask.errors import ConfigError
 from remask.metrics import added_information
 from remask.policies import require_trained, untrained_inputs
 from remask.runtime import resolve_device
+from remask.sampling import SamplerOptions
 
-DATA_DIR = Path("data/prepared")
 VARIANT_SCORES = ("critic", "critic_fused", "self_planning")  # a variant's one-pass scores, where trained
 
 
@@ -90,9 +90,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     device = resolve_device(params.sample.device)
     model_dir = Path(args.models_dir) / "multitask"
     model, tok, training = load_model(model_dir, device)
-    judge, judge_tok, _ = load_model(Path(args.models_dir) / "judge", device)
-    if judge_tok.chars != tok.chars:
-        raise ConfigError(f"{args.models_dir}/judge and {model_dir} use different vocabularies")
+    judge = load_judge(Path(args.models_dir) / "judge", tok, model_dir, device)
     for policy in sorted({*cfg.rollout_policies, cfg.refreshed_policy, "critic", "critic_fused"}):
         require_trained(policy, training, (cfg.temperature, cfg.temperature), str(model_dir))
     meta = load_meta(DATA_DIR)
@@ -119,8 +117,9 @@ def main(params: Params, args: argparse.Namespace) -> None:
     rollout_windows = windows[: cfg.rollout_windows]
     rollouts = {}
     for policy in tqdm(cfg.rollout_policies, desc="sampler states", unit="policy"):
-        scores = rollout_scores(model, rollout_windows, policy, cfg.rollout_mask_ratio, cfg.rollout_steps,
-                                cfg.temperature, seed=cfg.seed, sampler=params.sample.sampler_options())
+        options = SamplerOptions(steps=cfg.rollout_steps, policy=policy, temperature=cfg.temperature,
+                                 **params.sample.sampler_options())
+        scores = rollout_scores(model, rollout_windows, cfg.rollout_mask_ratio, options, seed=cfg.seed)
         rollouts[policy] = scores
         metrics["rollout"][f"{policy}_policy"] = summarise(scores, cfg.reliability_bins)
         metrics["added_information"][f"{policy}_policy"] = added_information(
@@ -133,9 +132,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
         write_csv(out / "plots" / f"rollout_auroc_by_step_{policy}.csv", per_step)
 
     states = (cfg.refreshed_steps // 2 - 1, cfg.refreshed_steps - 1)
-    refreshed = refreshed_scores(model, judge, tok, cfg.refreshed_policy, cfg.refreshed_samples, block,
-                                 cfg.refreshed_steps, states, cfg.temperature, seed=cfg.seed,
-                                 sampler=params.sample.sampler_options(), progress=True)
+    options = SamplerOptions(steps=cfg.refreshed_steps, policy=cfg.refreshed_policy, temperature=cfg.temperature,
+                             **params.sample.sampler_options())
+    refreshed = refreshed_scores(model, judge, tok, options, StateDraw(cfg.refreshed_samples, block, states, cfg.seed),
+                                 progress=True)
     metrics["refreshed"] = refreshed_table(refreshed, cfg, REFRESHED_SCORES)
     write_bytes(out / REFRESHED_STATES, _npz(refreshed))
 

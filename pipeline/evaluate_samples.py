@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline._common import run_stage, samples_dir, tier_results
+from pipeline._common import DATA_DIR, run_stage, samples_dir, tier_results
 from remask.atomic import write_csv, write_json, write_text
 from remask.checkpoint import load_model
 from remask.config import TIERS, ConfigError, Params, SelectionRule
@@ -29,11 +29,9 @@ from remask.data import reference_texts, split_text, words
 from remask.frontier import frontier_point
 from remask.judge import judge_nll_bits
 from remask.metrics import setting_samples, text_metrics
-from remask.report import best_training_free, compare_policies, kind_of, render_summary
+from remask.records import TuningLog
+from remask.report import SummaryInputs, best_training_free, compare_policies, kind_of, render_summary
 from remask.runtime import resolve_device
-
-DATA_DIR = Path("data/prepared")
-
 
 def read_json(path: Path, stage: str) -> dict:
     if not path.is_file():
@@ -65,15 +63,17 @@ def main(params: Params, args: argparse.Namespace) -> None:
     target = reference["char_entropy"]
     judge_row, _ = measure([r["text"] for r in read_samples(results / "samples" / "judge.jsonl")], 1)
 
-    tuning = {p: read_json(tier_dir / "tuning" / f"{p}.json", f"sample@{p}") for p in scfg.policies}
+    tuning = {p: TuningLog.from_dict(read_json(tier_dir / "tuning" / f"{p}.json", f"sample@{p}"))
+              for p in scfg.policies}
     files = [samples_dir(args.tier, results) / f"{p}.jsonl" for p in scfg.policies]
     peer = params.study.peer.row if args.tier == "study" else None
     if peer:  # the public peer's row, sampled with its own generate() (study_peer_sample)
-        tuning[peer] = read_json(tier_dir / "tuning" / f"{peer}.json", "study_peer_sample")
+        tuning[peer] = TuningLog.from_dict(read_json(tier_dir / "tuning" / f"{peer}.json", "study_peer_sample"))
         files.append(samples_dir(args.tier, results) / f"{peer}.jsonl")
     variants = params.study.variants if args.tier == "study" else {}
     for variant in variants:  # rows <row>@<variant>, sampled on the variant's own model
-        tuning.update(read_json(tier_dir / "variants" / variant / "tuning.json", f"study_sample_variant@{variant}"))
+        logs = read_json(tier_dir / "variants" / variant / "tuning.json", f"study_sample_variant@{variant}")
+        tuning.update({name: TuningLog.from_dict(raw, variant) for name, raw in logs.items()})
         files.append(tier_dir / "variants" / variant / "samples.jsonl")
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for path in files:
@@ -90,15 +90,14 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
     frontiers = {}
     for (policy, budget), parts in tqdm(sorted(samples.items()), desc="frontiers", unit="policy"):
-        log = tuning[policy]["budgets"].get(str(budget))
+        log = tuning[policy].budgets.get(budget)
         if log is None:
             raise ConfigError(f"{tier_dir / 'tuning' / f'{policy}.json'} has no NFE {budget}; rerun sample@{policy}")
-        rule = SelectionRule(rule=log["selection"], temperature=log["selection_temperature"])
         frontiers[(policy, budget)] = {
-            "policy": policy, "runs": tuning[policy].get("runs", policy), "kind": kind_of(policy, tuning[policy]),
-            "nfe_budget": budget, "steps": log["steps"], "nfe": log["nfe"],
-            "selection_label": rule.label, "tuned_temperature": log["temperature"], "reached": log["reached"],
-            "report_temperatures": log["report_temperatures"],
+            "policy": policy, "runs": tuning[policy].runs, "kind": kind_of(tuning[policy]),
+            "nfe_budget": budget, "steps": log.steps, "nfe": log.nfe,
+            "selection_label": log.tuned.selection.label, "tuned_temperature": log.tuned.temperature,
+            "reached": log.tuned.reached, "report_temperatures": log.report_temperatures,
             **frontier_point(parts, target, *ci, cfg.seed + 3),
         }
     records = compare_policies(samples, frontiers, tuning, target, *ci, cfg.seed + 4)
@@ -112,11 +111,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
         "comparisons": [r.to_dict() for r in records],
         "settings": {f"{s['policy']}/nfe{s['nfe_budget']}/t{s['temperature']:g}": s for s in settings},
     })
-    for (policy, budget), log in ((k, tuning[k[0]]["budgets"][str(k[1])]) for k in frontiers):
-        points = [{"draw": "tuning", "temperature": p["temperature"], "selection": SelectionRule(
-                       rule=p["selection"], temperature=p["selection_temperature"]).label,
-                   "char_entropy": round(p["char_entropy"], 5), "judge_nll": round(p["judge_nll"], 5)}
-                  for p in log["pilots"]]
+    for (policy, budget), log in ((k, tuning[k[0]].budgets[k[1]]) for k in frontiers):
+        points = [{"draw": "tuning", "temperature": p.temperature, "selection": p.rule.label,
+                   "char_entropy": round(p.char_entropy, 5), "judge_nll": round(p.judge_nll, 5)}
+                  for p in log.tuned.pilots]
         points += [{"draw": "report", "temperature": s["temperature"], "selection": s["selection_label"],
                     "char_entropy": round(s["char_entropy"], 5), "judge_nll": round(s["judge_nll"], 5)}
                    for s in settings if s["policy"] == policy and s["nfe_budget"] == budget]
@@ -149,8 +147,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
         "`study_evaluate_samples` stage of `make study`"
     peer_record = {"training": read_json(tier_dir / "train" / "peer" / "metrics.json", "study_peer_train"),
                    "tuning": tuning[peer]} if peer else None
-    summary = render_summary(reference, judge_row, frontiers, records, best, settings, detection_view, losses,
-                             scfg.tuning_seed, scfg.seed, ablation, generated_by=stage, peer=peer_record)
+    summary = render_summary(SummaryInputs(reference, judge_row, frontiers, records, best, settings, detection_view,
+                                           losses, scfg.tuning_seed, scfg.seed, ablation, stage, peer_record))
     write_text(tier_dir / "summary.md", summary)
     print(summary)
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline._common import PEER_DIR, run_stage, samples_dir, tier_results
-from pipeline.sample import draw_row, judge_and_target, write_rows
+from pipeline._common import DATA_DIR, PEER_DIR, run_stage, samples_dir, tier_results, write_rows
 from remask.atomic import write_json
-from remask.config import Params, PolicySampling
-from remask.peer import VERSION, load_peer, peer_draw, peer_steps_for_nfe
+from remask.checkpoint import load_judge
+from remask.config import Params
+from remask.peer import VERSION, load_peer, peer_draw_at
+from remask.records import MasksLeft
 from remask.runtime import resolve_device
-from remask.tuning import Draw
+from remask.tuning import RowPlan, Search, target_entropy, tune_row
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
@@ -28,21 +29,18 @@ def main(params: Params, args: argparse.Namespace) -> None:
     cfg, peer, model_dir = study.sample, params.study.peer, Path(args.models_dir) / PEER_DIR
     device = resolve_device(cfg.device)
     wrapper, tok, _ = load_peer(model_dir, device)
-    judge, target = judge_and_target(study, tok, Path(args.models_dir) / "judge", model_dir, device)
-
-    masks_left: dict[str, dict[str, int]] = {}
-
-    def draw_at(budget: int) -> tuple[Draw, int]:
-        steps = peer_steps_for_nfe(budget)
-        masks_left[str(budget)] = {}
-        return peer_draw(wrapper, tok, steps, cfg, peer.filter_thres, params.data.unknown_char,
-                         masks_left[str(budget)]), steps
-
+    judge = load_judge(Path(args.models_dir) / "judge", tok, model_dir, device)
+    search = Search(judge, tok, target_entropy(DATA_DIR, tok, cfg.num_samples, cfg.length), cfg, cfg.seed,
+                    lambda m: print(m, flush=True))
     fields = {"runs": f"x-transformers=={VERSION} generate()", "kind": "peer", "committed_budget": None}
-    samples, log = draw_row(peer.row, fields, draw_at, True, judge, tok, target, cfg, PolicySampling(), model_dir)
-    write_json(tier_results("study") / "tuning" / f"{peer.row}.json",
-               {**log, "filter_thres": peer.filter_thres, "mask_stand_in": params.data.unknown_char,
-                "masks_left": masks_left})
+    plan = RowPlan(peer.row, fields, True, tuple(cfg.nfe_budgets), cfg.num_samples, cfg.tuning.num_samples,
+                   str(model_dir))
+    masks_left = MasksLeft()
+    samples, log = tune_row(plan, peer_draw_at(wrapper, tok, cfg, peer.filter_thres, params.data.unknown_char,
+                                               masks_left), search)
+    log.extra = {"filter_thres": peer.filter_thres, "mask_stand_in": params.data.unknown_char}
+    log.masks_left = masks_left
+    write_json(tier_results("study") / "tuning" / f"{peer.row}.json", log.to_dict())
     write_rows(samples, samples_dir("study") / f"{peer.row}.jsonl")
 
 

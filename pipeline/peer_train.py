@@ -11,13 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline._common import PEER_DIR, run_stage, tier_results
+from pipeline._common import DATA_DIR, PEER_DIR, run_stage, tier_results
 from remask.atomic import write_json
 from remask.config import Params
 from remask.peer_training import train_peer
-
-DATA_DIR = Path("data/prepared")
-
 
 def main(params: Params, args: argparse.Namespace) -> None:
     metrics = train_peer(params.model, params.study.peer, params.train, params.critic, DATA_DIR,

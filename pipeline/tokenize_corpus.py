@@ -9,11 +9,9 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline._common import run_stage
+from pipeline._common import DATA_DIR, run_stage
 from remask.config import Params
 from remask.data import load_corpus, prepare
-
-OUT_DIR = Path("data/prepared")
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
@@ -24,5 +22,5 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m pipeline.tokenize_corpus")
-    parser.add_argument("--out", default=str(OUT_DIR), help="output folder (default: data/prepared)")
+    parser.add_argument("--out", default=str(DATA_DIR), help="output folder (default: data/prepared)")
     run_stage("tokenize", main, parser)

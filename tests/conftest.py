@@ -1,13 +1,31 @@
-"""Shared fixtures: a tiny corpus made by the tests themselves, and tiny configs."""
+"""Shared fixtures: a tiny corpus made by the tests themselves, and tiny configs.
+
+``params.yaml`` is the one source of values (:mod:`remask.config` holds no defaults), so a test's
+params are the repository's with the changes it tests laid over them (:func:`params_with`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
 
-from remask.config import CriticSection, DataSection, ModelSection, OptimSection, TrainSection, parse_params
+from remask.config import Params, load_params, overlay, parse_params
 from remask.data import Document, prepare
+
+REPO = Path(__file__).resolve().parents[1]
+REPO_PARAMS = load_params(REPO / "params.yaml")
+
+
+def params_with(changes: dict, origin: str = "params") -> Params:
+    """The repository's params with ``changes`` laid over them (sections merged key by key), validated."""
+    return parse_params(overlay(REPO_PARAMS.model_dump(), changes), origin)
+
+
+def write_params(path: Path, changes: dict) -> Path:
+    """A complete params file, the repository's with ``changes``, as a stage reads it."""
+    path.write_text(yaml.safe_dump(params_with(changes).model_dump(mode="json")))
+    return path
 
 WORDS = (
     "the king is dead long live the king to be or not to be that is the question "
@@ -34,7 +52,7 @@ def make_documents(count: int = 8, words_per_doc: int = 400, seed: int = 0) -> l
 def tiny_data(tmp_path_factory) -> Path:
     """A prepared data folder (train/val/test bins, meta.json, stats.json) from the tiny corpus."""
     out = tmp_path_factory.mktemp("prepared")
-    cfg = DataSection(source="fixture", sha256=None, val_fraction=0.15, test_fraction=0.15)
+    cfg = REPO_PARAMS.data.with_(source="fixture", sha256=None, val_fraction=0.15, test_fraction=0.15)
     prepare(make_documents(), "fixture-hash", cfg, out)
     return out
 
@@ -55,4 +73,4 @@ def tiny_params(**sections):
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
-    return parse_params(raw)
+    return params_with(raw)

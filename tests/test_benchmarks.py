@@ -6,18 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, write_params
 from remask.policies import POLICIES, get_policy
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_benchmark(tmp_path: Path, script: str, *args: str) -> dict:
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {"batch_size": 4, "device": "cpu"},
-                                      "sample": {"length": 16, "batch_size": 4, "device": "cpu"}}))
+    params = write_params(tmp_path / "params.yaml", {"model": TINY_MODEL, "train": {"batch_size": 4, "device": "cpu"},
+                                                     "sample": {"length": 16, "batch_size": 4, "device": "cpu"}})
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--params", str(params), *args],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -128,3 +128,35 @@ def test_init_from_checkpoint_keeps_the_body_and_refreshes_a_critic_head_of_anot
     assert checkpoint.weights_digest(tmp_path) == checkpoint.weights_digest(tmp_path)
     with pytest.raises(CheckpointError, match="not found"):
         checkpoint.weights_digest(tmp_path / "nope")
+
+
+def test_one_training_state_restores_every_stream_and_refuses_an_older_format(tmp_path):
+    """Our training and the peer's share checkpoint.TrainingState: it restores the weights, the
+    optimiser, the run's generator and torch's and (when asked) Python's random streams; a state
+    saved without one of them starts afresh and says so."""
+    import random
+
+    model = saved(tmp_path)
+    state = checkpoint.TrainingState(model, torch.optim.AdamW(model.parameters()), torch.Generator().manual_seed(3),
+                                     python_rng=True, step=5)
+    random.seed(7)
+    torch.manual_seed(8)
+    state.save(tmp_path / "train_state.pt", "run-a")
+    expected = (torch.rand(3, generator=state.generator), torch.rand(3), random.random())
+    fresh = checkpoint.TrainingState(saved(tmp_path / "other"), torch.optim.AdamW(model.parameters()),
+                                     torch.Generator(), python_rng=True)
+    with torch.no_grad():
+        for p in fresh.model.parameters():
+            p.add_(1.0)  # other weights until restored
+    said = []
+    assert fresh.restore(tmp_path / "train_state.pt", "run-a", 10, said.append) and said == []
+    assert fresh.step == fresh.resumed_from == 5
+    assert torch.equal(torch.rand(3, generator=fresh.generator), expected[0])
+    assert torch.equal(torch.rand(3), expected[1]) and random.random() == expected[2]
+    assert all(torch.equal(a, b) for a, b in zip(fresh.model.state_dict().values(), model.state_dict().values()))
+    old = checkpoint.load_train_state(tmp_path / "train_state.pt")
+    del old["python_rng"]
+    checkpoint.save_train_state(tmp_path / "old.pt", old)
+    assert not fresh.restore(tmp_path / "old.pt", "run-a", 10, said.append)
+    assert said == [f"{tmp_path / 'old.pt'} holds no python_rng (saved by an older version); starting afresh"]
+    assert not fresh.restore(tmp_path / "train_state.pt", "run-b", 10, said.append)  # other settings

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from remask import checkpoint
+from conftest import REPO_PARAMS
 from remask.cli import main
-from remask.config import CriticSection
+
 from remask.data import CharTokenizer
 from remask.model import DiffusionTransformer, ModelConfig
 
@@ -23,7 +24,7 @@ def ckpt(tmp_path_factory):
         cfg = ModelConfig(vocab_size=tok.vocab_size, mask_id=tok.mask_id, n_layer=1, n_head=2, n_embd=16,
                           block_size=32, causal=causal)
         record = {"variant": name, "objective": "autoregressive" if causal else "diffusion", "alpha": alpha,
-                  "critic": CriticSection().model_dump() if alpha > 0 else None}  # as train.py writes it
+                  "critic": REPO_PARAMS.critic.model_dump() if alpha > 0 else None}  # as train.py writes it
         checkpoint.save_model(root / name, DiffusionTransformer(cfg), tok, record)
     return root
 

@@ -2,12 +2,14 @@
 difference, the refreshed detection target and the check that every policy reads trained inputs."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from remask.config import CriticSection, SampleSection, SelectionRule, Tuning, parse_params
+from conftest import REPO_PARAMS, params_with
+from remask.config import PolicySampling, SelectionRule
 from remask.data import CharTokenizer
 from remask.errors import ConfigError
 from remask.frontier import at_entropy, difference, frontier_point, interpolate, segment
@@ -15,8 +17,9 @@ from remask.metrics import setting_samples
 from remask.judge import judge_leave_one_out, judge_nll_bits
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.policies import POLICIES, get_policy, leave_one_out_probs, require_trained, untrained_inputs
-from remask.report import Comparison, render_goal
-from remask.tuning import report_temperatures, tune_and_draw, tune_policy, tune_temperature
+from remask.records import Comparison
+from remask.report import render_goal
+from remask.tuning import RowPlan, Search, report_temperatures, tune_policy, tune_row, tune_temperature
 
 TOPK, GUMBEL = SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperature=1.0)
 
@@ -26,15 +29,16 @@ TOPK, GUMBEL = SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperat
 
 def test_tuning_and_report_seeds_must_differ():
     with pytest.raises(ConfigError, match="tuning_seed must differ from seed"):
-        parse_params({"sample": {"seed": 3, "tuning_seed": 3}})
+        params_with({"sample": {"seed": 3, "tuning_seed": 3}})
     with pytest.raises(ConfigError, match="ablation.seed must differ from sample.tuning_seed"):
-        parse_params({"sample": {"seed": 0, "tuning_seed": 1}, "ablation": {"seed": 1}})
-    cfg = SampleSection(seed=0, tuning_seed=1)
+        params_with({"sample": {"seed": 0, "tuning_seed": 1}, "ablation": {"seed": 1}})
+    cfg = REPO_PARAMS.sample.with_(seed=0, tuning_seed=1)
+    plan = RowPlan.of("confidence", PolicySampling(), cfg, "confidence", Path("models/multitask"))
     with pytest.raises(ValueError, match="report seed 1 is the tuning seed"):
-        tune_and_draw(None, None, None, "confidence", 8, 4.0, cfg, 4, 4, report_seed=1)
+        tune_row(plan, lambda budget: (None, 8), Search(None, None, 4.0, cfg, report_seed=1))
 
 
-def test_tune_and_draw_tunes_on_the_tuning_seed_and_reports_on_the_other(monkeypatch):
+def test_tune_row_tunes_on_the_tuning_seed_and_reports_on_the_other(monkeypatch):
     """Every pilot samples the tuning seed; the returned rows are the report seed's only."""
     import remask.tuning as tuning
 
@@ -44,16 +48,20 @@ def test_tune_and_draw_tunes_on_the_tuning_seed_and_reports_on_the_other(monkeyp
         def __init__(self, n):
             self.tokens, self.nfe = torch.zeros(n, 8, dtype=torch.long), 8
 
-    def fake_generate(model, n, length, steps, policy, temperature, seed, **kw):
-        seeds.append((seed, n, temperature))
+    def fake_generate(model, n, length, options, seed):
+        seeds.append((seed, n, options.temperature))
         return Result(n)
 
     tok = CharTokenizer("ab")
     monkeypatch.setattr(tuning, "diffusion_generate", fake_generate)
     monkeypatch.setattr(tuning, "char_entropy", lambda texts: 3.0 + seeds[-1][2])  # entropy = 3 + T
     monkeypatch.setattr(tuning, "judge_nll_bits", lambda judge, tok, texts: [1.0] * len(texts))
-    cfg = SampleSection(seed=0, tuning_seed=5, length=8, tuning=Tuning(num_samples=3, selections=[TOPK]))
-    tuned, rows = tune_and_draw(None, None, tok, "confidence", 8, 4.3, cfg, 6, 3, report_seed=0, log=lambda m: None)
+    cfg = REPO_PARAMS.sample.with_(seed=0, tuning_seed=5, length=8, tuning=REPO_PARAMS.sample.tuning.with_(num_samples=3, selections=[TOPK]))
+    plan = RowPlan.of("confidence", PolicySampling(num_samples=6, nfe_budgets=[8]), cfg, "confidence", Path("m"))
+    draw_at = tuning.sampler_draw_at(None, tok, cfg, "confidence", None)
+    rows, log = tune_row(plan, draw_at, Search(None, tok, 4.3, cfg, report_seed=0, log=lambda m: None))
+    tuned = log.budgets[8].tuned
+    assert log.to_dict()["budgets"]["8"]["steps"] == 8 and log.report_seed == 0 and log.tuning_seed == 5
     assert tuned.reached and abs(tuned.temperature - 1.3) <= cfg.tuning.entropy_tolerance * 4.3
     pilots = [s for s in seeds if s[1] == 3]
     assert pilots and {s[0] for s in pilots} == {5}
@@ -88,7 +96,7 @@ def test_tune_policy_keeps_the_rule_with_the_best_judge_nll_where_it_reaches_the
         penalty = 0.5 if rule.rule == "topk" else 0.0
         return 2.0 + 2.0 * t, 3.0 + penalty
 
-    cfg = Tuning(selections=[TOPK, GUMBEL])
+    cfg = REPO_PARAMS.sample.tuning.with_(selections=[TOPK, GUMBEL])
     tuned = tune_policy(True, measure, 4.6, cfg)
     assert tuned.selection == GUMBEL and tuned.reached and tuned.judge_nll == 3.0
     assert {p.selection for p in tuned.pilots} == {"topk", "gumbel"}
@@ -97,7 +105,7 @@ def test_tune_policy_keeps_the_rule_with_the_best_judge_nll_where_it_reaches_the
 
 
 def test_report_temperatures_stay_in_the_range():
-    cfg = Tuning(report_spread=0.05)
+    cfg = REPO_PARAMS.sample.tuning.with_(report_spread=0.05)
     assert report_temperatures(1.0, cfg) == [0.95, 1.05]
     assert report_temperatures(2.0, cfg) == [1.9, 2.0]
 
@@ -169,10 +177,10 @@ def test_outcome_follows_the_intervals_and_needs_bracketed_frontiers():
     assert record(1, -1).outcome == "no significant difference"  # better NLL, worse validity
     assert record(-1, 1).outcome == "loses" and record(0, 1).outcome == "no significant difference"
     assert record(1, 1, bracketed=False).outcome == "no verdict"
-    frontiers = {("critic", 32): {"rep_4": 0.05}}
+    frontiers = {("critic", 32): {"rep_4": 0.05, "kind": "learned"}}
     lines = render_goal([record(1, 0)], frontiers, {"rep_4": 0.04}, None, {"multitask": 2.0, "generator_only": 2.0})
     assert lines[4].endswith("| yes |") and "vs `confidence`: beats" in lines[4]
-    lines = render_goal([record(1, 0)], {("critic", 32): {"rep_4": 0.07}}, {"rep_4": 0.04}, None, {})
+    lines = render_goal([record(1, 0)], {("critic", 32): {"rep_4": 0.07, "kind": "learned"}}, {"rep_4": 0.04}, None, {})
     assert lines[4].endswith("| no |")  # rep-4 above 1.5x the text's
 
 
@@ -184,9 +192,10 @@ def test_where_no_learned_policy_meets_the_goal_the_closest_is_named_with_what_i
         return Comparison(32, policy, "confidence", diff, True, kind)
 
     records = [record("critic", 0.9, -1), record("critic_fused@generated", 0.1, 0)]
-    frontiers = {("critic", 32): {"rep_4": 0.01, "judge_nll": 4.8},
-                 ("critic_fused@generated", 32): {"rep_4": 0.09, "judge_nll": 4.0, "runs": "critic_fused"},
-                 ("oracle_loo", 32): {"rep_4": 0.01, "judge_nll": 3.7, "runs": "oracle_loo"}}
+    frontiers = {("critic", 32): {"rep_4": 0.01, "judge_nll": 4.8, "kind": "learned"},
+                 ("critic_fused@generated", 32): {"rep_4": 0.09, "judge_nll": 4.0, "runs": "critic_fused",
+                                                  "kind": "learned"},
+                 ("oracle_loo", 32): {"rep_4": 0.01, "judge_nll": 3.7, "runs": "oracle_loo", "kind": "oracle"}}
     lines = render_goal(records, frontiers, {"rep_4": 0.04}, None, {})
     text = "\n".join(lines)
     assert "Closest: `critic_fused@generated`" in text
@@ -238,11 +247,11 @@ def test_generator_leave_one_out_masks_one_position_per_pass():
 
 def training_record(alpha=0.5, **critic):
     return {"objective": "diffusion", "alpha": alpha,
-            "critic": CriticSection(**critic).model_dump() if alpha > 0 else None}
+            "critic": REPO_PARAMS.critic.with_(**critic).model_dump() if alpha > 0 else None}
 
 
 def test_every_policy_is_trained_for_its_inputs_under_the_default_params():
-    params = parse_params({})
+    params = params_with({})
     record = training_record(**params.critic.model_dump())
     span = tuple(params.sample.tuning.temperature_range)
     for name, policy in POLICIES.items():  # self_planning needs the self-correcting generator of the study

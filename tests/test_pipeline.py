@@ -10,10 +10,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
-from conftest import TINY_MODEL, TINY_OPTIM, make_documents
-from remask.config import parse_params
+from conftest import TINY_MODEL, TINY_OPTIM, make_documents, write_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +78,7 @@ def make_project(root: Path) -> Path:
         (corpus / doc.name).write_text(doc.text)
     params = {"data": {"source": str(corpus), "val_fraction": 0.15, "test_fraction": 0.15}, **TINY}
     # DVC needs every section a stage names to be present: write the full, validated params
-    (project / "params.yaml").write_text(yaml.safe_dump(parse_params(params).model_dump(mode="json")))
+    write_params(project / "params.yaml", params)
     assert git(project, "init", "-q").returncode == 0
     assert dvc(project, "init", "-q").returncode == 0
     # a user's repository has history (DVCLive refuses an empty one)

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TINY_MODEL, TINY_OPTIM, tiny_params
-from pipeline.train import build_spec
+from conftest import REPO_PARAMS, TINY_MODEL, TINY_OPTIM, params_with, tiny_params, write_params
+from remask.train import run_spec
 from remask import checkpoint
-from remask.config import ConfigError, Params, parse_params
+from remask.config import ConfigError, Params
 from remask.data import load_meta
 from remask.objectives import DiffusionObjective
 from remask.train import TrainingError, train
@@ -29,13 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 def _project(root: Path, tiny_data: Path, max_steps: int) -> Path:
     shutil.copytree(tiny_data, root / "data" / "prepared")
     params = {"model": TINY_MODEL, "train": dict(TINY_OPTIM, max_steps=max_steps, checkpoint_every=10, eval_every=50)}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(root / "params.yaml", params)
     return root
 
 
 def _train_cmd(root: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.train", "--variant", "multitask"], cwd=root, env=env,
+    return subprocess.Popen([sys.executable, "-m", "pipeline.train", "--model", "multitask"], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -67,7 +66,7 @@ def test_sigkill_then_rerun_resumes_to_identical_weights(tiny_data, tmp_path):
 
 
 def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
-    spec = build_spec(tiny_params(), "multitask", load_meta(tiny_data), tmp_path / "models", tmp_path / "results")
+    spec = run_spec(tiny_params(), "multitask", load_meta(tiny_data), tmp_path / "models", tmp_path / "results")
     original = DiffusionObjective.forward
     calls = {"n": 0}
 
@@ -114,10 +113,10 @@ def test_float_keys_accept_in_range_and_name_key_otherwise(key, value):
     extra = {"min_lr": 0.0} if key == ("train", "lr") else {}
     raw = {section: {name: value, **extra}}
     if _inside(value, *BOUNDED[key]):
-        assert getattr(getattr(parse_params(raw), section), name) == value
+        assert getattr(getattr(params_with(raw), section), name) == value
     else:
         with pytest.raises(ConfigError, match=rf"{section}\.{name} must be"):
-            parse_params(raw)
+            params_with(raw)
 
 
 INT_KEYS = [("train", "batch_size", 1), ("train", "max_steps", 1), ("model", "n_layer", 1),
@@ -130,24 +129,24 @@ def test_integer_keys(which, value):
     section, name, low = which
     raw = {section: {name: value}}
     if value >= low and not (name == "n_layer" and value > 64):
-        assert getattr(getattr(parse_params(raw), section), name) == value
+        assert getattr(getattr(params_with(raw), section), name) == value
     else:
         with pytest.raises(ConfigError, match=rf"{section}\.{name} must be"):
-            parse_params(raw)
+            params_with(raw)
 
 
 @settings(max_examples=60, deadline=None)
 @given(section=st.sampled_from(sorted(Params.model_fields)),
        value=st.one_of(st.text(max_size=5), st.lists(st.integers(), max_size=2), st.booleans(), st.none()))
 def test_wrong_types_and_unknown_keys_name_the_key(section, value):
-    first = next(iter(type(getattr(Params(), section)).model_fields))
-    default = getattr(getattr(Params(), section), first)
+    first = next(iter(type(getattr(REPO_PARAMS, section)).model_fields))
+    default = getattr(getattr(REPO_PARAMS, section), first)
     if type(value) is type(default) or (isinstance(default, float) and type(value) is int):
         return  # a value of the right type; covered by the tests above
     with pytest.raises(ConfigError, match=rf"{section}\.{first}"):
-        parse_params({section: {first: value}})
+        params_with({section: {first: value}})
     with pytest.raises(ConfigError, match=rf"{section}\.not_a_key is not a known key"):
-        parse_params({section: {"not_a_key": 1}})
+        params_with({section: {"not_a_key": 1}})
 
 
 def test_reliability_table_names_real_tests():

@@ -7,7 +7,8 @@ import torch
 
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.policies import POLICIES, get_policy
-from remask.sampling import diffusion_generate, nfe_for, prefix_prompt, steps_for_nfe, tempered_probs
+from remask.drawing import tempered_probs
+from remask.sampling import SamplerOptions, diffusion_generate, nfe_for, prefix_prompt, steps_for_nfe
 from remask.schedules import masked_counts
 
 MASK = 10
@@ -36,12 +37,12 @@ class CountingModel(torch.nn.Module):
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_schedule_protection_no_mask_and_exact_nfe(model, policy, schedule):
     counting = CountingModel(model)
-    fixed, protected = prefix_prompt([1, 2, 3, 4], num_samples=5, length=20, mask_id=MASK)
+    known = prefix_prompt([1, 2, 3, 4], num_samples=5, length=20, mask_id=MASK)
     steps = 6
-    result = diffusion_generate(counting, 5, 20, steps, policy=policy, schedule=schedule, fixed=fixed,
-                                protected=protected, seed=1, record_trajectory=True, batch_size=2)
+    result = diffusion_generate(counting, 5, 20, SamplerOptions(steps=steps, policy=policy, schedule=schedule, batch_size=2),
+                                seed=1, record_trajectory=True, known=known)
     # protected positions never change and the output holds no mask
-    assert torch.equal(result.tokens[:, :4], fixed[:, :4])
+    assert torch.equal(result.tokens[:, :4], known.tokens[:, :4])
     assert not (result.tokens == MASK).any()
     # NFE: exact per policy, and what the model really saw: every sample passed nfe times
     chosen = get_policy(policy)
@@ -61,15 +62,15 @@ def test_schedule_protection_no_mask_and_exact_nfe(model, policy, schedule):
 
 
 def test_all_candidates_can_revisit_committed_tokens(model):
-    result = diffusion_generate(model, 8, 24, 8, policy="critic", seed=0, record_trajectory=True)
+    result = diffusion_generate(model, 8, 24, SamplerOptions(steps=8, policy="critic"), seed=0, record_trajectory=True)
     revisited = sum(int((s.remasked & ~s.masked).sum()) for s in result.trajectory)
     assert revisited > 0
 
 
 def test_same_seed_same_output_other_seed_differs(model):
-    a = diffusion_generate(model, 4, 16, 4, policy="critic", seed=7, randomness_strength=0.3)
-    b = diffusion_generate(model, 4, 16, 4, policy="critic", seed=7, randomness_strength=0.3)
-    c = diffusion_generate(model, 4, 16, 4, policy="critic", seed=8, randomness_strength=0.3)
+    a = diffusion_generate(model, 4, 16, SamplerOptions(steps=4, policy="critic", randomness_strength=0.3), seed=7)
+    b = diffusion_generate(model, 4, 16, SamplerOptions(steps=4, policy="critic", randomness_strength=0.3), seed=7)
+    c = diffusion_generate(model, 4, 16, SamplerOptions(steps=4, policy="critic", randomness_strength=0.3), seed=8)
     assert torch.equal(a.tokens, b.tokens)
     assert not torch.equal(a.tokens, c.tokens)
 
@@ -97,11 +98,11 @@ def test_top_p_keeps_smallest_nucleus():
 
 def test_bad_arguments_are_refused(model):
     with pytest.raises(ValueError, match="unknown policy 'best'; valid policies: random, confidence"):
-        diffusion_generate(model, 1, 8, 2, policy="best")
+        diffusion_generate(model, 1, 8, SamplerOptions(steps=2, policy="best"))
     with pytest.raises(ValueError, match="steps must be >= 1"):
-        diffusion_generate(model, 1, 8, 0)
+        diffusion_generate(model, 1, 8, SamplerOptions(steps=0))
     with pytest.raises(ValueError, match="block_size 24"):
-        diffusion_generate(model, 1, 25, 2)
+        diffusion_generate(model, 1, 25, SamplerOptions(steps=2))
     with pytest.raises(ValueError, match="longer than --length 3"):
         prefix_prompt([1, 2, 3, 4], 1, 3, MASK)
 
@@ -110,7 +111,8 @@ def test_critic_fused_scores_committed_tokens_in_the_fill_pass(model):
     """critic_fused costs one pass per step: committed tokens are scored by the critic head on the
     fill pass's input (with its masks), just-filled tokens by 1 - p."""
     counting = CountingModel(model)
-    result = diffusion_generate(counting, 3, 16, 5, policy="critic_fused", seed=2, record_trajectory=True)
+    result = diffusion_generate(counting, 3, 16, SamplerOptions(steps=5, policy="critic_fused"),
+                                seed=2, record_trajectory=True)
     assert result.nfe == 5 and counting.sequences == 3 * 5
     before, step = result.trajectory[0], result.trajectory[1]
     fill_input = before.tokens.masked_fill(before.remasked, MASK)
@@ -120,21 +122,23 @@ def test_critic_fused_scores_committed_tokens_in_the_fill_pass(model):
     # a critic that calls every committed token an error makes the policy revisit them
     alarmed = copy.deepcopy(model)
     torch.nn.init.constant_(alarmed.critic_head.bias, 6.0)
-    revisit = diffusion_generate(alarmed, 3, 16, 5, policy="critic_fused", seed=2, record_trajectory=True)
+    revisit = diffusion_generate(alarmed, 3, 16, SamplerOptions(steps=5, policy="critic_fused"),
+                                 seed=2, record_trajectory=True)
     assert sum(int((s.remasked & ~s.masked).sum()) for s in revisit.trajectory) > 0
 
 
 def test_remdm_conf_ranks_by_the_confidence_recorded_at_fill(model):
-    result = diffusion_generate(model, 3, 16, 4, policy="remdm_conf", seed=3, record_trajectory=True)
+    result = diffusion_generate(model, 3, 16, SamplerOptions(steps=4, policy="remdm_conf"),
+                                seed=3, record_trajectory=True)
     for step in result.trajectory[:-1]:
         torch.testing.assert_close(step.scores, 1.0 - step.p_at_fill, atol=1e-6, rtol=0)
 
 
 def test_gumbel_selection_at_zero_temperature_is_top_k(model):
     """tau = 0 leaves the keys a monotone function of the scores, so the choice is plain top-k."""
-    top_k = diffusion_generate(model, 4, 16, 5, policy="confidence", seed=4)
-    gumbel = diffusion_generate(model, 4, 16, 5, policy="confidence", seed=4, selection="gumbel",
-                                selection_temperature=0.0)
+    top_k = diffusion_generate(model, 4, 16, SamplerOptions(steps=5, policy="confidence"), seed=4)
+    gumbel = diffusion_generate(model, 4, 16, SamplerOptions(steps=5, policy="confidence", selection="gumbel", selection_temperature=0.0),
+                                seed=4)
     assert torch.equal(top_k.tokens, gumbel.tokens)
 
 
@@ -149,14 +153,14 @@ def test_gumbel_keys_draw_in_proportion_to_the_scores():
 
 
 def test_gumbel_selection_is_seeded_and_refuses_bad_settings(model):
-    a = diffusion_generate(model, 4, 16, 4, policy="critic_fused", seed=7, selection="gumbel")
-    b = diffusion_generate(model, 4, 16, 4, policy="critic_fused", seed=7, selection="gumbel")
-    c = diffusion_generate(model, 4, 16, 4, policy="critic_fused", seed=8, selection="gumbel")
+    a = diffusion_generate(model, 4, 16, SamplerOptions(steps=4, policy="critic_fused", selection="gumbel"), seed=7)
+    b = diffusion_generate(model, 4, 16, SamplerOptions(steps=4, policy="critic_fused", selection="gumbel"), seed=7)
+    c = diffusion_generate(model, 4, 16, SamplerOptions(steps=4, policy="critic_fused", selection="gumbel"), seed=8)
     assert torch.equal(a.tokens, b.tokens) and not torch.equal(a.tokens, c.tokens)
     with pytest.raises(ValueError, match="selection must be one of topk, gumbel"):
-        diffusion_generate(model, 1, 8, 2, selection="nucleus")
+        diffusion_generate(model, 1, 8, SamplerOptions(steps=2, selection="nucleus"))
     with pytest.raises(ValueError, match="selection_temperature >= 0"):
-        diffusion_generate(model, 1, 8, 2, selection="gumbel", selection_temperature=-1.0)
+        diffusion_generate(model, 1, 8, SamplerOptions(steps=2, selection="gumbel", selection_temperature=-1.0))
 
 
 def test_first_pass_score_is_the_confidence_given_the_protected_text_only(model):
@@ -165,8 +169,8 @@ def test_first_pass_score_is_the_confidence_given_the_protected_text_only(model)
     from remask.detection import rollout_scores
 
     windows = torch.randint(0, MASK, (6, 24), generator=torch.Generator().manual_seed(0))
-    scores = rollout_scores(model, windows, "confidence", 0.5, 4, 1.0, seed=0, batch_size=4,
-                            sampler={"selection": "gumbel"})
+    options = SamplerOptions(steps=4, policy="confidence", selection="gumbel", batch_size=4)
+    scores = rollout_scores(model, windows, 0.5, options, seed=0)
     assert {"label", "critic", "confidence", "critic_fused", "first_pass", "step"} <= set(scores)
     first = scores["step"] == 0
     np.testing.assert_allclose(scores["first_pass"][first], scores["confidence"][first], atol=1e-6)

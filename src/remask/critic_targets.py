@@ -3,7 +3,7 @@
 A target is one small function ``(model, clean, noise, fill_logits, cfg) -> (critic_input,
 labels)`` from a clean window, the batch's noise and the generator's detached logits at the masked
 positions (the fill pass of the multi-task step), registered under the name ``critic.target``
-selects. Every target fills with :func:`remask.sampling.sample_from_logits`, the sampler's own
+selects. Every target fills with :func:`remask.drawing.sample_from_logits`, the sampler's own
 float64 sampling; the positions whose labels enter the loss are the noise's
 (:meth:`remask.noise.DiffusionNoise.critic_scope`: ``critic.label_scope``, less positions masked
 again by ``critic.input: partial``).
@@ -35,7 +35,7 @@ import torch
 from remask.config import CriticSection
 from remask.model import DiffusionTransformer
 from remask.noise import DiffusionNoise
-from remask.sampling import sample_from_logits, tempered_probs, top_k_per_row
+from remask.drawing import sample_from_logits, tempered_probs, token_probs, top_k_per_row
 
 ROLLOUT_REMASK = 0.5  # share of the first fill that the rollout's confidence step masks again
 
@@ -127,7 +127,7 @@ def differs_target(
     critic_input, target = critic_batch(clean, mask, clean.masked_scatter(mask, fills))
     if noise.rollout is not None and noise.rollout.any():
         rows = noise.rollout
-        p_fill = tempered_probs(fill_logits, temperature, 1.0).gather(-1, fills[:, None]).squeeze(-1)
+        p_fill = token_probs(tempered_probs(fill_logits, temperature, 1.0), fills)
         p_sampled = torch.zeros(mask.shape, dtype=p_fill.dtype, device=mask.device).masked_scatter(mask, p_fill)
         row_temperature = cfg.sample_temperature if per_row is None else per_row[rows][:, None, None]
         critic_input = critic_input.clone()

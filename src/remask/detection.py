@@ -37,7 +37,7 @@ they get no calibration error.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -47,9 +47,10 @@ from remask.data import CharTokenizer
 from remask.judge import judge_leave_one_out
 from remask.metrics import detection_metrics, pr_points, reliability_table, roc_points
 from remask.model import DiffusionTransformer
-from remask.policies import leave_one_out_probs
+from remask.drawing import fill, tempered_probs, token_probs
+from remask.policies import POLICIES, StepState, leave_one_out_probs
 from remask.runtime import autocast
-from remask.sampling import diffusion_generate, sample_tokens, tempered_probs
+from remask.sampling import Known, SamplerOptions, diffusion_generate
 
 PROBABILITY_SCORES = {"critic": True, "confidence": True, "critic_fused": True, "first_pass": True, "entropy": False,
                       "margin": False}
@@ -71,7 +72,7 @@ def fill_once(
     with autocast(device):
         logits = model(clean.masked_fill(masked, model.config.mask_id)).float()
     probs = tempered_probs(logits, temperature, 1.0)
-    filled = torch.where(masked, sample_tokens(probs, generator).to(device), clean)
+    filled, _ = fill(probs, clean, masked, generator)
     return masked, filled, probs
 
 
@@ -93,13 +94,17 @@ def one_step_scores(
         scores = {
             "label": (filled != clean).double(),
             "critic": critic,
-            "confidence": 1.0 - probs.gather(-1, filled.unsqueeze(-1)).squeeze(-1),
+            "confidence": 1.0 - token_probs(probs, filled),
             "entropy": -(probs * probs.clamp_min(1e-300).log()).sum(-1),
             "margin": 1.0 - (top2[..., 0] - top2[..., 1]),
         }
         for name, value in scores.items():
             parts[name].append(value[masked].cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _no_extra_pass(tokens: torch.Tensor) -> torch.Tensor:
+    raise AssertionError("a one-pass score of a state asked for a pass of its own")
 
 
 @torch.no_grad()
@@ -112,31 +117,38 @@ def state_scores(model: DiffusionTransformer, tokens: torch.Tensor, just_filled:
     ``self_planning`` (1 - p of every current token in that fill pass, at temperature 1; it means
     something only for a self-correcting generator)."""
     device = next(model.parameters()).device
-    tokens, just_filled = tokens.to(device), just_filled.to(device)
+    on_device = tokens.to(device)
     with autocast(device):
-        critic = torch.sigmoid(model(tokens, head="critic").float()).cpu().double()
-        lm, in_fill = model(tokens.masked_fill(just_filled, model.config.mask_id), head="both")
-    p_fill_pass = torch.softmax(lm.double(), -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1).cpu()
-    stale = 1.0 - p_at_fill.cpu().double()
-    return {"critic": critic, "confidence": stale,
-            "critic_fused": torch.where(just_filled.cpu(), stale, torch.sigmoid(in_fill.float()).cpu().double()),
-            "self_planning": 1.0 - p_fill_pass}
+        critic = torch.sigmoid(model(on_device, head="critic").float()).cpu().double()
+        lm, in_fill = model(on_device.masked_fill(just_filled.to(device), model.config.mask_id), head="both")
+    p_fill_pass = token_probs(torch.softmax(lm.double(), -1), on_device).cpu()
+    p_at_fill = p_at_fill.cpu().double()
+
+    def policy_score(policy: str, p_current: torch.Tensor) -> torch.Tensor:
+        """The registered policy's own score of the state (no pass of its own: the fill pass's
+        critic head and probabilities are given)."""
+        state = StepState(tokens, just_filled.cpu(), torch.zeros_like(just_filled.cpu()), p_current, p_at_fill,
+                          torch.Generator(), _no_extra_pass, torch.sigmoid(in_fill.float()).cpu().double())
+        return POLICIES[policy].score(state)
+
+    return {"critic": critic,
+            "confidence": policy_score("remdm_conf", p_at_fill),  # stale: 1 - p when each token was filled
+            "critic_fused": policy_score("critic_fused", p_at_fill),  # just filled: 1 - p when filled
+            "self_planning": policy_score("self_planning", p_fill_pass)}  # the fill pass at temperature 1
 
 
 @torch.no_grad()
-def rollout_scores(
-    model: DiffusionTransformer, windows: torch.Tensor, policy: str, ratio: float, steps: int, temperature: float,
-    seed: int, batch_size: int = 64, sampler: Mapping[str, Any] | None = None,
-) -> dict[str, np.ndarray]:
+def rollout_scores(model: DiffusionTransformer, windows: torch.Tensor, ratio: float, options: SamplerOptions,
+                   seed: int) -> dict[str, np.ndarray]:
     """Labels, critic, stale-confidence and first-pass scores on the intermediate states of real
-    infilling runs; ``sampler``: further :func:`diffusion_generate` options (selection noise...)."""
+    infilling runs of the sampler (``options``: its policy, steps, temperature, batch size...) in
+    which a share ``ratio`` of each test window is unknown."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     protected = torch.rand(windows.shape, generator=generator) >= ratio
-    result = diffusion_generate(
-        model, len(windows), windows.size(1), steps, policy=policy, fixed=windows, protected=protected,
-        temperature=temperature, seed=seed, record_trajectory=True, batch_size=batch_size, **(sampler or {}),
-    )
+    result = diffusion_generate(model, len(windows), windows.size(1), options, seed=seed,
+                                known=Known(windows, protected), record_trajectory=True)
+    temperature, batch_size = options.temperature, options.batch_size
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("label", "critic", "confidence", "critic_fused", "first_pass",
                                                           "step")}
     free = ~protected
@@ -189,14 +201,23 @@ REFRESHED_SCORES = ("confidence", "critic", "critic_fused", "oracle_loo")
 STATE_KEYS = ("tokens", "just_filled", "p_at_fill")  # what rescore_states needs of a labelled state
 
 
+@dataclass(frozen=True)
+class StateDraw:
+    """Which sampler states the refreshed target labels: ``num_samples`` unconditional samples of
+    ``length`` tokens drawn on ``seed``, at the fill of each step of ``state_steps``."""
+
+    num_samples: int
+    length: int
+    state_steps: tuple[int, ...]
+    seed: int
+
+
 @torch.no_grad()
-def refreshed_scores(
-    model: DiffusionTransformer, judge: DiffusionTransformer, tokenizer: CharTokenizer, policy: str, num_samples: int,
-    length: int, steps: int, state_steps: Sequence[int], temperature: float, seed: int,
-    sampler: Mapping[str, Any] | None = None, progress: bool = False,
-) -> dict[str, np.ndarray]:
+def refreshed_scores(model: DiffusionTransformer, judge: DiffusionTransformer, tokenizer: CharTokenizer,
+                     options: SamplerOptions, draw: StateDraw, progress: bool = False) -> dict[str, np.ndarray]:
     """Scores against the refreshed target on a sampler's own states: unconditional samples of
-    ``policy``, at the fill of each step of ``state_steps`` (``steps - 1``: the final samples).
+    ``options`` (policy, steps...), at the fill of each step of ``draw.state_steps`` (``steps - 1``:
+    the final samples).
 
     Every token is labelled by the judge's leave-one-out probability ``p_judge`` of it given all
     other tokens of the state (:func:`remask.judge.judge_leave_one_out`): an independent model's
@@ -205,18 +226,18 @@ def refreshed_scores(
     :func:`state_scores` and ``oracle_loo``, 1 - the generator's own leave-one-out probability
     (:func:`remask.policies.leave_one_out_probs`, one pass per position: a ceiling, not a contender).
     """
-    if not all(0 <= s < steps for s in state_steps):
-        raise ValueError(f"state_steps must lie in [0, {steps - 1}], got {list(state_steps)}")
+    steps, num_samples, length = options.steps, draw.num_samples, draw.length
+    if not all(0 <= s < steps for s in draw.state_steps):
+        raise ValueError(f"state_steps must lie in [0, {steps - 1}], got {list(draw.state_steps)}")
     device = next(model.parameters()).device
-    result = diffusion_generate(model, num_samples, length, steps, policy=policy, temperature=temperature, seed=seed,
-                                record_trajectory=True, **(sampler or {}))
+    result = diffusion_generate(model, num_samples, length, options, seed=draw.seed, record_trajectory=True)
 
     def forward_lm(seqs: torch.Tensor, copies: int) -> torch.Tensor:
         with autocast(device):
             return model(seqs.to(device), head="lm").float()
 
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("p_judge", *REFRESHED_SCORES, "step", *STATE_KEYS)}
-    for step in state_steps:
+    for step in draw.state_steps:
         state = result.trajectory[step]
         scores = state_scores(model, state.tokens, state.masked, state.p_at_fill)
         loo = leave_one_out_probs(forward_lm, state.tokens.to(device), torch.ones_like(state.masked, device=device),

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from remask.data import CharTokenizer
 from remask.model import DiffusionTransformer, token_cross_entropy
 from remask.runtime import autocast
-from remask.sampling import tempered_probs
+from remask.drawing import tempered_probs
 
 CONTEXT = "\n"
 

@@ -30,7 +30,7 @@ from remask.config import CriticSection, TrainSection
 from remask.critic_targets import TARGETS
 from remask.model import DiffusionTransformer, token_cross_entropy
 from remask.noise import DiffusionNoise
-from remask.sampling import sample_from_logits
+from remask.drawing import sample_from_logits
 from remask.schedules import elbo_weight
 
 Norm = dict[str, torch.Tensor]

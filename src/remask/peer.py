@@ -14,7 +14,7 @@ and adds only what the comparison needs around it:
   ``forward()`` loss inside our run's settings, and :class:`PeerModel` gives it our model's
   interface, so that our validation scores it on the same windows and masks as our models;
 - :func:`peer_generate`: its ``generate()`` with its forward passes counted by a hook on its
-  trunk, :func:`peer_draw` the same as a :data:`remask.tuning.Draw`, so its start temperature and its
+  trunk, :func:`peer_draw_at` the same as a :data:`remask.tuning.DrawAt`, so its start temperature and its
   critic-score noise go through the search every row gets.
 
 Its recipe differs from ours (``nonautoregressive_wrapper.py`` of 2.31.10, line numbers in the
@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import save_model
@@ -44,6 +45,9 @@ from remask.data import CharTokenizer
 from remask.errors import CheckpointError, ConfigError
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.runtime import autocast
+
+if TYPE_CHECKING:  # the peer's training stage must not depend on the sampling records
+    from remask.records import MasksLeft
 
 PACKAGE, VERSION = "x-transformers", "2.31.10"
 INSTALL_HINT = "pip install -e '.[peer]' (make study installs it)"
@@ -206,23 +210,29 @@ def peer_generate(wrapper: nn.Module, num_samples: int, steps: int, temperature:
     return torch.cat(outputs), calls
 
 
-def peer_draw(wrapper: nn.Module, tokenizer: CharTokenizer, steps: int, cfg: SampleSection, filter_thres: float,
-              stand_in: str, masks_left: dict[str, int]):
-    """The peer as a :data:`remask.tuning.Draw`: a selection rule's noise temperature is its critic
-    noise scale (``topk``: none), the temperature its start temperature.
+def peer_draw_at(wrapper: nn.Module, tokenizer: CharTokenizer, cfg: SampleSection, filter_thres: float,
+                 stand_in: str, masks_left: "MasksLeft"):
+    """The peer as a :data:`remask.tuning.DrawAt`: at each NFE budget, its ``generate()`` at the
+    steps the budget allows; a selection rule's noise temperature is its critic noise scale
+    (``topk``: none), the temperature its start temperature.
 
     Its sampler can draw the ``[MASK]`` token itself (its output layer has one, which our models'
     never predict) and then leaves it in the text. Such a token is shown to the judge as
-    ``stand_in`` (the data's unknown character) and counted in ``masks_left``, keyed by
-    ``seed/T/rule``, so that the report can say how many there were."""
+    ``stand_in`` (the data's unknown character) and counted in ``masks_left`` per budget and draw,
+    so that the report can say how many there were."""
     if cfg.length != wrapper.max_seq_len:
         raise ConfigError(f"sample.length {cfg.length}: the peer generates its block size, {wrapper.max_seq_len}")
     if stand_in not in tokenizer.stoi:
         raise ConfigError(f"data.unknown_char {stand_in!r} is not in the vocabulary: it cannot stand in for [MASK]")
 
-    def draw(temperature: float, rule: SelectionRule, seed: int, n: int) -> tuple[list[str], int]:
-        tokens, nfe = peer_generate(wrapper, n, steps, temperature, rule.temperature, filter_thres, seed,
-                                    cfg.batch_size)
-        masks_left[f"{seed}/{temperature:g}/{rule.label}"] = int((tokens == tokenizer.mask_id).sum())
-        return [tokenizer.decode(ids.tolist(), mask=stand_in) for ids in tokens], nfe
-    return draw
+    def draw_at(budget: int):
+        steps = peer_steps_for_nfe(budget)
+
+        def draw(temperature: float, rule: SelectionRule, seed: int, n: int) -> tuple[list[str], int]:
+            tokens, nfe = peer_generate(wrapper, n, steps, temperature, rule.temperature, filter_thres, seed,
+                                        cfg.batch_size)
+            masks_left.record(budget, seed, temperature, rule, int((tokens == tokenizer.mask_id).sum()))
+            return [tokenizer.decode(ids.tolist(), mask=stand_in) for ids in tokens], nfe
+        return draw, steps
+    return draw_at
+

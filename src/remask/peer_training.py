@@ -19,7 +19,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from remask import checkpoint
@@ -40,42 +39,9 @@ def _fingerprint(cfg: PeerConfig, train: TrainSection, meta: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _restore(out_dir: Path, wrapper: nn.Module, optimizer: torch.optim.Optimizer, windows: torch.Generator,
-             fingerprint: str, train: TrainSection) -> int:
-    """The step to start from: that of a saved state of the same run, else 0."""
-    path = out_dir / checkpoint.TRAIN_STATE
-    saved = checkpoint.load_resumable(path, fingerprint, train.max_steps, lambda why: print(f"[peer] {why}")) \
-        if train.resume else None
-    if saved is None:
-        return 0
-    checkpoint.check_state_dict(wrapper, saved["model"], path)
-    wrapper.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    windows.set_state(saved["windows"])
-    torch.set_rng_state(saved["torch_rng"])
-    if saved.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(saved["cuda_rng"])
-    random.setstate(_python_state(saved["python_rng"]))
-    print(f"[peer] resuming from {path} at step {saved['step']}")
-    return int(saved["step"])
-
-
-def _python_state(saved: list) -> tuple:
-    version, internal, gauss = saved
-    return version, tuple(internal), gauss
-
-
-def _save(out_dir: Path, wrapper: nn.Module, optimizer: torch.optim.Optimizer, windows: torch.Generator, step: int,
-          fingerprint: str, info: dict) -> None:
-    version, internal, gauss = random.getstate()
-    checkpoint.save_train_state(out_dir / checkpoint.TRAIN_STATE, {
-        "step": step, "fingerprint": fingerprint,
-        "model": {k: v.detach().cpu() for k, v in wrapper.state_dict().items()},
-        "optimizer": optimizer.state_dict(), "windows": windows.get_state(), "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-        "python_rng": [version, list(internal), gauss],  # its forward() draws with Python's random too
-    })
-    save_peer(out_dir, wrapper, {**info, "step": step, "fingerprint": fingerprint})
+def _save(out_dir: Path, state: checkpoint.TrainingState, fingerprint: str, info: dict) -> None:
+    state.save(out_dir / checkpoint.TRAIN_STATE, fingerprint)
+    save_peer(out_dir, state.model, {**info, "step": state.step, "fingerprint": fingerprint})
 
 
 def train_peer(model: ModelSection, peer: PeerSection, train: TrainSection, critic: CriticSection,
@@ -94,17 +60,21 @@ def train_peer(model: ModelSection, peer: PeerSection, train: TrainSection, crit
     torch.manual_seed(train.seed)
     random.seed(train.seed)  # its forward() flips coins with Python's random (BERT replacement, sample temperature)
     wrapper = build_peer(cfg)
-    optimizer = make_optimizer(wrapper, train)
-    windows = torch.Generator().manual_seed(train.seed)
+    # the run's own generator draws the windows; its forward() also draws with Python's random
+    state = checkpoint.TrainingState(wrapper, make_optimizer(wrapper, train), torch.Generator().manual_seed(train.seed),
+                                     python_rng=True)
     fingerprint = _fingerprint(cfg, train, meta)
     info = {"peer": asdict(cfg), "tokenizer": tokenizer.to_dict(), "package": f"{PACKAGE}=={VERSION}",
             "wrapper": {"self_token_critic": True, "schedule": "linear", "can_mask_prev_unmasked": False,
                         "use_simple_mdlm_loss_weight": False},
             "parameters": parameter_count(wrapper), "parameters_ours": ours_parameter_count(model, tokenizer),
             "train": train.model_dump(exclude={"resume", "device", "compile"})}
-    start = _restore(out_dir, wrapper, optimizer, windows, fingerprint, train)
-    wrapper.to(device).train()
-    checkpoint.move_optimizer_state(optimizer, device)
+    path = out_dir / checkpoint.TRAIN_STATE
+    if train.resume and state.restore(path, fingerprint, train.max_steps, lambda why: print(f"[peer] {why}")):
+        print(f"[peer] resuming from {path} at step {state.step}")
+    start = state.step
+    state.to(device)
+    wrapper.train()
     data = load_split(data_dir, "train", meta)
     end = train.max_steps if stop_after is None else min(train.max_steps, start + stop_after)
     running: list[torch.Tensor] = []
@@ -112,10 +82,10 @@ def train_peer(model: ModelSection, peer: PeerSection, train: TrainSection, crit
     bar = tqdm(range(start, end), desc="train peer", unit="step", initial=start, total=train.max_steps,
                disable=not progress)
     for step in bar:
-        batch = sample_windows(data, train.batch_size, cfg.block_size, windows).to(device)
+        batch = sample_windows(data, train.batch_size, cfg.block_size, state.generator).to(device)
         with autocast(device):
             losses = wrapper(batch)
-        optimizer_step(wrapper, optimizer, losses.loss, step, train)
+        optimizer_step(wrapper, state.optimizer, losses.loss, step, train)
         running.append(torch.stack([losses.loss, losses.generator_loss, losses.critic_loss]).detach().float())
         if len(running) == LOG_EVERY or step + 1 == end:
             mean = torch.stack(running).mean(0).tolist()
@@ -124,8 +94,9 @@ def train_peer(model: ModelSection, peer: PeerSection, train: TrainSection, crit
                 raise TrainingError(f"the peer's loss is not finite at step {step + 1}: {mean}")
             last = dict(zip(("loss", "generator_loss", "critic_loss"), mean))
             bar.set_postfix(gen=f"{mean[1]:.3f}", critic=f"{mean[2]:.3f}")
-        if (step + 1) % train.checkpoint_every == 0 or step + 1 == end:
-            _save(out_dir, wrapper, optimizer, windows, step + 1, fingerprint, info)
+        state.step = step + 1
+        if state.step % train.checkpoint_every == 0 or state.step == end:
+            _save(out_dir, state, fingerprint, info)
     bar.close()
     val_windows = fixed_windows(load_split(data_dir, "val", meta), train.eval_batches * train.batch_size, cfg.block_size)
     val = evaluate_diffusion(PeerModel(wrapper, cfg), val_windows, train, critic, train.seed + EVAL_SEED_OFFSET,

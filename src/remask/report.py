@@ -28,63 +28,42 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from remask.config import SelectionRule
-from remask.frontier import METRICS, difference
+from remask.frontier import difference
 from remask.policies import get_policy
+from remask.records import Comparison, TuningLog
 
 BASELINE = "confidence"
 REVISITING_BASELINE = "remdm_conf"  # the training-free policy that also revisits committed tokens
 
 
-def kind_of(row: str, log: Mapping) -> str:
+def kind_of(log: TuningLog) -> str:
     """A row's kind: the public peer's log says ``peer``; any other row's is that of the registered
-    policy it runs (its tuning log or frontier names it as ``runs``)."""
-    return log.get("kind") or get_policy(log.get("runs", row)).kind
+    policy it runs."""
+    return log.fields.get("kind") or get_policy(log.runs).kind
 
 
 METRIC_NAMES = {"judge_nll": "judge NLL", "word_validity": "word validity", "rep_4": "rep-4"}
 REP4_LIMIT = 1.5  # rep-4 at most this multiple of the test text's, for the goal
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """``policy`` minus ``baseline`` at the text's entropy, at one NFE budget."""
-
-    budget: int
-    policy: str
-    baseline: str
-    differences: Mapping[str, Mapping]  # metric -> {"difference", "ci": [low, high], "better": +1 / 0 / -1}
-    bracketed: bool  # both frontiers bracket the text's entropy
-    kind: str = "learned"  # the kind of the policy the row runs
-    baseline_kind: str = "training_free"  # ``peer``: the public peer, the one baseline that is not ours
-
-    @property
-    def outcome(self) -> str:
-        """``beats``, ``loses``, ``no significant difference`` or ``no verdict``."""
-        if not self.bracketed:
-            return "no verdict"
-        nll, valid = self.differences["judge_nll"]["better"], self.differences["word_validity"]["better"]
-        if nll == 1 and valid >= 0:
-            return "beats"
-        if nll == -1:
-            return "loses"
-        return "no significant difference"
-
-    def to_dict(self) -> dict:
-        return {"budget": self.budget, "policy": self.policy, "kind": self.kind, "baseline": self.baseline,
-                "baseline_kind": self.baseline_kind, "differences": dict(self.differences),
-                "bracketed": self.bracketed, "outcome": self.outcome}
-
-
-def best_of_kind(tuning: Mapping[str, Mapping], budget: int, kind: str) -> str | None:
+def best_of_kind(tuning: Mapping[str, TuningLog], budget: int, kind: str) -> str | None:
     """The row of ``kind`` with the lowest judge NLL at the text's entropy on the *tuning* draw (rows
     that reached the entropy first), so that choosing it never looks at the report samples."""
-    scored = [(not t["budgets"][str(budget)]["reached"], t["budgets"][str(budget)]["tuning_judge_nll"], name)
-              for name, t in tuning.items() if kind_of(name, t) == kind and str(budget) in t["budgets"]]
+    scored = [(not log.budgets[budget].tuned.reached, log.budgets[budget].tuned.judge_nll, name)
+              for name, log in tuning.items() if kind_of(log) == kind and budget in log.budgets]
     return min(scored)[2] if scored else None
 
 
-def best_training_free(tuning: Mapping[str, Mapping], budget: int) -> str:
+def same_model_baseline(tuning: Mapping[str, TuningLog], log: TuningLog) -> list[str]:
+    """The ``confidence`` row sampled on the same study variant's model as ``log``'s row (none on
+    the quick tier's model, or where that variant sampled no such row)."""
+    if log.variant is None:
+        return []
+    return [name for name, other in tuning.items() if other.variant == log.variant and other.runs == BASELINE
+            and other.fields.get("committed_budget") is None]
+
+
+def best_training_free(tuning: Mapping[str, TuningLog], budget: int) -> str:
     """The training-free policy with the lowest judge NLL at the text's entropy on the tuning draw."""
     best = best_of_kind(tuning, budget, "training_free")
     if best is None:
@@ -94,7 +73,7 @@ def best_training_free(tuning: Mapping[str, Mapping], budget: int) -> str:
 
 def compare_policies(
     samples: Mapping[tuple[str, int], Sequence], frontiers: Mapping[tuple[str, int], Mapping],
-    tuning: Mapping[str, Mapping], target: float, resamples: int, level: float, seed: int,
+    tuning: Mapping[str, TuningLog], target: float, resamples: int, level: float, seed: int,
 ) -> list[Comparison]:
     """Every policy against ``confidence`` and against the best training-free policy, per budget,
     and our best learned policy (chosen on the tuning draw) against the public peer's row.
@@ -106,21 +85,20 @@ def compare_policies(
     def compare(budget: int, policy: str, baseline: str) -> Comparison:
         diff = difference(samples[(policy, budget)], samples[(baseline, budget)], target, resamples, level, seed)
         bracketed = frontiers[(policy, budget)]["bracketed"] and frontiers[(baseline, budget)]["bracketed"]
-        return Comparison(budget, policy, baseline, diff, bracketed, kind_of(policy, tuning[policy]),
-                          kind_of(baseline, tuning[baseline]))
+        return Comparison(budget, policy, baseline, diff, bracketed, kind_of(tuning[policy]), kind_of(tuning[baseline]))
 
     for budget in sorted({b for _, b in samples}):
         baselines = [BASELINE, REVISITING_BASELINE, best_training_free(tuning, budget)]
         rows = sorted(p for p, b in samples if b == budget)
         for policy in rows:
             # a row on a study variant's model is also compared with `confidence` on that same model
-            # (`confidence@<variant>`, where sampled): the score apart from the variant's generator
-            own = [f"{BASELINE}@{policy.split('@', 1)[1]}"] if "@" in policy else []
+            # (where sampled): the score apart from the variant's generator
+            own = same_model_baseline(tuning, tuning[policy])
             records += [compare(budget, policy, baseline) for baseline in dict.fromkeys(baselines + own)
                         if policy != baseline and (baseline, budget) in samples]
         best = best_of_kind({p: tuning[p] for p in rows}, budget, "learned")
         if best is not None:
-            records += [compare(budget, best, peer) for peer in rows if kind_of(peer, tuning[peer]) == "peer"]
+            records += [compare(budget, best, peer) for peer in rows if kind_of(tuning[peer]) == "peer"]
     return records
 
 
@@ -143,8 +121,8 @@ def render_settings(frontiers: Mapping[tuple[str, int], Mapping], reference: Map
              "| NFE budget | policy | kind | steps | NFE | selection | report temperatures | judge NLL | word validity "
              "| rep-4 | frontier |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (policy, budget), f in sorted(frontiers.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        kind = kind_of(policy, f).replace("_", "-") + {"oracle": " (ceiling, equal steps)",
-                                                        "peer": " (public implementation)"}.get(kind_of(policy, f), "")
+        kind = f["kind"].replace("_", "-") + {"oracle": " (ceiling, equal steps)",
+                                               "peer": " (public implementation)"}.get(f["kind"], "")
         lines.append(
             f"| {budget} | `{policy}` | {kind} | {f['steps']} | {f['nfe']} | {f['selection_label']}"
             f"{'' if f['reached'] else ' (not reached)'} | {', '.join(f'{t:.3f}' for t in f['report_temperatures'])} "
@@ -237,7 +215,7 @@ def render_closest(records: Sequence[Comparison], frontiers: Mapping[tuple[str, 
         rep = frontiers[(closest, budget)]["rep_4"]
         if rep > limit:
             missed.append(f"rep-4 {rep:.3f} above the limit {limit:.3f}")
-        oracle = [f for (p, b), f in frontiers.items() if b == budget and kind_of(p, f) == "oracle"]
+        oracle = [f for (p, b), f in frontiers.items() if b == budget and f["kind"] == "oracle"]
         gap = "" if not oracle else (f"; the oracle ceiling's judge NLL is "
                                      f"{oracle[0]['judge_nll'] - frontiers[(closest, budget)]['judge_nll']:+.3f} from "
                                      "it (point estimates)")
@@ -250,35 +228,33 @@ def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
                 generator_losses: Mapping[str, float]) -> list[str]:
     """The public peer's row: what it is, how it was trained, where its own sampler lands, and
     whether our best learned policy (chosen on the tuning draw) beats it at each budget.
-    ``peer``: ``training`` (its training metrics) and ``tuning`` (its tuning log)."""
-    rows = sorted({p for (p, _), f in frontiers.items() if kind_of(p, f) == "peer"})
+    ``peer``: ``training`` (its training metrics) and ``tuning`` (its :class:`TuningLog`)."""
+    rows = sorted({p for (p, _), f in frontiers.items() if f["kind"] == "peer"})
     if not rows:
         return []
     row, training, log = rows[0], peer["training"], peer["tuning"]
     ours = ", ".join(f"`{k}` {v:.4f}" for k, v in generator_losses.items() if k in ("multitask", "generator_only"))
     target = reference["char_entropy"]
     lines = ["## The public peer: x-transformers' self-critic", "",
-             f"`{row}` is lucidrains' `{log['runs']}`: `NonAutoregressiveWrapper(self_token_critic=True)`, trained here "
+             f"`{row}` is lucidrains' `{log.runs}`: `NonAutoregressiveWrapper(self_token_critic=True)`, trained here "
              "with its own loss on the windows, steps, batch and optimiser of `models/multitask` "
              f"({training['parameters']:,} parameters; ours {training['parameters_ours']:,}), sampled with its own "
              "sampler (two passes per step: the fill and the critic), its start temperature and critic noise put "
              "through the search every row gets. Its generator's validation loss on our windows and masks: "
              f"{training['val']['gen_loss']:.4f} (ours: {ours}).", ""]
-    for budget, tuned in sorted(log["budgets"].items(), key=lambda kv: int(kv[0])):
-        top = max(tuned["pilots"], key=lambda pilot: pilot["char_entropy"])
-        mine = sorted((s for s in settings if s["policy"] == row and s["nfe_budget"] == int(budget)),
+    for budget, tuning in sorted(log.budgets.items()):
+        top = max(tuning.tuned.pilots, key=lambda pilot: pilot.char_entropy)
+        mine = sorted((s for s in settings if s["policy"] == row and s["nfe_budget"] == budget),
                       key=lambda s: s["temperature"])
         drawn = "; ".join(f"T={s['temperature']:.2f}: entropy {s['char_entropy']:.3f}, judge NLL {s['judge_nll']:.3f}"
                           for s in mine)
-        masks = sum(log.get("masks_left", {}).get(budget, {}).get(f"{log['report_seed']}/{s['temperature']:g}/"
-                                                                   f"{s['selection_label']}", 0) for s in mine)
-        reach = ("reaches the text's entropy" if tuned["reached"] else
+        masks = sum(log.masks_left.at(budget, log.report_seed, s["temperature"], tuning.tuned.selection) for s in mine)
+        reach = ("reaches the text's entropy" if tuning.tuned.reached else
                  f"does not reach the text's entropy ({target:.3f} bits) anywhere in the search: at most "
-                 f"{top['char_entropy']:.3f} bits on the tuning draw (T={top['temperature']:.2f}, "
-                 f"{SelectionRule(rule=top['selection'], temperature=top['selection_temperature']).label})")
-        lines.append(f"- NFE {budget} ({tuned['steps']} steps): its sampler {reach}. Report draw ({mine[0]['selection_label']}"
+                 f"{top.char_entropy:.3f} bits on the tuning draw (T={top.temperature:.2f}, {top.rule.label})")
+        lines.append(f"- NFE {budget} ({tuning.steps} steps): its sampler {reach}. Report draw ({mine[0]['selection_label']}"
                      f"): {drawn}; {masks} `[MASK]` tokens left in its texts (shown to the judge as "
-                     f"{log.get('mask_stand_in', ' ')!r}).")
+                     f"{log.extra['mask_stand_in']!r}).")
     lines += ["", "| NFE budget | our best learned policy (tuning draw) | peer | judge NLL difference | word validity "
               "| rep-4 | outcome |", "|---|---|---|---|---|---|---|"]
     verdicts = []
@@ -346,30 +322,50 @@ def render_report_settings(settings: Sequence[Mapping], reference: Mapping) -> l
     return lines
 
 
-def render_summary(
-    reference: Mapping, judge_row: Mapping, frontiers: Mapping[tuple[str, int], Mapping], records: Sequence[Comparison],
-    best: Mapping[int, str], settings: Sequence[Mapping], detection: Mapping, generator_losses: Mapping[str, float],
-    tuning_seed: int, report_seed: int, ablation: Sequence[Mapping] | None = None,
-    generated_by: str = "`evaluate_samples` stage of `dvc repro`", peer: Mapping | None = None,
-) -> str:
-    """``results/summary.md`` from computed records; every section's input is required."""
+@dataclass(frozen=True)
+class SummaryInputs:
+    """Everything ``results/summary.md`` is rendered from, computed by ``evaluate_samples``:
+    ``frontiers[(row, budget)]`` and ``settings`` as in its ``metrics.json``, the comparison
+    records, the best training-free row of each budget, the detection tables, the generators'
+    validation losses, the seeds of the two draws, the ablation arms' metrics (study), who wrote it,
+    and the public peer's ``training`` record and :class:`TuningLog` (study)."""
+
+    reference: Mapping
+    judge_row: Mapping
+    frontiers: Mapping[tuple[str, int], Mapping]
+    records: Sequence[Comparison]
+    best: Mapping[int, str]
+    settings: Sequence[Mapping]
+    detection: Mapping
+    generator_losses: Mapping[str, float]
+    tuning_seed: int
+    report_seed: int
+    ablation: Sequence[Mapping] = ()
+    generated_by: str = "`evaluate_samples` stage of `dvc repro`"
+    peer: Mapping | None = None
+
+
+def render_summary(inputs: SummaryInputs) -> str:
+    """``results/summary.md`` from computed records."""
+    reference, judge_row, frontiers, records = inputs.reference, inputs.judge_row, inputs.frontiers, inputs.records
+    settings, detection, generator_losses = inputs.settings, inputs.detection, inputs.generator_losses
     lines = [
         "# Does a learned re-masking policy beat the heuristics at equal compute?", "",
-        f"_Generated by the {generated_by}; do not edit by hand._", "",
-        f"Every policy is tuned on its own draw (seed {tuning_seed}: the temperature that reaches the test text's "
+        f"_Generated by the {inputs.generated_by}; do not edit by hand._", "",
+        f"Every policy is tuned on its own draw (seed {inputs.tuning_seed}: the temperature that reaches the test text's "
         "character entropy, for every selection rule, and the rule with the best judge NLL there) and reported on a "
-        f"fresh draw (seed {report_seed}) at two temperatures around the tuned one. Judge NLL: bits per character "
+        f"fresh draw (seed {inputs.report_seed}) at two temperatures around the tuned one. Judge NLL: bits per character "
         "under the causal judge (lower is better); word validity: share of words found in the train split's "
         "vocabulary; rep-4: share of repeated character 4-grams per sample.", "",
         f"Test text (reference): judge NLL {fmt(reference, 'judge_nll')}, entropy {reference['char_entropy']:.3f}, "
         f"word validity {reference['word_validity']:.3f}, rep-4 {reference['rep_4']:.3f}. The judge's own samples "
         f"(autoregressive, temperature 1): judge NLL {fmt(judge_row, 'judge_nll')}, entropy "
         f"{judge_row['char_entropy']:.3f}, word validity {judge_row['word_validity']:.3f}.", "",
-        *render_verdict(records, best), "",
+        *render_verdict(records, inputs.best), "",
         *render_goal(records, frontiers, reference, detection, generator_losses), "",
     ]
-    if peer is not None:
-        lines += [*render_peer(records, frontiers, settings, reference, peer, generator_losses), ""]
+    if inputs.peer is not None:
+        lines += [*render_peer(records, frontiers, settings, reference, inputs.peer, generator_losses), ""]
     lines += [*render_settings(frontiers, reference), ""]
     if {"multitask", "generator_only"} <= set(generator_losses):
         change = generator_losses["multitask"] / generator_losses["generator_only"] - 1
@@ -381,8 +377,8 @@ def render_summary(
                             generator_losses.items() if k not in ("multitask", "generator_only")) + ".", ""]
     lines += [*render_refreshed(detection["refreshed"]), "", *render_seed_detection(detection["seed"]), "",
               *render_evidence(detection["seed"], detection["added"]), ""]
-    if ablation:
-        lines += [*render_ablation(ablation), ""]
+    if inputs.ablation:
+        lines += [*render_ablation(inputs.ablation), ""]
     lines += render_report_settings(settings, reference)
     return "\n".join(lines) + "\n"
 

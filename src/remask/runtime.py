@@ -10,15 +10,20 @@ import torch
 import torch.distributed as dist
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")  # what a device setting may name (cuda also as cuda:<index>)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then the CPU; an explicit name must be available."""
+    if name.split(":")[0] not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; valid: {', '.join(DEVICES)} (or cuda:<index>)")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device")
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' was asked for, but torch sees no MPS device")

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from remask.drawing import fill, tempered_probs, top_k_per_row
 from remask.model import DiffusionTransformer
-from remask.policies import StepState, get_policy, leave_one_out_probs
+from remask.policies import Policy, StepState, get_policy, leave_one_out_probs
 from remask.runtime import autocast
 from remask.schedules import masked_counts
 
@@ -60,6 +61,55 @@ class Generation:
 
 
 SELECTIONS = ("topk", "gumbel")
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """Everything that decides a run of the sampler but the model, the batch and the seed: the
+    policy and its steps, the mask schedule, how tokens are drawn (temperature, top-p) and how the
+    tokens to re-mask are selected (noise blend, selection rule, the candidate pool's committed
+    budget). ``batch_size`` is how many sequences run at once; it changes the order in which the
+    seed's stream is spent, so it is part of what reproduces a draw. Pipeline stages build it from
+    the ``sample`` section (:meth:`remask.config.SampleSection.sampler_options`)."""
+
+    steps: int
+    policy: str = "confidence"
+    schedule: str = "linear"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    randomness_strength: float = 0.0
+    selection: str = "topk"
+    selection_temperature: float = 1.0
+    committed_budget: float | None = None
+    batch_size: int = 64
+
+    def checked_policy(self) -> Policy:
+        """The registered policy, after every option has been checked; a bad one raises ValueError."""
+        chosen = get_policy(self.policy)
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or not 0 <= self.randomness_strength <= 1:
+            raise ValueError("temperature must be > 0, top_p in (0, 1], randomness_strength in [0, 1]")
+        if self.selection not in SELECTIONS or self.selection_temperature < 0:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)} with selection_temperature >= 0, "
+                             f"got {self.selection!r} at {self.selection_temperature}")
+        budget = self.committed_budget
+        if budget is not None and (chosen.candidates != "all" or not 0 <= budget <= 1):
+            raise ValueError(f"committed_budget must lie in [0, 1] and needs a policy whose candidates are all tokens; "
+                             f"got {budget} with policy {self.policy!r} (candidates {chosen.candidates})")
+        return chosen
+
+
+@dataclass(frozen=True)
+class Known:
+    """Tokens the sampler never masks or changes (a prompt, or the known text around an infilling
+    gap): ``tokens`` (N, L) holds them where ``protected`` (N, L) is true."""
+
+    tokens: torch.Tensor
+    protected: torch.Tensor
+
+    def rows(self, rows: slice, device: torch.device) -> "Known":
+        return Known(self.tokens[rows].to(device), self.protected[rows].to(device))
 
 
 def nfe_for(policy: str, steps: int, positions: int | None = None) -> int:
@@ -86,92 +136,38 @@ def steps_for_nfe(policy: str, budget: int) -> int:
     return steps
 
 
-def prefix_prompt(ids: Sequence[int], num_samples: int, length: int, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed tokens and protected mask for a prompt at the start of every sample."""
+def prefix_prompt(ids: Sequence[int], num_samples: int, length: int, mask_id: int) -> Known:
+    """A prompt at the start of every sample, protected."""
     if len(ids) > length:
         raise ValueError(f"the prompt has {len(ids)} characters, longer than --length {length}")
     fixed = torch.full((num_samples, length), mask_id, dtype=torch.long)
     fixed[:, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
     protected = torch.zeros(num_samples, length, dtype=torch.bool)
     protected[:, : len(ids)] = True
-    return fixed, protected
-
-
-def tempered_probs(logits: torch.Tensor, temperature: float | torch.Tensor, top_p: float) -> torch.Tensor:
-    """Sampling distribution in float64: temperature, then nucleus (top-p) truncation."""
-    probs = torch.softmax(logits.double() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the smallest prefix reaching top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-        probs = probs / probs.sum(-1, keepdim=True)
-    return probs
-
-
-def inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """Draw one token per row of ``probs`` from given uniforms in [0, 1); exact in float64."""
-    cdf = probs.double().cumsum(-1)
-    return (cdf < uniform.unsqueeze(-1) * cdf[..., -1:]).sum(-1).clamp_(max=probs.size(-1) - 1)
-
-
-def sample_from_logits(logits: torch.Tensor, uniform: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
-    """Sample in float64 (low precision distorts the tail), driven by pre-drawn uniforms so that
-    every DDP rank of a training run can take its slice of the global batch's noise."""
-    return inverse_cdf(tempered_probs(logits, temperature, 1.0), uniform)
-
-
-def sample_tokens(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    uniform = torch.rand(probs.shape[:-1], generator=generator, dtype=torch.float64).to(probs.device)
-    return inverse_cdf(probs, uniform)
+    return Known(fixed, protected)
 
 
 @torch.no_grad()
 def diffusion_generate(
-    model: DiffusionTransformer,
-    num_samples: int,
-    length: int,
-    steps: int,
-    policy: str = "confidence",
-    schedule: str = "linear",
-    fixed: torch.Tensor | None = None,
-    protected: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    randomness_strength: float = 0.0,
-    selection: str = "topk",
-    selection_temperature: float = 1.0,
-    committed_budget: float | None = None,
-    seed: int = 0,
-    record_trajectory: bool = False,
-    batch_size: int = 64,
-    progress: bool = False,
+    model: DiffusionTransformer, num_samples: int, length: int, options: SamplerOptions, seed: int = 0,
+    known: Known | None = None, record_trajectory: bool = False, progress: bool = False,
 ) -> Generation:
-    """Generate ``num_samples`` sequences of ``length`` tokens; see the module docstring."""
-    chosen = get_policy(policy)
+    """Generate ``num_samples`` sequences of ``length`` tokens with ``options``, around the
+    ``known`` tokens (none by default); see the module docstring."""
+    chosen = options.checked_policy()
     cfg = model.config
     if cfg.causal:
         raise ValueError("diffusion_generate needs a bidirectional (diffusion) model, not the causal judge")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
     if not 1 <= length <= cfg.block_size:
         raise ValueError(f"length must be between 1 and the model's block_size {cfg.block_size}, got {length}")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    if temperature <= 0 or not 0 < top_p <= 1 or not 0 <= randomness_strength <= 1:
-        raise ValueError("temperature must be > 0, top_p in (0, 1], randomness_strength in [0, 1]")
-    if selection not in SELECTIONS or selection_temperature < 0:
-        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)} with selection_temperature >= 0, "
-                         f"got {selection!r} at {selection_temperature}")
-    if committed_budget is not None and (chosen.candidates != "all" or not 0 <= committed_budget <= 1):
-        raise ValueError(f"committed_budget must lie in [0, 1] and needs a policy whose candidates are all tokens; "
-                         f"got {committed_budget} with policy {policy!r} (candidates {chosen.candidates})")
-    if protected is None:
-        protected = torch.zeros(num_samples, length, dtype=torch.bool)
-        fixed = torch.full((num_samples, length), cfg.mask_id, dtype=torch.long)
-    if fixed is None or fixed.shape != (num_samples, length) or protected.shape != (num_samples, length):
-        raise ValueError(f"fixed and protected must both have shape ({num_samples}, {length})")
-    if (fixed[protected] == cfg.mask_id).any():
+    if known is None:
+        known = Known(torch.full((num_samples, length), cfg.mask_id, dtype=torch.long),
+                      torch.zeros(num_samples, length, dtype=torch.bool))
+    if known.tokens.shape != (num_samples, length) or known.protected.shape != (num_samples, length):
+        raise ValueError(f"the known tokens and their protected mask must both have shape ({num_samples}, {length})")
+    if (known.tokens[known.protected] == cfg.mask_id).any():
         raise ValueError("a protected position holds [MASK]")
 
     device = next(model.parameters()).device
@@ -179,17 +175,16 @@ def diffusion_generate(
     was_training = model.training
     model.eval()
     outputs, trajectory = [], [] if record_trajectory else None
+    steps, batch_size = options.steps, options.batch_size
     chunks = range(0, num_samples, batch_size)
-    bar = tqdm(total=len(chunks) * steps, desc=f"sample {policy}", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=len(chunks) * steps, desc=f"sample {options.policy}", unit="step", disable=not progress,
+               leave=False)
     passes = 0
     for start in chunks:
         rows = slice(start, start + batch_size)
-        tokens, passes, steps_log = _generate_chunk(
-            model, chosen, fixed[rows].to(device), protected[rows].to(device), steps, schedule,
-            temperature, top_p, randomness_strength, selection, selection_temperature, committed_budget, generator,
-            record_trajectory, device, bar,
-        )
-        expected = nfe_for(policy, steps, int((~protected[rows]).any(0).sum()))
+        tokens, passes, steps_log = _generate_chunk(model, chosen, options, known.rows(rows, device), generator,
+                                                    record_trajectory, bar)
+        expected = nfe_for(options.policy, steps, int((~known.protected[rows]).any(0).sum()))
         if passes != expected:
             raise AssertionError(f"counted {passes} forward passes, expected {expected}")
         outputs.append(tokens.cpu())
@@ -199,15 +194,17 @@ def diffusion_generate(
     model.train(was_training)
     if trajectory is not None:
         trajectory = [_cat_steps([chunk[i] for chunk in trajectory]) for i in range(steps)]
-    return Generation(torch.cat(outputs), passes, steps, policy, trajectory)
+    return Generation(torch.cat(outputs), passes, steps, options.policy, trajectory)
 
 
-def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperature, top_p, strength, selection,
-                    selection_temperature, committed_budget, generator, record, device, bar):
-    mask_id = model.config.mask_id
-    tokens = torch.where(protected, fixed, torch.full_like(fixed, mask_id))
+def _generate_chunk(model: DiffusionTransformer, chosen: Policy, options: SamplerOptions, known: Known,
+                    generator: torch.Generator, record: bool, bar: tqdm) -> tuple[torch.Tensor, int, list]:
+    mask_id, steps, device = model.config.mask_id, options.steps, known.tokens.device
+    protected = known.protected
+    tokens = torch.where(protected, known.tokens, torch.full_like(known.tokens, mask_id))
     free = ~protected
-    counts = torch.tensor([masked_counts(int(n), steps, schedule) for n in free.sum(1).tolist()], device=device)
+    counts = torch.tensor([masked_counts(int(n), steps, options.schedule) for n in free.sum(1).tolist()],
+                          device=device)
     p_at_fill = torch.ones(tokens.shape, dtype=torch.float64, device=device)
     passes = 0
 
@@ -221,6 +218,7 @@ def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperatur
 
     log = []
     critic_at_fill = None
+    strength = options.randomness_strength
     for i in range(steps):
         masked = tokens == mask_id
         if chosen.fused:  # the critic head judges the committed tokens in the pass that fills the rest
@@ -228,9 +226,8 @@ def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperatur
             critic_at_fill = torch.sigmoid(critic_logits.double())
         else:
             logits = forward(tokens, "lm")
-        probs = tempered_probs(logits, temperature, top_p)
-        tokens = torch.where(masked, sample_tokens(probs, generator).to(device), tokens)
-        p_current = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        probs = tempered_probs(logits, options.temperature, options.top_p)
+        tokens, p_current = fill(probs, tokens, masked, generator)
         p_at_fill = torch.where(masked, p_current, p_at_fill)
         filled, last = tokens, i == steps - 1
         scores, remask = None, torch.zeros_like(masked)
@@ -243,9 +240,9 @@ def _generate_chunk(model, chosen, fixed, protected, steps, schedule, temperatur
             if strength * anneal > 0:
                 noise = torch.rand(tokens.shape, generator=generator, dtype=torch.float64).to(device)
                 scores = (1.0 - strength * anneal) * scores + strength * anneal * noise
-            if selection == "gumbel":
-                scores = _gumbel_keys(scores, selection_temperature * anneal, generator)
-            remask = _choose(scores, masked, free, counts[:, i], chosen.candidates, committed_budget)
+            if options.selection == "gumbel":
+                scores = _gumbel_keys(scores, options.selection_temperature * anneal, generator)
+            remask = _choose(scores, masked, free, counts[:, i], chosen.candidates, options.committed_budget)
             scores = scores.masked_fill(~(masked if chosen.candidates == "filled" else free), float("nan"))
             tokens = tokens.masked_fill(remask, mask_id)
         if record:
@@ -276,13 +273,6 @@ def _gumbel_keys(scores: torch.Tensor, tau: float, generator: torch.Generator) -
         return keys
     uniform = torch.rand(scores.shape, generator=generator, dtype=torch.float64).clamp_(1e-300, 1 - 1e-16)
     return keys + tau * -(-uniform.log()).log().to(scores.device)
-
-
-def top_k_per_row(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Boolean mask of the ``k[row]`` highest scores of each row; nan scores are never chosen."""
-    order = torch.nan_to_num(scores, nan=float("-inf")).argsort(dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(scores.size(1), device=scores.device).expand_as(order))
-    return rank < k[:, None]
 
 
 def _cat_steps(parts: list[TrajectoryStep]) -> TrajectoryStep:

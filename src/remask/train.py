@@ -15,7 +15,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from remask import checkpoint
-from remask.config import CriticSection, OptimSection, TrainSection
+from remask.config import ConfigError, CriticSection, OptimSection, Params, TrainSection
 from remask.data import CharTokenizer, fixed_windows, load_meta, load_split, sample_windows
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.noise import draw_noise
@@ -38,7 +38,15 @@ EVAL_SEED_OFFSET = 1_000_003  # evaluation masks come from their own generator, 
 LOG_EVERY = 10  # steps between logged (averaged) training metrics
 # the modules that decide what a training step computes: edited code never resumes a saved state
 STEP_MODULES = ("model.py", "noise.py", "objectives.py", "critic_targets.py", "train.py", "schedules.py",
-                "sampling.py", "data.py")
+                "drawing.py", "data.py")
+
+
+MODEL_KINDS = ("multitask", "generator_only", "judge")  # the quick tier's models, each its own training stage
+# the critic settings generator_only is validated with (its untrained head, on the seed's label): fixed here
+# rather than read from params, so that a critic lever never retrains the baseline
+YARDSTICK_CRITIC = CriticSection(target="differs", fill_share=1.0, sample_temperature=0.7, sample_temperature_spread=1.3,
+                                 label_scope="filled", detach_body=False, pos_weight=1.0, replace_visible=0.0,
+                                 input="partial", rollout_share=0.0, row_share=0.5)
 
 
 class TrainingError(RuntimeError):
@@ -92,6 +100,39 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
+def run_spec(params: Params, variant: str, meta: dict, models_dir: Path = Path("models"),
+               results_dir: Path = Path("results")) -> RunSpec:
+    """Turn validated params into the run of one model of the quick tier (``variant``: a model kind of
+    :data:`MODEL_KINDS`)."""
+    tokenizer = CharTokenizer.from_dict(meta["tokenizer"])
+    section = params.judge.model if variant == "judge" else params.model
+    model = ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        mask_id=tokenizer.mask_id,
+        causal=variant == "judge",
+        **section.model_dump(),
+    )
+    common = dict(variant=variant, model=model, out_dir=models_dir / variant, live_dir=results_dir / "train" / variant)
+    if variant == "judge":
+        return RunSpec(objective="autoregressive", optim=params.judge.train, **common)
+    if variant == "multitask":
+        return RunSpec(objective="diffusion", optim=params.train, diffusion=params.train, critic=params.critic, **common)
+    # alpha = 0: no critic pass. The validation's critic numbers (of the untrained head) use the fixed
+    # YARDSTICK_CRITIC, so that the stage reads no `critic` params and a critic lever does not retrain it.
+    diffusion = params.train.model_copy(update={"alpha": 0.0})
+    return RunSpec(objective="diffusion", optim=diffusion, diffusion=diffusion, critic=YARDSTICK_CRITIC, **common)
+
+
+def study_run_spec(params: Params, name: str, meta: dict) -> RunSpec:
+    """A study variant: trained from scratch exactly like ``multitask`` (same data, steps and seed),
+    with its overrides, into ``models/study/<name>``."""
+    if name not in params.study.variants:
+        raise ConfigError(f"--study-variant {name!r} is not in study.variants: {', '.join(params.study.variants)}")
+    spec = run_spec(params.for_variant(name), "multitask", meta)
+    return replace(spec, variant=f"study/{name}", out_dir=Path("models/study") / name,
+                   live_dir=Path("results/study/train") / name)
+
+
 def learning_rate(step: int, cfg: OptimSection) -> float:
     """Linear warm-up to ``lr``, then cosine decay to ``min_lr`` at ``max_steps``."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
@@ -140,30 +181,14 @@ class TrainResult:
     seconds: float = 0.0
 
 
-@dataclass
-class RunState:
-    """What a checkpoint restores: the model, the optimiser, and both random streams."""
-
-    model: DiffusionTransformer
-    optimizer: torch.optim.AdamW
-    generator: torch.Generator
-    step: int = 0
-    resumed_from: int | None = None
-
-    def save(self, spec: RunSpec, tokenizer: CharTokenizer, fingerprint: str) -> None:
-        checkpoint.save_train_state(spec.out_dir / checkpoint.TRAIN_STATE, {
-            "step": self.step,
-            "fingerprint": fingerprint,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        })
-        checkpoint.save_model(spec.out_dir, self.model, tokenizer, {
-            "variant": spec.variant, "objective": spec.objective, "alpha": spec.alpha, "step": self.step,
-            "fingerprint": fingerprint, "critic": spec.critic.model_dump() if spec.uses_critic else None,
-            "self_correct": spec.diffusion.self_correct if spec.diffusion else 0.0,
-        })
+def _save(state: checkpoint.TrainingState, spec: RunSpec, tokenizer: CharTokenizer, fingerprint: str) -> None:
+    """The resumable state and the model directory (weights and ``config.json``, the training record)."""
+    state.save(spec.out_dir / checkpoint.TRAIN_STATE, fingerprint)
+    checkpoint.save_model(spec.out_dir, state.model, tokenizer, {
+        "variant": spec.variant, "objective": spec.objective, "alpha": spec.alpha, "step": state.step,
+        "fingerprint": fingerprint, "critic": spec.critic.model_dump() if spec.uses_critic else None,
+        "self_correct": spec.diffusion.self_correct if spec.diffusion else 0.0,
+    })
 
 
 def train(spec: RunSpec, data_dir: str | Path, stop_after: int | None = None, progress: bool = True) -> TrainResult:
@@ -191,7 +216,7 @@ def _train(
     fingerprint = spec.fingerprint(meta)
     block = spec.model.block_size + (1 if spec.objective == "autoregressive" else 0)
     state = _restore_or_start(spec, fingerprint, world)
-    _move_to(state, device)
+    state.to(device)
     step_fn = _objective(spec, state.model, world, device)
     val_windows = fixed_windows(val_data, cfg.eval_batches * cfg.batch_size, block)
     live = _open_live(spec, state.resumed_from) if world.is_main else None
@@ -228,7 +253,7 @@ def _train(
             barrier(world)
         if save_now:
             if world.is_main:
-                state.save(spec, tokenizer, fingerprint)
+                _save(state, spec, tokenizer, fingerprint)
             barrier(world)
     bar.close()
     if live is not None:
@@ -237,35 +262,21 @@ def _train(
     return TrainResult(state.step, metrics, state.resumed_from, time.perf_counter() - started)
 
 
-def _restore_or_start(spec: RunSpec, fingerprint: str, world: World) -> RunState:
+def _restore_or_start(spec: RunSpec, fingerprint: str, world: World) -> checkpoint.TrainingState:
     """A fresh run (from ``init_from``'s weights if given), or the saved state of the same run."""
     cfg = spec.optim
     torch.manual_seed(cfg.seed)
     model = DiffusionTransformer(spec.model)
-    state = RunState(model, make_optimizer(model, cfg), torch.Generator().manual_seed(cfg.seed))
+    state = checkpoint.TrainingState(model, make_optimizer(model, cfg), torch.Generator().manual_seed(cfg.seed))
     say = print if world.is_main else (lambda *_: None)
     path = spec.out_dir / checkpoint.TRAIN_STATE
-    saved = checkpoint.load_resumable(path, fingerprint, cfg.max_steps, lambda why: say(f"[{spec.variant}] {why}")) \
-        if cfg.resume else None
-    if saved is not None:
-        checkpoint.check_state_dict(model, saved["model"], path)
-        model.load_state_dict(saved["model"])
-        state.optimizer.load_state_dict(saved["optimizer"])
-        state.generator.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
-        state.step = state.resumed_from = int(saved["step"])
+    if cfg.resume and state.restore(path, fingerprint, cfg.max_steps, lambda why: say(f"[{spec.variant}] {why}")):
         say(f"[{spec.variant}] resuming from {path} at step {state.step}")
     if state.resumed_from is None and spec.init_from is not None:
         fresh = checkpoint.init_from_checkpoint(model, spec.init_from)
         say(f"[{spec.variant}] starting from the weights of {spec.init_from}"
             + (f"; {', '.join(fresh)} start fresh (another shape)" if fresh else ""))
     return state
-
-
-def _move_to(state: RunState, device: torch.device) -> None:
-    """The model and the optimiser's state (which follows the parameters) onto ``device``."""
-    state.model.to(device)
-    checkpoint.move_optimizer_state(state.optimizer, device)
 
 
 def _objective(spec: RunSpec, model: DiffusionTransformer, world: World, device: torch.device) -> nn.Module:
@@ -283,7 +294,7 @@ def _objective(spec: RunSpec, model: DiffusionTransformer, world: World, device:
 
 
 def _forward(
-    spec: RunSpec, step_fn: nn.Module, train_data: torch.Tensor, block: int, state: RunState, world: World,
+    spec: RunSpec, step_fn: nn.Module, train_data: torch.Tensor, block: int, state: checkpoint.TrainingState, world: World,
     rows: slice, device: torch.device,
 ) -> dict[str, torch.Tensor]:
     """Draw the global batch and its noise, run this rank's slice through the objective.

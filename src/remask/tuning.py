@@ -15,52 +15,34 @@ Gumbel-top-k with a noise temperature). Every policy gets the same search:
 No measurement of the report draw feeds back into a choice, so selection and measurement never
 share samples. A rule that cannot reach the text's entropy within ``temperature_range`` is
 recorded as such and not chosen.
+
+There is one search, :func:`tune_row`, for every row: a row of a tier's grid, a row of a study
+variant, an ablation arm's policy and the public peer. What differs between them is resolved once
+into a :class:`RowPlan` (its name, what runs it, its budgets and sample counts) and a sampler
+``draw_at(budget)`` (ours: :func:`sampler_draw_at`; the peer's: :func:`remask.peer.peer_draw`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 from scipy.optimize import brentq
 
-from remask.config import SampleSection, SelectionRule, Tuning
-from remask.data import CharTokenizer
+from remask.config import PolicySampling, SampleSection, SelectionRule, Tuning
+from remask.data import CharTokenizer, reference_texts
 from remask.judge import judge_nll_bits
 from remask.metrics import char_entropy
 from remask.model import DiffusionTransformer
 from remask.policies import get_policy
-from remask.sampling import diffusion_generate, steps_for_nfe
+from remask.records import BudgetTuning, Pilot, Tuned, TuningLog
+from remask.sampling import SamplerOptions, diffusion_generate, steps_for_nfe
 
 Measure = Callable[[float], tuple[float, float]]  # temperature -> (character entropy, judge NLL)
 Draw = Callable[[float, SelectionRule, int, int], tuple[list[str], int]]  # (T, rule, seed, n) -> (texts, NFE)
-
-
-@dataclass(frozen=True)
-class Pilot:
-    """One tuning run: a selection rule at one temperature, measured on the tuning draw."""
-
-    selection: str
-    selection_temperature: float
-    temperature: float
-    char_entropy: float
-    judge_nll: float
-
-
-@dataclass(frozen=True)
-class Tuned:
-    """The outcome of tuning one policy at one NFE budget."""
-
-    selection: SelectionRule
-    temperature: float
-    reached: bool  # the chosen pilot's entropy is within the tolerance of the target
-    judge_nll: float  # at the chosen pilot, on the tuning draw (for choosing, never for reporting)
-    pilots: list[Pilot]
-
-    def to_dict(self) -> dict:
-        return {"selection": self.selection.rule, "selection_temperature": self.selection.temperature,
-                "temperature": self.temperature, "reached": self.reached, "tuning_judge_nll": self.judge_nll,
-                "pilots": [asdict(p) for p in self.pilots]}
+DrawAt = Callable[[int], tuple[Draw, int]]  # NFE budget -> (the sampler at that budget, its steps)
 
 
 class _Reached(Exception):
@@ -129,58 +111,97 @@ def report_temperatures(tuned: float, cfg: Tuning) -> list[float]:
     return sorted({round(min(max(tuned * (1 + s), low), high), 6) for s in (-cfg.report_spread, cfg.report_spread)})
 
 
-def policy_draw(model: DiffusionTransformer, tokenizer: CharTokenizer, policy: str, steps: int, cfg: SampleSection,
-                committed_budget: float | None = None) -> Draw:
-    """Our sampler as a :data:`Draw`: ``policy`` for ``steps`` steps with the sample section's options."""
-    def draw(temperature: float, rule: SelectionRule, seed: int, n: int) -> tuple[list[str], int]:
-        options = {**cfg.sampler_options(), "selection": rule.rule, "selection_temperature": rule.temperature}
-        result = diffusion_generate(model, n, cfg.length, steps, policy=policy, temperature=temperature, seed=seed,
-                                    batch_size=cfg.batch_size, committed_budget=committed_budget, **options)
-        return [tokenizer.decode(ids.tolist()) for ids in result.tokens], result.nfe
-    return draw
+def target_entropy(data_dir: Path, tokenizer: CharTokenizer, num_samples: int, length: int) -> float:
+    """The character entropy every row is tuned to reach: the test text's, on the windows the
+    report compares with (:func:`remask.data.reference_texts`)."""
+    return char_entropy(reference_texts(data_dir, tokenizer, num_samples, length))
 
 
-def tune_and_draw(
-    model: DiffusionTransformer, judge: DiffusionTransformer, tokenizer: CharTokenizer, policy: str, budget: int,
-    target: float, cfg: SampleSection, num_samples: int, tuning_samples: int, report_seed: int, log=print,
-    committed_budget: float | None = None, label: str | None = None,
-) -> tuple[Tuned, list[dict]]:
-    """Tune ``policy`` at NFE ``budget`` on ``cfg.tuning_seed``, then draw ``num_samples`` at each
-    report temperature on ``report_seed``: ``(tuned, rows)``, one row per report sample, named
-    ``label`` (the grid's row; default the policy) and run with the sampler's ``committed_budget``."""
-    steps = steps_for_nfe(policy, budget)
-    draw = policy_draw(model, tokenizer, policy, steps, cfg, committed_budget)
-    return tune_and_draw_with(draw, get_policy(policy).ranks, judge, tokenizer, budget, steps, target, cfg, num_samples,
-                              tuning_samples, report_seed, log, label or policy,
-                              {"runs": policy, "committed_budget": committed_budget})
+@dataclass(frozen=True)
+class RowPlan:
+    """One row with its exceptions to the tier's settings resolved: its reported ``name``, the
+    ``fields`` that say what runs it (written into its tuning log and every report sample), whether
+    its score ranks tokens (``ranks``: a selection rule matters), its NFE ``budgets``, the report
+    draw's samples per temperature and the tuning draw's per pilot, and the ``model`` it samples."""
+
+    name: str
+    fields: dict[str, Any]
+    ranks: bool
+    budgets: tuple[int, ...]
+    num_samples: int
+    tuning_samples: int
+    model: str
+
+    @classmethod
+    def of(cls, name: str, spec: PolicySampling, cfg: SampleSection, policy: str, model: Path) -> "RowPlan":
+        """A row of a grid running the registered ``policy`` (``spec``'s ``None``: the tier's value)."""
+        return cls(name, {"runs": policy, "committed_budget": spec.committed_budget}, get_policy(policy).ranks,
+                   tuple(spec.nfe_budgets or cfg.nfe_budgets), spec.num_samples or cfg.num_samples,
+                   spec.tuning_samples or cfg.tuning.num_samples, str(model))
 
 
-def tune_and_draw_with(
-    draw: Draw, ranks: bool, judge: DiffusionTransformer, tokenizer: CharTokenizer, budget: int, steps: int,
-    target: float, cfg: SampleSection, num_samples: int, tuning_samples: int, report_seed: int, log, label: str,
-    fields: dict,
-) -> tuple[Tuned, list[dict]]:
-    """The search of :func:`tune_and_draw` around any sampler ``draw`` (ours, or the public peer's
-    :func:`remask.peer.peer_draw`): the same pilots, rules, seeds and report temperatures for every
-    row. ``fields`` go into every report row (``runs``, ...)."""
-    if report_seed == cfg.tuning_seed:
-        raise ValueError(f"the report seed {report_seed} is the tuning seed: a draw is never both")
+@dataclass(frozen=True)
+class Search:
+    """What every row's search shares: the judge that scores the pilots, the entropy they aim at,
+    the sample section (tuning settings, tuning seed), the report draw's seed, and where progress
+    goes."""
 
-    def measure(temperature: float, rule: SelectionRule) -> tuple[float, float]:
-        texts, _ = draw(temperature, rule, cfg.tuning_seed, tuning_samples)
-        entropy, nll = char_entropy(texts), sum(judge_nll_bits(judge, tokenizer, texts)) / len(texts)
-        log(f"[{label} NFE {budget}] tuning pilot: {rule.label}, T={temperature:.4f}: entropy {entropy:.3f} "
-            f"(target {target:.3f}), judge NLL {nll:.3f}")
-        return entropy, nll
+    judge: DiffusionTransformer
+    tokenizer: CharTokenizer
+    target: float
+    sample: SampleSection
+    report_seed: int
+    log: Callable[[str], None] = print
 
-    tuned = tune_policy(ranks, measure, target, cfg.tuning)
-    log(f"[{label} NFE {budget}] tuned: {tuned.selection.label}, T={tuned.temperature:.4f}"
-        + ("" if tuned.reached else " (the text's entropy was not reached within the tolerance)"))
-    rows = []
-    for temperature in report_temperatures(tuned.temperature, cfg.tuning):
-        texts, nfe = draw(temperature, tuned.selection, report_seed, num_samples)
-        rows += [{"policy": label, **fields, "nfe_budget": budget, "steps": steps, "nfe": nfe,
-                  "temperature": temperature, "selection": tuned.selection.rule,
-                  "selection_temperature": tuned.selection.temperature, "seed": report_seed, "index": i, "text": text}
-                 for i, text in enumerate(texts)]
-    return tuned, rows
+
+def sampler_draw_at(model: DiffusionTransformer, tokenizer: CharTokenizer, cfg: SampleSection, policy: str,
+                    committed_budget: float | None) -> DrawAt:
+    """Our sampler as a :data:`DrawAt`: ``policy`` at the most steps each budget allows, with the
+    sample section's options and the row's ``committed_budget``."""
+    def draw_at(budget: int) -> tuple[Draw, int]:
+        steps = steps_for_nfe(policy, budget)
+        options = SamplerOptions(steps=steps, policy=policy, committed_budget=committed_budget,
+                                 batch_size=cfg.batch_size, **cfg.sampler_options())
+
+        def draw(temperature: float, rule: SelectionRule, seed: int, n: int) -> tuple[list[str], int]:
+            run = replace(options, temperature=temperature, selection=rule.rule, selection_temperature=rule.temperature)
+            result = diffusion_generate(model, n, cfg.length, run, seed=seed)
+            return [tokenizer.decode(ids.tolist()) for ids in result.tokens], result.nfe
+        return draw, steps
+    return draw_at
+
+
+def tune_row(plan: RowPlan, draw_at: DrawAt, search: Search) -> tuple[list[dict], TuningLog]:
+    """The search of this module for one row at each of its budgets, then the report draw:
+    ``(report samples, tuning log)``, each sample a dict holding the row's ``fields``."""
+    cfg = search.sample
+    if search.report_seed == cfg.tuning_seed:
+        raise ValueError(f"the report seed {search.report_seed} is the tuning seed: a draw is never both")
+    log = TuningLog(plan.name, plan.fields, plan.model, search.target, cfg.tuning_seed, search.report_seed)
+    samples = []
+    for budget in plan.budgets:
+        draw, steps = draw_at(budget)
+        label = f"[{plan.name} NFE {budget}]"
+
+        def measure(temperature: float, rule: SelectionRule, draw: Draw = draw, label: str = label) -> tuple[float, float]:
+            texts, _ = draw(temperature, rule, cfg.tuning_seed, plan.tuning_samples)
+            entropy = char_entropy(texts)
+            nll = sum(judge_nll_bits(search.judge, search.tokenizer, texts)) / len(texts)
+            search.log(f"{label} tuning pilot: {rule.label}, T={temperature:.4f}: entropy {entropy:.3f} "
+                       f"(target {search.target:.3f}), judge NLL {nll:.3f}")
+            return entropy, nll
+
+        tuned = tune_policy(plan.ranks, measure, search.target, cfg.tuning)
+        search.log(f"{label} tuned: {tuned.selection.label}, T={tuned.temperature:.4f}"
+                   + ("" if tuned.reached else " (the text's entropy was not reached within the tolerance)"))
+        drawn = []
+        for temperature in report_temperatures(tuned.temperature, cfg.tuning):
+            texts, nfe = draw(temperature, tuned.selection, search.report_seed, plan.num_samples)
+            drawn += [{"policy": plan.name, **plan.fields, "nfe_budget": budget, "steps": steps, "nfe": nfe,
+                       "temperature": temperature, "selection": tuned.selection.rule,
+                       "selection_temperature": tuned.selection.temperature, "seed": search.report_seed, "index": i,
+                       "text": text} for i, text in enumerate(texts)]
+        log.budgets[budget] = BudgetTuning(drawn[0]["steps"], drawn[0]["nfe"], tuned,
+                                           sorted({r["temperature"] for r in drawn}))
+        samples += drawn
+    return samples, log

@@ -17,7 +17,7 @@ from remask.metrics import detection_metrics
 from remask.model import DiffusionTransformer, token_cross_entropy
 from remask.noise import draw_noise
 from remask.runtime import autocast
-from remask.sampling import sample_from_logits
+from remask.drawing import sample_from_logits, tempered_probs, token_probs
 from remask.schedules import elbo_weight
 
 
@@ -57,7 +57,7 @@ def evaluate_diffusion(
         scope = noise.mask if critic.label_scope == "filled" else torch.ones_like(noise.mask)
         bce_sum += float((bce * scope).sum())
         bce_count += int(scope.sum())
-        p_sampled = torch.softmax(logits.double() / critic.sample_temperature, -1).gather(-1, sample[..., None])[..., 0]
+        p_sampled = token_probs(tempered_probs(logits, critic.sample_temperature, 1.0), sample)
         critic_scores.append(critic_logits[noise.mask].cpu())
         confidence_scores.append((1.0 - p_sampled)[noise.mask].float().cpu())
         labels.append(target[noise.mask].cpu())

@@ -1,9 +1,7 @@
-"""Study stages ``ablate_train@<arm>`` and ``ablate_measure@<arm>``: one critic lever per arm.
+"""Study stage ``ablate_measure@<arm>``: one critic lever per arm, measured.
 
-``--step train``: the arm continues ``models/multitask`` for ``ablation.steps`` steps with its
-overrides of the ``model``, ``train`` and ``critic`` sections (the ``baseline`` arm with none, so
-every arm has had the same compute). ``--step measure`` measures it on the test split (a metric
-change re-measures without retraining):
+The arm trained by ``ablate_train@<arm>`` (``pipeline.ablate_train``) is measured on the test
+split (a change to sampling or to a metric re-measures without retraining):
 
 - the generator's validation loss (what the lever costs the generator);
 - error detection on real sampler states (infilling rollouts of the ``confidence`` policy):
@@ -13,57 +11,35 @@ change re-measures without retraining):
   (:mod:`remask.tuning`), each policy's judge NLL at the text's entropy and its difference from
   the same arm's ``confidence`` with a bootstrap interval (:mod:`remask.frontier`).
 
-Training writes ``models/ablation/<arm>/`` and its curves under ``results/ablation/<arm>/train/``;
-measuring writes ``results/ablation/<arm>/metrics.json``.
+It writes ``results/ablation/<arm>/metrics.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
-from pipeline._common import run_stage
-from pipeline.train import DATA_DIR, build_spec
+from pipeline._common import DATA_DIR, arm_of, run_stage
 from remask.atomic import write_json
-from remask.checkpoint import load_model
-from remask.config import ConfigError, Params
-from remask.data import fixed_windows, load_meta, load_split, reference_texts, split_text, words
+from remask.checkpoint import load_judge, load_model
+from remask.config import ConfigError, Params, PolicySampling
+from remask.data import fixed_windows, load_meta, load_split, split_text, words
 from remask.detection import rollout_scores, summarise
 from remask.frontier import difference, frontier_point
 from remask.judge import judge_nll_bits
-from remask.metrics import char_entropy, setting_samples
+from remask.metrics import setting_samples
 from remask.policies import require_trained, untrained_inputs
 from remask.runtime import resolve_device
-from remask.train import TrainingError, train
-from remask.tuning import tune_and_draw
-
-
-def train_arm(params: Params, arm: str, models_dir: Path, results_dir: Path) -> None:
-    cfg = params.ablation
-    arm_params = params.for_arm(arm)
-    spec = build_spec(arm_params, "multitask", load_meta(DATA_DIR), models_dir, results_dir)
-    schedule = {"max_steps": cfg.steps, "lr": cfg.lr, "min_lr": cfg.lr / 10, "warmup_steps": 0,
-                "alpha_warmup_steps": 0, "eval_every": cfg.steps, "checkpoint_every": max(1, cfg.steps // 4)}
-    diffusion = arm_params.train.model_copy(update=schedule)
-    spec = dataclasses.replace(
-        spec, variant=f"ablation_{arm}", optim=diffusion, diffusion=diffusion, init_from=models_dir / "multitask",
-        out_dir=models_dir / "ablation" / arm, live_dir=results_dir / "ablation" / arm / "train",
-    )
-    try:
-        train(spec, DATA_DIR)
-    except TrainingError as exc:
-        raise SystemExit(f"ablate: error: {exc}") from None
+from remask.sampling import SamplerOptions
+from remask.tuning import RowPlan, Search, sampler_draw_at, target_entropy, tune_row
 
 
 def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
     cfg, device, es = params.ablation, resolve_device(params.sample.device), params.evaluate_samples
     arm_dir = models_dir / "ablation" / arm
     model, tok, training = load_model(arm_dir, device)
-    judge, judge_tok, _ = load_model(models_dir / "judge", device)
-    if judge_tok.chars != tok.chars:
-        raise ConfigError(f"{models_dir / 'judge'} and {arm_dir} use different vocabularies")
+    judge = load_judge(models_dir / "judge", tok, arm_dir, device)
     temperatures = tuple(params.sample.tuning.temperature_range)
     require_trained("confidence", training, temperatures, str(arm_dir))
     untrained = {p: untrained_inputs(p, training, temperatures) for p in cfg.policies}
@@ -72,17 +48,18 @@ def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
     vocabulary = set(words(split_text(DATA_DIR, "train")))
 
     windows = fixed_windows(test, cfg.eval_windows, model.config.block_size)
-    scores = rollout_scores(model, windows, "confidence", params.evaluate_critic.rollout_mask_ratio, cfg.rollout_steps,
-                            1.0, seed=cfg.seed, sampler=params.sample.sampler_options())
+    options = SamplerOptions(steps=cfg.rollout_steps, policy="confidence", **params.sample.sampler_options())
+    scores = rollout_scores(model, windows, params.evaluate_critic.rollout_mask_ratio, options, seed=cfg.seed)
     detection = {name: m["auroc"] for name, m in summarise({k: v for k, v in scores.items() if k != "step"}, 10).items()}
 
-    target = char_entropy(reference_texts(DATA_DIR, tok, params.sample.num_samples, params.sample.length))
+    target = target_entropy(DATA_DIR, tok, params.sample.num_samples, params.sample.length)
+    search = Search(judge, tok, target, params.sample, cfg.seed, lambda m: print(f"[ablate {arm}] {m}", flush=True))
+    arm_grid = params.sample.model_copy(update={"nfe_budgets": [cfg.nfe], "num_samples": cfg.num_samples})
     samples, frontier, tuned = {}, {}, {}
     for policy in policies:
-        result, rows = tune_and_draw(model, judge, tok, policy, cfg.nfe, target, params.sample, cfg.num_samples,
-                                     params.sample.tuning.num_samples, cfg.seed,
-                                     log=lambda m: print(f"[ablate {arm}] {m}", flush=True))
-        tuned[policy] = result.to_dict()
+        plan = RowPlan.of(policy, PolicySampling(), arm_grid, policy, arm_dir)
+        rows, log = tune_row(plan, sampler_draw_at(model, tok, params.sample, policy, None), search)
+        tuned[policy] = log.budgets[cfg.nfe].tuned.to_dict()
         by_temperature: dict[float, list[str]] = {}
         for row in rows:
             by_temperature.setdefault(row["temperature"], []).append(row["text"])
@@ -97,13 +74,8 @@ def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
-    arm = args.arm
-    if arm not in params.ablation.arms:
-        raise ConfigError(f"--arm {arm!r}: valid arms are {', '.join(params.ablation.arms)} (ablation.arms)")
+    arm = arm_of(params, args.arm)
     models_dir, results_dir = Path(args.models_dir), Path(args.results_dir)
-    if args.step == "train":
-        train_arm(params, arm, models_dir, results_dir)
-        return
     curves = results_dir / "ablation" / arm / "train" / "metrics.json"
     if not curves.is_file():
         raise ConfigError(f"{curves}: not found; run the ablate_train@{arm} stage first")
@@ -116,9 +88,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m pipeline.ablate")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.ablate_measure")
     parser.add_argument("--arm", required=True, help="an arm of ablation.arms in params.yaml")
-    parser.add_argument("--step", choices=("train", "measure"), required=True)
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--results-dir", default="results")
-    run_stage("ablate", main, parser)
+    run_stage("ablate_measure", main, parser)

@@ -1,0 +1,181 @@
+"""The records the sampling stages write and the report reads, as typed dataclasses.
+
+Each record is written by the stage that makes it (``to_dict``, the JSON in ``results/``) and read
+back by the report (``from_dict``), so a field is named in one place and keys are typed (a budget
+is an ``int``, a row and its variant are separate fields) instead of strings composed in one file
+and parsed in another.
+
+- :class:`Pilot`: one tuning run (a selection rule at one temperature, on the tuning draw);
+- :class:`Tuned`: the outcome of tuning one row at one budget (the rule, the temperature, the pilots);
+- :class:`BudgetTuning`: that outcome with the report draw's steps, NFE and temperatures;
+- :class:`TuningLog`: a row's whole search (``results/tuning/<row>.json``), with the public peer's
+  :class:`MasksLeft` where its sampler left ``[MASK]`` tokens;
+- :class:`Comparison`: one row minus one baseline at the text's entropy, with its outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from remask.config import SelectionRule
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """One tuning run: a selection rule at one temperature, measured on the tuning draw."""
+
+    selection: str
+    selection_temperature: float
+    temperature: float
+    char_entropy: float
+    judge_nll: float
+
+    @property
+    def rule(self) -> SelectionRule:
+        return SelectionRule(rule=self.selection, temperature=self.selection_temperature)
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The outcome of tuning one row at one NFE budget."""
+
+    selection: SelectionRule
+    temperature: float
+    reached: bool  # the chosen pilot's entropy is within the tolerance of the target
+    judge_nll: float  # at the chosen pilot, on the tuning draw (for choosing, never for reporting)
+    pilots: list[Pilot]
+
+    def to_dict(self) -> dict:
+        return {"selection": self.selection.rule, "selection_temperature": self.selection.temperature,
+                "temperature": self.temperature, "reached": self.reached, "tuning_judge_nll": self.judge_nll,
+                "pilots": [asdict(p) for p in self.pilots]}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> "Tuned":
+        return cls(SelectionRule(rule=raw["selection"], temperature=raw["selection_temperature"]), raw["temperature"],
+                   raw["reached"], raw["tuning_judge_nll"], [Pilot(**p) for p in raw["pilots"]])
+
+
+@dataclass(frozen=True)
+class BudgetTuning:
+    """One row at one NFE budget: how it was tuned and where the report draw sampled it."""
+
+    steps: int
+    nfe: int
+    tuned: Tuned
+    report_temperatures: list[float]
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "nfe": self.nfe, **self.tuned.to_dict(),
+                "report_temperatures": self.report_temperatures}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> "BudgetTuning":
+        return cls(raw["steps"], raw["nfe"], Tuned.from_dict(raw), raw["report_temperatures"])
+
+
+def masks_left_key(seed: int, temperature: float, rule: SelectionRule) -> str:
+    """The JSON key of one draw setting in :class:`MasksLeft` (one function writes and reads it)."""
+    return f"{seed}/{temperature:g}/{rule.label}"
+
+
+@dataclass
+class MasksLeft:
+    """``[MASK]`` tokens the public peer's sampler left in its texts, per NFE budget and draw
+    setting (seed, temperature, selection rule), tuning and report draws alike."""
+
+    counts: dict[int, dict[str, int]] = field(default_factory=dict)
+
+    def record(self, budget: int, seed: int, temperature: float, rule: SelectionRule, count: int) -> None:
+        self.counts.setdefault(budget, {})[masks_left_key(seed, temperature, rule)] = count
+
+    def at(self, budget: int, seed: int, temperature: float, rule: SelectionRule) -> int:
+        """The count of one draw; a draw that was never recorded is an error, not zero."""
+        key = masks_left_key(seed, temperature, rule)
+        try:
+            return self.counts[budget][key]
+        except KeyError:
+            raise KeyError(f"no [MASK] count recorded for NFE {budget}, draw {key}") from None
+
+    def to_dict(self) -> dict:
+        return {str(budget): counts for budget, counts in self.counts.items()}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> "MasksLeft":
+        return cls({int(budget): dict(counts) for budget, counts in raw.items()})
+
+
+@dataclass
+class TuningLog:
+    """A row's search at every NFE budget (``results/tuning/<row>.json``).
+
+    ``fields`` describe what ran it and travel into every report sample too: ``runs`` (the
+    registered policy, or the peer's sampler), ``committed_budget``, and ``kind`` for the peer.
+    ``extra``: a sampler's own settings (the peer's ``filter_thres``, ``mask_stand_in``).
+    ``variant`` is the study variant whose model sampled the row; it is known from where the log
+    is read (``results/study/variants/<variant>/``), so it is never written."""
+
+    row: str
+    fields: dict[str, Any]
+    model: str
+    target_entropy: float
+    tuning_seed: int
+    report_seed: int
+    budgets: dict[int, BudgetTuning] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    masks_left: MasksLeft | None = None
+    variant: str | None = None
+
+    @property
+    def runs(self) -> str:
+        return self.fields.get("runs", self.row)
+
+    def to_dict(self) -> dict:
+        out = {"policy": self.row, **self.fields, "model": self.model, "target_entropy": self.target_entropy,
+               "tuning_seed": self.tuning_seed, "report_seed": self.report_seed,
+               "budgets": {str(b): t.to_dict() for b, t in self.budgets.items()}, **self.extra}
+        if self.masks_left is not None:
+            out["masks_left"] = self.masks_left.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping, variant: str | None = None) -> "TuningLog":
+        known = {"policy", "model", "target_entropy", "tuning_seed", "report_seed", "budgets", "masks_left"}
+        fields = {k: v for k, v in raw.items() if k in ("runs", "committed_budget", "kind")}
+        extra = {k: v for k, v in raw.items() if k not in known and k not in fields}
+        masks = raw.get("masks_left")
+        return cls(raw["policy"], fields, raw["model"], raw["target_entropy"], raw["tuning_seed"], raw["report_seed"],
+                   {int(b): BudgetTuning.from_dict(t) for b, t in raw["budgets"].items()}, extra,
+                   None if masks is None else MasksLeft.from_dict(masks), variant)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``policy`` minus ``baseline`` at the text's entropy, at one NFE budget."""
+
+    budget: int
+    policy: str
+    baseline: str
+    differences: Mapping[str, Mapping]  # metric -> {"difference", "ci": [low, high], "better": +1 / 0 / -1}
+    bracketed: bool  # both frontiers bracket the text's entropy
+    kind: str = "learned"  # the kind of the policy the row runs
+    baseline_kind: str = "training_free"  # ``peer``: the public peer, the one baseline that is not ours
+
+    @property
+    def outcome(self) -> str:
+        """``beats``, ``loses``, ``no significant difference`` or ``no verdict``."""
+        if not self.bracketed:
+            return "no verdict"
+        nll, valid = self.differences["judge_nll"]["better"], self.differences["word_validity"]["better"]
+        if nll == 1 and valid >= 0:
+            return "beats"
+        if nll == -1:
+            return "loses"
+        return "no significant difference"
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "policy": self.policy, "kind": self.kind, "baseline": self.baseline,
+                "baseline_kind": self.baseline_kind, "differences": dict(self.differences),
+                "bracketed": self.bracketed, "outcome": self.outcome}

@@ -1,6 +1,7 @@
 # Two entry points that work on a fresh machine with only Python 3.11:
 #   make repro   set up .venv and run the whole DVC pipeline on the default corpus
-#   make test    set up .venv with the test extras and run the tests
+#   make test    set up .venv with the test extras and run the tests (the slow tier aside)
+#   make test-slow  the slow tier: the study pipeline, reproducibility from scratch, kill/resume, DDP
 #   make study   the opt-in study tier (after make repro)
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ BIN := $(abspath $(VENV))/bin
 # DVC stages call `python`; this makes it the project's environment
 export PATH := $(BIN):$(PATH)
 
-.PHONY: repro study test lab bench clean-venv
+.PHONY: repro study test test-slow lab bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +35,10 @@ study: $(VENV)/.installed-peer
 	$(BIN)/dvc repro study/dvc.yaml
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m slow
 
 $(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[lab]'

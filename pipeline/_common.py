@@ -47,6 +47,15 @@ def write_rows(rows: list[dict], out: Path) -> None:
     write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def arm_parser(stage: str) -> argparse.ArgumentParser:
+    """The command line of the ablation's stages: ``--arm`` and where models and results live."""
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline.{stage}")
+    parser.add_argument("--arm", required=True, help="an arm of ablation.arms in params.yaml")
+    parser.add_argument("--models-dir", default="models")
+    parser.add_argument("--results-dir", default="results")
+    return parser
+
+
 def arm_of(params: Params, arm: str) -> str:
     """``arm``, checked to be an arm of ``ablation.arms`` (``--arm`` of the ablation stages)."""
     if arm not in params.ablation.arms:

@@ -20,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline._common import DATA_DIR, arm_of, run_stage
+from pipeline._common import DATA_DIR, arm_of, arm_parser, run_stage
 from remask.atomic import write_json
 from remask.checkpoint import load_judge, load_model
 from remask.config import ConfigError, Params, PolicySampling
@@ -88,8 +88,4 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m pipeline.ablate_measure")
-    parser.add_argument("--arm", required=True, help="an arm of ablation.arms in params.yaml")
-    parser.add_argument("--models-dir", default="models")
-    parser.add_argument("--results-dir", default="results")
-    run_stage("ablate_measure", main, parser)
+    run_stage("ablate_measure", main, arm_parser("ablate_measure"))

@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from pipeline._common import DATA_DIR, arm_of, run_stage
+from pipeline._common import DATA_DIR, arm_of, arm_parser, run_stage
 from remask.config import Params
 from remask.data import load_meta
 from remask.train import TrainingError, run_spec, train
@@ -41,8 +41,4 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m pipeline.ablate_train")
-    parser.add_argument("--arm", required=True, help="an arm of ablation.arms in params.yaml")
-    parser.add_argument("--models-dir", default="models")
-    parser.add_argument("--results-dir", default="results")
-    run_stage("ablate_train", main, parser)
+    run_stage("ablate_train", main, arm_parser("ablate_train"))

@@ -29,7 +29,7 @@ from remask.data import reference_texts, split_text, words
 from remask.frontier import frontier_point
 from remask.judge import judge_nll_bits
 from remask.metrics import setting_samples, text_metrics
-from remask.records import TuningLog
+from remask.records import FrontierPoint, Setting, TuningLog
 from remask.report import SummaryInputs, best_training_free, compare_policies, kind_of, render_summary
 from remask.runtime import resolve_device
 
@@ -84,8 +84,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
         texts = [r["text"] for r in rows]
         metrics, nll = measure(texts, 2)
         rule = SelectionRule(rule=rows[0]["selection"], temperature=rows[0]["selection_temperature"])
-        settings.append({"policy": policy, "nfe_budget": budget, "steps": rows[0]["steps"], "nfe": rows[0]["nfe"],
-                         "temperature": temperature, "selection_label": rule.label, **metrics})
+        settings.append(Setting(policy, budget, rows[0]["steps"], rows[0]["nfe"], temperature, rule.label, metrics))
         samples[(policy, budget)].append(setting_samples(texts, nll, vocabulary, tok.chars))
 
     frontiers = {}
@@ -93,31 +92,28 @@ def main(params: Params, args: argparse.Namespace) -> None:
         log = tuning[policy].budgets.get(budget)
         if log is None:
             raise ConfigError(f"{tier_dir / 'tuning' / f'{policy}.json'} has no NFE {budget}; rerun sample@{policy}")
-        frontiers[(policy, budget)] = {
-            "policy": policy, "runs": tuning[policy].runs, "kind": kind_of(tuning[policy]),
-            "nfe_budget": budget, "steps": log.steps, "nfe": log.nfe,
-            "selection_label": log.tuned.selection.label, "tuned_temperature": log.tuned.temperature,
-            "reached": log.tuned.reached, "report_temperatures": log.report_temperatures,
-            **frontier_point(parts, target, *ci, cfg.seed + 3),
-        }
+        frontiers[(policy, budget)] = FrontierPoint(
+            policy, tuning[policy].runs, kind_of(tuning[policy]), budget, log.steps, log.nfe,
+            log.tuned.selection.label, log.tuned.temperature, log.tuned.reached, log.report_temperatures,
+            frontier_point(parts, target, *ci, cfg.seed + 3))
     records = compare_policies(samples, frontiers, tuning, target, *ci, cfg.seed + 4)
     best = {budget: best_training_free(tuning, budget) for budget in sorted({b for _, b in samples})}
 
     write_json(out / "metrics.json", {
         "reference": reference,
         "judge_samples": judge_row,
-        "frontier": {f"{p}/nfe{b}": f for (p, b), f in frontiers.items()},
+        "frontier": {f.key: f.to_dict() for f in frontiers.values()},
         "best_training_free": {str(b): p for b, p in best.items()},
         "comparisons": [r.to_dict() for r in records],
-        "settings": {f"{s['policy']}/nfe{s['nfe_budget']}/t{s['temperature']:g}": s for s in settings},
+        "settings": {s.key: s.to_dict() for s in settings},
     })
     for (policy, budget), log in ((k, tuning[k[0]].budgets[k[1]]) for k in frontiers):
         points = [{"draw": "tuning", "temperature": p.temperature, "selection": p.rule.label,
                    "char_entropy": round(p.char_entropy, 5), "judge_nll": round(p.judge_nll, 5)}
                   for p in log.tuned.pilots]
-        points += [{"draw": "report", "temperature": s["temperature"], "selection": s["selection_label"],
-                    "char_entropy": round(s["char_entropy"], 5), "judge_nll": round(s["judge_nll"], 5)}
-                   for s in settings if s["policy"] == policy and s["nfe_budget"] == budget]
+        points += [{"draw": "report", "temperature": s.temperature, "selection": s.selection_label,
+                    "char_entropy": round(s.metrics["char_entropy"], 5), "judge_nll": round(s.metrics["judge_nll"], 5)}
+                   for s in settings if s.row == policy and s.budget == budget]
         write_csv(out / "plots" / "frontier" / f"{policy}_nfe{budget}.csv", points)
 
     detection = read_json(results / "evaluate_critic" / "metrics.json", "evaluate_critic")

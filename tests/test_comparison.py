@@ -17,7 +17,7 @@ from remask.metrics import setting_samples
 from remask.judge import judge_leave_one_out, judge_nll_bits
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.policies import POLICIES, get_policy, leave_one_out_probs, require_trained, untrained_inputs
-from remask.records import Comparison
+from remask.records import Comparison, FrontierPoint
 from remask.report import render_goal
 from remask.tuning import RowPlan, Search, report_temperatures, tune_policy, tune_row, tune_temperature
 
@@ -166,6 +166,11 @@ def test_bootstrap_of_the_difference_finds_a_known_gap_and_no_gap():
     assert difference(a, b, target, resamples=400, seed=2) == difference(a, b, target, resamples=400, seed=2)
 
 
+def point(runs: str, values: dict, kind: str = "learned") -> FrontierPoint:
+    """A frontier point at NFE 32 with the given metric values, bracketed."""
+    return FrontierPoint(runs, runs, kind, 32, 32, 32, "top-k", 1.0, True, [0.9, 1.1], {**values, "bracketed": True})
+
+
 def test_outcome_follows_the_intervals_and_needs_bracketed_frontiers():
     def record(nll, valid, bracketed=True):
         diff = {"judge_nll": {"difference": 0, "ci": [0, 0], "better": nll},
@@ -177,10 +182,10 @@ def test_outcome_follows_the_intervals_and_needs_bracketed_frontiers():
     assert record(1, -1).outcome == "no significant difference"  # better NLL, worse validity
     assert record(-1, 1).outcome == "loses" and record(0, 1).outcome == "no significant difference"
     assert record(1, 1, bracketed=False).outcome == "no verdict"
-    frontiers = {("critic", 32): {"rep_4": 0.05, "kind": "learned"}}
+    frontiers = {("critic", 32): point("critic", {"rep_4": 0.05})}
     lines = render_goal([record(1, 0)], frontiers, {"rep_4": 0.04}, None, {"multitask": 2.0, "generator_only": 2.0})
     assert lines[4].endswith("| yes |") and "vs `confidence`: beats" in lines[4]
-    lines = render_goal([record(1, 0)], {("critic", 32): {"rep_4": 0.07, "kind": "learned"}}, {"rep_4": 0.04}, None, {})
+    lines = render_goal([record(1, 0)], {("critic", 32): point("critic", {"rep_4": 0.07})}, {"rep_4": 0.04}, None, {})
     assert lines[4].endswith("| no |")  # rep-4 above 1.5x the text's
 
 
@@ -192,17 +197,17 @@ def test_where_no_learned_policy_meets_the_goal_the_closest_is_named_with_what_i
         return Comparison(32, policy, "confidence", diff, True, kind)
 
     records = [record("critic", 0.9, -1), record("critic_fused@generated", 0.1, 0)]
-    frontiers = {("critic", 32): {"rep_4": 0.01, "judge_nll": 4.8, "kind": "learned"},
-                 ("critic_fused@generated", 32): {"rep_4": 0.09, "judge_nll": 4.0, "runs": "critic_fused",
-                                                  "kind": "learned"},
-                 ("oracle_loo", 32): {"rep_4": 0.01, "judge_nll": 3.7, "runs": "oracle_loo", "kind": "oracle"}}
+    frontiers = {("critic", 32): point("critic", {"rep_4": 0.01, "judge_nll": 4.8}),
+                 ("critic_fused@generated", 32): point("critic_fused", {"rep_4": 0.09, "judge_nll": 4.0}),
+                 ("oracle_loo", 32): point("oracle_loo", {"rep_4": 0.01, "judge_nll": 3.7}, kind="oracle")}
     lines = render_goal(records, frontiers, {"rep_4": 0.04}, None, {})
     text = "\n".join(lines)
     assert "Closest: `critic_fused@generated`" in text
     assert "vs `confidence` no significant difference (judge NLL +0.000 [-0.100, +0.100])" in text
     assert "rep-4 0.090 above the limit 0.060" in text and "the oracle ceiling's judge NLL is -0.300 from it" in text
     beaten = [record("critic", -0.1, 1)]
-    assert "Closest" not in "\n".join(render_goal(beaten, {("critic", 32): {"rep_4": 0.01}}, {"rep_4": 0.04}, None, {}))
+    assert "Closest" not in "\n".join(render_goal(beaten, {("critic", 32): point("critic", {"rep_4": 0.01})},
+                                                   {"rep_4": 0.04}, None, {}))
 
 
 # --- the refreshed target: leave-one-out probabilities ---------------------------------------

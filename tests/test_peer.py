@@ -18,7 +18,7 @@ from remask.config import SelectionRule
 from remask.data import CharTokenizer, load_meta
 from remask.errors import CheckpointError, ConfigError
 from remask.metrics import setting_samples
-from remask.records import BudgetTuning, MasksLeft, Pilot, Tuned, TuningLog
+from remask.records import BudgetTuning, FrontierPoint, MasksLeft, Pilot, Setting, Tuned, TuningLog
 from remask.report import compare_policies, kind_of, render_goal, render_peer
 
 needs_peer = pytest.mark.skipif(
@@ -172,8 +172,8 @@ def test_our_best_learned_policy_chosen_on_the_tuning_draw_is_compared_with_the_
     tuning["peer_x_transformers"].fields = {"runs": "x-transformers==2.31.10 generate()", "kind": "peer",
                                             "committed_budget": None}
     target = float(np.mean([s.stats(np.arange(96))["char_entropy"] for s in samples[("confidence", 32)]]))
-    frontiers = {(row, 32): {"bracketed": True, "rep_4": 0.01, "kind": kind_of(tuning[row]),
-                             "runs": tuning[row].runs} for row in offsets}
+    frontiers = {(row, 32): FrontierPoint(row, tuning[row].runs, kind_of(tuning[row]), 32, 16, 32, "gumbel 0.5", 2.0, True,
+                                          [1.8, 2.0], {"bracketed": True, "rep_4": 0.01}) for row in offsets}
     records = compare_policies(samples, frontiers, tuning, target, 300, 0.95, 0)
     against_peer = [r for r in records if r.baseline_kind == "peer"]
     # the peer's low tuning NLL does not make it "our best": only learned rows are candidates
@@ -189,8 +189,8 @@ def test_our_best_learned_policy_chosen_on_the_tuning_draw_is_compared_with_the_
     peer_log.masks_left = MasksLeft.from_dict({"32": {"0/1.8/gumbel 0.5": 2, "0/2/gumbel 0.5": 1, "1/2/top-k": 9}})
     peer_log.budgets[32] = replace(peer_log.budgets[32], tuned=replace(peer_log.budgets[32].tuned, reached=False))
     assert TuningLog.from_dict(json.loads(json.dumps(peer_log.to_dict()))).to_dict() == peer_log.to_dict()
-    settings = [{"policy": "peer_x_transformers", "nfe_budget": 32, "temperature": t, "selection_label": "gumbel 0.5",
-                 "char_entropy": e, "judge_nll": 3.1} for t, e in ((1.8, 4.17), (2.0, 4.2))]
+    settings = [Setting("peer_x_transformers", 32, 16, 32, t, "gumbel 0.5", {"char_entropy": e, "judge_nll": 3.1})
+                for t, e in ((1.8, 4.17), (2.0, 4.2))]
     peer = {"training": {"parameters": 798337, "parameters_ours": 799489, "val": {"gen_loss": 2.61}},
             "tuning": peer_log}
     text = "\n".join(render_peer(records, frontiers, settings, {"char_entropy": 4.8}, peer,

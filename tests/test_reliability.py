@@ -38,6 +38,7 @@ def _train_cmd(root: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # two training processes, one killed: make test-slow
 def test_sigkill_then_rerun_resumes_to_identical_weights(tiny_data, tmp_path):
     steps = 400
     whole = _project(tmp_path / "whole", tiny_data, steps)

@@ -1,13 +1,17 @@
 """The same params on the same machine give byte-identical results: two tiny pipelines from scratch.
 
-Its own file so that pytest-xdist runs it beside tests/test_pipeline.py (``--dist loadfile``). It
+In the slow tier (``make test-slow``, which CI runs after ``make test``). It
 reproduces every stage with randomness of its own (data split, three trainings, error detection,
 sampling); the summary's bootstrap is seeded and tested in tests/test_metrics.py.
 """
 
 from pathlib import Path
 
+import pytest
+
 from test_pipeline import dvc, make_project
+
+pytestmark = pytest.mark.slow  # two pipelines from scratch: make test-slow
 
 STAGES = ("evaluate_critic", "train_generator_only", "train_judge", "sample@critic", "sample_judge")
 COMPARED = ["data/prepared/stats.json", "results/train/multitask/metrics.json",

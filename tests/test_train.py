@@ -214,6 +214,7 @@ def test_generator_only_has_no_critic_loss(tiny_data, tmp_path):
     assert (spec.live_dir / "plots" / "metrics" / "train" / "loss_gen.tsv").exists()
 
 
+@pytest.mark.slow  # two torchrun processes: make test-slow
 def test_ddp_two_processes_match_one(tiny_data, tmp_path):
     """torchrun with 2 CPU (gloo) processes and the same global batch gives the same weights."""
     script = tmp_path / "run.py"

@@ -10,7 +10,13 @@ and parsed in another.
 - :class:`BudgetTuning`: that outcome with the report draw's steps, NFE and temperatures;
 - :class:`TuningLog`: a row's whole search (``results/tuning/<row>.json``), with the public peer's
   :class:`MasksLeft` where its sampler left ``[MASK]`` tokens;
+- :class:`Setting`: one report setting (a row at one budget and temperature) as measured;
+- :class:`FrontierPoint`: a row's frontier at the text's entropy, with its tuned settings;
 - :class:`Comparison`: one row minus one baseline at the text's entropy, with its outcome.
+
+A measurement's metrics stay a mapping from the metric's name (``judge_nll``, ``word_validity``,
+``rep_4``...) to its value, with ``<metric>_ci`` its interval, as :mod:`remask.metrics` and
+:mod:`remask.frontier` compute them.
 """
 
 from __future__ import annotations
@@ -149,6 +155,67 @@ class TuningLog:
         return cls(raw["policy"], fields, raw["model"], raw["target_entropy"], raw["tuning_seed"], raw["report_seed"],
                    {int(b): BudgetTuning.from_dict(t) for b, t in raw["budgets"].items()}, extra,
                    None if masks is None else MasksLeft.from_dict(masks), variant)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One report setting as measured: the row's samples at one budget and temperature, with their
+    text metrics (:func:`remask.metrics.text_metrics`: each metric and its ``<metric>_ci``)."""
+
+    row: str
+    budget: int
+    steps: int
+    nfe: int
+    temperature: float
+    selection_label: str
+    metrics: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        """Its key in ``metrics.json`` (written, never parsed)."""
+        return f"{self.row}/nfe{self.budget}/t{self.temperature:g}"
+
+    def to_dict(self) -> dict:
+        return {"policy": self.row, "nfe_budget": self.budget, "steps": self.steps, "nfe": self.nfe,
+                "temperature": self.temperature, "selection_label": self.selection_label, **self.metrics}
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """A row at one budget on its frontier, at the test text's entropy: what ran it, how it was
+    tuned, and ``point`` (:func:`remask.frontier.frontier_point`: each metric with its
+    ``<metric>_ci``, the ``segment`` of report settings used and whether they ``bracketed`` the
+    text's entropy; an extrapolated point gives no verdict)."""
+
+    row: str
+    runs: str
+    kind: str
+    budget: int
+    steps: int
+    nfe: int
+    selection_label: str
+    tuned_temperature: float
+    reached: bool
+    report_temperatures: list[float]
+    point: Mapping[str, Any]
+
+    @property
+    def bracketed(self) -> bool:
+        return bool(self.point["bracketed"])
+
+    def value(self, metric: str) -> float:
+        return self.point[metric]
+
+    @property
+    def key(self) -> str:
+        """Its key in ``metrics.json`` (written, never parsed)."""
+        return f"{self.row}/nfe{self.budget}"
+
+    def to_dict(self) -> dict:
+        return {"policy": self.row, "runs": self.runs, "kind": self.kind, "nfe_budget": self.budget,
+                "steps": self.steps, "nfe": self.nfe, "selection_label": self.selection_label,
+                "tuned_temperature": self.tuned_temperature, "reached": self.reached,
+                "report_temperatures": self.report_temperatures, **self.point}
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from remask.frontier import difference
 from remask.policies import get_policy
-from remask.records import Comparison, TuningLog
+from remask.records import Comparison, FrontierPoint, Setting, TuningLog
 
 BASELINE = "confidence"
 REVISITING_BASELINE = "remdm_conf"  # the training-free policy that also revisits committed tokens
@@ -72,19 +72,19 @@ def best_training_free(tuning: Mapping[str, TuningLog], budget: int) -> str:
 
 
 def compare_policies(
-    samples: Mapping[tuple[str, int], Sequence], frontiers: Mapping[tuple[str, int], Mapping],
+    samples: Mapping[tuple[str, int], Sequence], frontiers: Mapping[tuple[str, int], FrontierPoint],
     tuning: Mapping[str, TuningLog], target: float, resamples: int, level: float, seed: int,
 ) -> list[Comparison]:
     """Every policy against ``confidence`` and against the best training-free policy, per budget,
     and our best learned policy (chosen on the tuning draw) against the public peer's row.
 
     ``samples[(policy, budget)]``: its report settings (:class:`remask.metrics.SettingSamples`);
-    ``frontiers``: the :func:`remask.frontier.frontier_point` of each; ``tuning``: the tuning logs."""
+    ``frontiers``: the :class:`FrontierPoint` of each; ``tuning``: the tuning logs."""
     records = []
 
     def compare(budget: int, policy: str, baseline: str) -> Comparison:
         diff = difference(samples[(policy, budget)], samples[(baseline, budget)], target, resamples, level, seed)
-        bracketed = frontiers[(policy, budget)]["bracketed"] and frontiers[(baseline, budget)]["bracketed"]
+        bracketed = frontiers[(policy, budget)].bracketed and frontiers[(baseline, budget)].bracketed
         return Comparison(budget, policy, baseline, diff, bracketed, kind_of(tuning[policy]), kind_of(tuning[baseline]))
 
     for budget in sorted({b for _, b in samples}):
@@ -108,10 +108,11 @@ def fmt_ci(value: float, ci: Sequence[float], digits: int = 3, sign: bool = Fals
 
 
 def fmt(row: Mapping, metric: str, digits: int = 3) -> str:
+    """``metric`` of a measurement (``metric`` and ``<metric>_ci`` keys) with its interval."""
     return fmt_ci(row[metric], row[f"{metric}_ci"], digits)
 
 
-def render_settings(frontiers: Mapping[tuple[str, int], Mapping], reference: Mapping) -> list[str]:
+def render_settings(frontiers: Mapping[tuple[str, int], FrontierPoint], reference: Mapping) -> list[str]:
     """Each policy's tuned settings and its quality at the text's entropy, per budget."""
     lines = ["## Each policy at its tuned settings, at the test text's entropy", "",
              f"Interpolated at the test text's entropy ({reference['char_entropy']:.3f} bits) between the two report "
@@ -121,13 +122,13 @@ def render_settings(frontiers: Mapping[tuple[str, int], Mapping], reference: Map
              "| NFE budget | policy | kind | steps | NFE | selection | report temperatures | judge NLL | word validity "
              "| rep-4 | frontier |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (policy, budget), f in sorted(frontiers.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        kind = f["kind"].replace("_", "-") + {"oracle": " (ceiling, equal steps)",
-                                               "peer": " (public implementation)"}.get(f["kind"], "")
+        kind = f.kind.replace("_", "-") + {"oracle": " (ceiling, equal steps)",
+                                           "peer": " (public implementation)"}.get(f.kind, "")
         lines.append(
-            f"| {budget} | `{policy}` | {kind} | {f['steps']} | {f['nfe']} | {f['selection_label']}"
-            f"{'' if f['reached'] else ' (not reached)'} | {', '.join(f'{t:.3f}' for t in f['report_temperatures'])} "
-            f"| {fmt(f, 'judge_nll')} | {fmt(f, 'word_validity')} | {fmt(f, 'rep_4')} | "
-            f"{'bracketed' if f['bracketed'] else 'extrapolated'} |")
+            f"| {budget} | `{policy}` | {kind} | {f.steps} | {f.nfe} | {f.selection_label}"
+            f"{'' if f.reached else ' (not reached)'} | {', '.join(f'{t:.3f}' for t in f.report_temperatures)} "
+            f"| {fmt(f.point, 'judge_nll')} | {fmt(f.point, 'word_validity')} | {fmt(f.point, 'rep_4')} | "
+            f"{'bracketed' if f.bracketed else 'extrapolated'} |")
     lines.append(f"| - | test text | - | - | - | - | - | {fmt(reference, 'judge_nll')} | "
                  f"{fmt(reference, 'word_validity')} | {fmt(reference, 'rep_4')} | - |")
     return lines
@@ -155,7 +156,7 @@ def render_verdict(records: Sequence[Comparison], best: Mapping[int, str]) -> li
     return lines[:-1]
 
 
-def render_goal(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int], Mapping], reference: Mapping,
+def render_goal(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int], FrontierPoint], reference: Mapping,
                 detection: Mapping | None, generator_losses: Mapping[str, float]) -> list[str]:
     """The project's goal, criterion by criterion, each measured here and marked met or not: a
     learned policy beats both ``confidence`` and the best training-free policy at every budget
@@ -167,7 +168,7 @@ def render_goal(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
     for budget in sorted({r.budget for r in records}):
         for policy in sorted({r.policy for r in records if r.budget == budget and r.kind == "learned"}):
             mine = [r for r in records if r.budget == budget and r.policy == policy and r.baseline_kind != "peer"]
-            rep = frontiers[(policy, budget)]["rep_4"]
+            rep = frontiers[(policy, budget)].value("rep_4")
             met = all(r.outcome == "beats" for r in mine) and rep <= limit
             met_by.setdefault(policy, []).append(met)
             measured = "; ".join(f"vs `{r.baseline}`: {r.outcome}" for r in mine)
@@ -193,7 +194,7 @@ def render_goal(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
     return lines
 
 
-def render_closest(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int], Mapping],
+def render_closest(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int], FrontierPoint],
                    limit: float) -> list[str]:
     """Where no learned policy meets the goal: the one that came closest (the lowest worst-case
     upper bound of its judge-NLL difference from ``confidence`` over the budgets), what it misses,
@@ -212,24 +213,24 @@ def render_closest(records: Sequence[Comparison], frontiers: Mapping[tuple[str, 
         missed = [f"vs `{r.baseline}` {r.outcome} (judge NLL "
                   f"{fmt_ci(r.differences['judge_nll']['difference'], r.differences['judge_nll']['ci'], sign=True)})"
                   for r in mine if r.outcome != "beats"]
-        rep = frontiers[(closest, budget)]["rep_4"]
+        rep = frontiers[(closest, budget)].value("rep_4")
         if rep > limit:
             missed.append(f"rep-4 {rep:.3f} above the limit {limit:.3f}")
-        oracle = [f for (p, b), f in frontiers.items() if b == budget and f["kind"] == "oracle"]
+        oracle = [f for (p, b), f in frontiers.items() if b == budget and f.kind == "oracle"]
         gap = "" if not oracle else (f"; the oracle ceiling's judge NLL is "
-                                     f"{oracle[0]['judge_nll'] - frontiers[(closest, budget)]['judge_nll']:+.3f} from "
+                                     f"{oracle[0].value('judge_nll') - frontiers[(closest, budget)].value('judge_nll'):+.3f} from "
                                      "it (point estimates)")
         lines.append(f"- NFE {budget}: misses " + ("; ".join(missed) or "nothing") + gap + ".")
     return lines
 
 
-def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int], Mapping],
-                settings: Sequence[Mapping], reference: Mapping, peer: Mapping,
+def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int], FrontierPoint],
+                settings: Sequence[Setting], reference: Mapping, peer: Mapping,
                 generator_losses: Mapping[str, float]) -> list[str]:
     """The public peer's row: what it is, how it was trained, where its own sampler lands, and
     whether our best learned policy (chosen on the tuning draw) beats it at each budget.
     ``peer``: ``training`` (its training metrics) and ``tuning`` (its :class:`TuningLog`)."""
-    rows = sorted({p for (p, _), f in frontiers.items() if f["kind"] == "peer"})
+    rows = sorted({p for (p, _), f in frontiers.items() if f.kind == "peer"})
     if not rows:
         return []
     row, training, log = rows[0], peer["training"], peer["tuning"]
@@ -244,15 +245,14 @@ def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
              f"{training['val']['gen_loss']:.4f} (ours: {ours}).", ""]
     for budget, tuning in sorted(log.budgets.items()):
         top = max(tuning.tuned.pilots, key=lambda pilot: pilot.char_entropy)
-        mine = sorted((s for s in settings if s["policy"] == row and s["nfe_budget"] == budget),
-                      key=lambda s: s["temperature"])
-        drawn = "; ".join(f"T={s['temperature']:.2f}: entropy {s['char_entropy']:.3f}, judge NLL {s['judge_nll']:.3f}"
-                          for s in mine)
-        masks = sum(log.masks_left.at(budget, log.report_seed, s["temperature"], tuning.tuned.selection) for s in mine)
+        mine = sorted((s for s in settings if s.row == row and s.budget == budget), key=lambda s: s.temperature)
+        drawn = "; ".join(f"T={s.temperature:.2f}: entropy {s.metrics['char_entropy']:.3f}, judge NLL "
+                          f"{s.metrics['judge_nll']:.3f}" for s in mine)
+        masks = sum(log.masks_left.at(budget, log.report_seed, s.temperature, tuning.tuned.selection) for s in mine)
         reach = ("reaches the text's entropy" if tuning.tuned.reached else
                  f"does not reach the text's entropy ({target:.3f} bits) anywhere in the search: at most "
                  f"{top.char_entropy:.3f} bits on the tuning draw (T={top.temperature:.2f}, {top.rule.label})")
-        lines.append(f"- NFE {budget} ({tuning.steps} steps): its sampler {reach}. Report draw ({mine[0]['selection_label']}"
+        lines.append(f"- NFE {budget} ({tuning.steps} steps): its sampler {reach}. Report draw ({mine[0].selection_label}"
                      f"): {drawn}; {masks} `[MASK]` tokens left in its texts (shown to the judge as "
                      f"{log.extra['mask_stand_in']!r}).")
     lines += ["", "| NFE budget | our best learned policy (tuning draw) | peer | judge NLL difference | word validity "
@@ -307,16 +307,17 @@ def render_seed_detection(detection: Mapping[str, Mapping]) -> list[str]:
     return lines
 
 
-def render_report_settings(settings: Sequence[Mapping], reference: Mapping) -> list[str]:
+def render_report_settings(settings: Sequence[Setting], reference: Mapping) -> list[str]:
     """Every report setting as measured (the frontier's points), with its own intervals."""
     lines = ["## Every report setting", "",
              "| NFE budget | policy | selection | temperature | steps | NFE | entropy | judge NLL | word validity | "
              "distinct-2 | rep-4 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for s in sorted(settings, key=lambda s: (s["nfe_budget"], s["policy"], s["temperature"])):
+    for s in sorted(settings, key=lambda s: (s.budget, s.row, s.temperature)):
+        m = s.metrics
         lines.append(
-            f"| {s['nfe_budget']} | {s['policy']} | {s['selection_label']} | {s['temperature']:.3f} | {s['steps']} | "
-            f"{s['nfe']} | {s['char_entropy']:.3f} | {fmt(s, 'judge_nll')} | {fmt(s, 'word_validity')} | "
-            f"{s['distinct_2']:.3f} | {s['rep_4']:.3f} |")
+            f"| {s.budget} | {s.row} | {s.selection_label} | {s.temperature:.3f} | {s.steps} | {s.nfe} | "
+            f"{m['char_entropy']:.3f} | {fmt(m, 'judge_nll')} | {fmt(m, 'word_validity')} | {m['distinct_2']:.3f} | "
+            f"{m['rep_4']:.3f} |")
     lines.append(f"| - | test text | - | - | - | - | {reference['char_entropy']:.3f} | {fmt(reference, 'judge_nll')} | "
                  f"{fmt(reference, 'word_validity')} | {reference['distinct_2']:.3f} | {reference['rep_4']:.3f} |")
     return lines
@@ -332,10 +333,10 @@ class SummaryInputs:
 
     reference: Mapping
     judge_row: Mapping
-    frontiers: Mapping[tuple[str, int], Mapping]
+    frontiers: Mapping[tuple[str, int], FrontierPoint]
     records: Sequence[Comparison]
     best: Mapping[int, str]
-    settings: Sequence[Mapping]
+    settings: Sequence[Setting]
     detection: Mapping
     generator_losses: Mapping[str, float]
     tuning_seed: int

@@ -89,11 +89,13 @@ def sample_check(model, tok, params: Params, device: torch.device, policy: str, 
     steps = steps_for_nfe(policy, 32)
     synchronize(device)
     started = time.perf_counter()
-    first = diffusion_generate(model, 64, params.sample.length, SamplerOptions(steps=steps, policy=policy, committed_budget=committed_budget),
+    first = diffusion_generate(model, 64, params.sample.length,
+                               SamplerOptions(steps=steps, policy=policy, committed_budget=committed_budget),
                                seed=0)
     synchronize(device)
     seconds = time.perf_counter() - started
-    again = diffusion_generate(model, 64, params.sample.length, SamplerOptions(steps=steps, policy=policy, committed_budget=committed_budget),
+    again = diffusion_generate(model, 64, params.sample.length,
+                               SamplerOptions(steps=steps, policy=policy, committed_budget=committed_budget),
                                seed=0)
     assert first.nfe == nfe_for(policy, steps, params.sample.length) and not (first.tokens == model.config.mask_id).any()
     assert torch.equal(first.tokens, again.tokens), f"{policy}: the same seed gave different samples"

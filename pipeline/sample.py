@@ -66,8 +66,10 @@ def sample_judge(params: Params, model_dir: Path, out: Path) -> None:
 
 def main(params: Params, args: argparse.Namespace) -> None:
     models = Path(args.models_dir)
+    if sum(map(bool, (args.row, args.variant, args.judge))) != 1:
+        raise ConfigError("name one of --row (a row of the tier's grid), --variant or --judge")
     if args.judge:
-        sample_judge(params, models / "judge", Path(args.out_dir or samples_dir("quick")) / "judge.jsonl")
+        sample_judge(params, models / "judge", Path(args.out_dir or samples_dir(args.tier)) / "judge.jsonl")
         return
     if args.variant:
         variants = params.study.variants
@@ -79,8 +81,6 @@ def main(params: Params, args: argparse.Namespace) -> None:
         write_json(out / "tuning.json", {name: log.to_dict() for name, log in logs.items()})
         write_rows(samples, out / "samples.jsonl")
         return
-    if args.row is None:
-        raise ConfigError("name --row (a row of the tier's grid), --variant or --judge")
     out_dir = Path(args.out_dir) if args.out_dir else samples_dir(args.tier)
     grid = params.for_tier(args.tier)
     if args.row not in grid.sample.policies:

@@ -146,8 +146,6 @@ class JudgeSection(_Section):
     train: OptimSection
 
 
-
-
 class EvaluateCriticSection(_Section):
     """The critic as an error detector on the test split."""
 

@@ -235,4 +235,3 @@ def peer_draw_at(wrapper: nn.Module, tokenizer: CharTokenizer, cfg: SampleSectio
             return [tokenizer.decode(ids.tolist(), mask=stand_in) for ids in tokens], nfe
         return draw, steps
     return draw_at
-

@@ -25,7 +25,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device")
-    if name == "mps" and not torch.backends.mps.is_available():
+    if name.startswith("mps") and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' was asked for, but torch sees no MPS device")
     return torch.device(name)
 

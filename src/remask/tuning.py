@@ -19,7 +19,7 @@ recorded as such and not chosen.
 There is one search, :func:`tune_row`, for every row: a row of a tier's grid, a row of a study
 variant, an ablation arm's policy and the public peer. What differs between them is resolved once
 into a :class:`RowPlan` (its name, what runs it, its budgets and sample counts) and a sampler
-``draw_at(budget)`` (ours: :func:`sampler_draw_at`; the peer's: :func:`remask.peer.peer_draw`).
+``draw_at(budget)`` (ours: :func:`sampler_draw_at`; the peer's: :func:`remask.peer.peer_draw_at`).
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def _code_digest() -> str:
 
 
 def run_spec(params: Params, variant: str, meta: dict, models_dir: Path = Path("models"),
-             results_dir: Path = Path("results")) -> RunSpec:
+               results_dir: Path = Path("results")) -> RunSpec:
     """Turn validated params into the run of one model of the quick tier (``variant``: a model kind of
     :data:`MODEL_KINDS`)."""
     tokenizer = CharTokenizer.from_dict(meta["tokenizer"])

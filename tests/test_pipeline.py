@@ -43,7 +43,7 @@ NOTEBOOKS = {
     "02_training_the_critic": {"generator_loss", "critic_training"},
     "03_critic_as_error_detector": {"roc_and_pr", "reliability_and_mask_ratio", "one_step_vs_rollouts",
                                     "what_the_label_allows", "refreshed_target"},
-    "04_policy_comparison": {"frontier", "trajectories"},
+    "04_policy_comparison": {"frontier", "trajectories", "verdict"},
 }
 
 

@@ -1,0 +1,44 @@
+"""The README's first screen quotes the committed run: its numbers and its one-sentence answer must be
+what `results/evaluate_samples/metrics.json` holds, so that they cannot drift from the summaries."""
+
+import json
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NUMBER = r"([+-]\d+\.\d{3})"
+
+
+def first_screen() -> str:
+    return (REPO / "README.md").read_text().split("## Two commands", 1)[0]
+
+
+def comparisons() -> dict[tuple[str, int], dict]:
+    metrics = json.loads((REPO / "results" / "evaluate_samples" / "metrics.json").read_text())
+    return {(c["policy"], c["budget"]): c for c in metrics["comparisons"] if c["baseline"] == "confidence"}
+
+
+def test_the_first_screens_table_is_the_committed_comparison():
+    lines = [line for line in first_screen().splitlines() if line.startswith("|")]
+    header = lines[0]
+    policies = re.findall(r"`(\w+)`", header)
+    rows = [line for line in lines[2:] if re.match(r"\| \d+ \|", line)]
+    assert policies and len(rows) >= 2
+    measured = comparisons()
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        budget = int(cells[0])
+        for policy, cell in zip(policies, cells[1:]):
+            difference, low, high = map(float, re.fullmatch(rf"{NUMBER} \[{NUMBER}, {NUMBER}\]", cell).groups())
+            d = measured[(policy, budget)]["differences"]["judge_nll"]
+            assert (difference, low, high) == tuple(round(v, 3) for v in (d["difference"], *d["ci"])), (policy, budget)
+
+
+def test_the_first_screens_answer_is_the_committed_outcome():
+    learned = [c for c in comparisons().values() if c["kind"] == "learned"]
+    assert learned
+    answer = " ".join(first_screen().split())  # as a reader sees it, whatever the line breaks
+    if all(c["outcome"] == "loses" for c in learned):
+        assert "Every learned score loses to confidence" in answer
+    else:
+        assert "Every learned score loses" not in answer, [(c["policy"], c["budget"], c["outcome"]) for c in learned]

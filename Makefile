@@ -1,7 +1,7 @@
 # Two entry points that work on a fresh machine with only Python 3.11:
 #   make repro   set up .venv and run the whole DVC pipeline on the default corpus
 #   make test    set up .venv with the test extras and run the tests (the slow tier aside)
-#   make test-slow  the slow tier: the study pipeline, reproducibility from scratch, kill/resume, DDP
+#   make test-slow  the slow tier: the study pipeline, reproducibility from scratch, kill/resume, DDP, make lab
 #   make study   the opt-in study tier (after make repro)
 PYTHON ?= python3
 VENV ?= .venv
@@ -37,16 +37,24 @@ study: $(VENV)/.installed-peer
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-slow: $(VENV)/.installed-test
+test-slow: $(VENV)/.installed-test $(VENV)/.installed-lab
 	$(BIN)/python -m pytest -q -m slow
 
 $(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[lab]'
 	touch $@ $(VENV)/.installed-base
 
+# JupyterLab on the executed reports (reports/, written by the notebook stages), as root or as a user, on
+# this machine or a remote one: no browser is started, the URL with its token is printed (on a remote
+# machine: ssh -L $(LAB_PORT):localhost:$(LAB_PORT) host, then open that URL here)
+LAB_PORT ?= 8888
+LAB_IP ?= 127.0.0.1
+LAB_ROOT ?= $(CURDIR)/reports
+LAB_ARGS ?=
 lab: $(VENV)/.installed-lab
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --no-browser --allow-root --ip=$(LAB_IP) --port=$(LAB_PORT) \
+		--ServerApp.root_dir=$(LAB_ROOT) $(LAB_ARGS)
 
 bench: $(VENV)/.installed-base
 	$(BIN)/python benchmarks/train_step.py

@@ -71,3 +71,14 @@ def test_dvclive_series_reader(tmp_path):
     assert read_dvclive_series(tmp_path, "val/critic_auroc") == [{"step": 250, "value": 0.7}, {"step": 500, "value": 0.75}]
     with pytest.raises(FileNotFoundError, match="val/gen_loss"):
         read_dvclive_series(tmp_path, "val/gen_loss")
+
+
+def test_a_score_has_one_colour_in_every_figure():
+    from remask.figures import OTHER_COLOUR, SCORE_COLOURS, score_colour, score_palette
+    from remask.policies import POLICIES
+
+    assert set(POLICIES) <= set(SCORE_COLOURS)  # every registered policy has its own colour
+    assert len(set(SCORE_COLOURS.values())) == len(SCORE_COLOURS)  # and no two share one
+    assert score_colour("confidence@self_correct") == score_colour("confidence")  # the same score on a variant
+    assert score_colour("critic_fused_budget", runs="critic_fused") == score_colour("critic_fused")
+    assert score_palette(["critic", "unknown_row"]) == {"critic": SCORE_COLOURS["critic"], "unknown_row": OTHER_COLOUR}

@@ -17,6 +17,29 @@ import torch
 if TYPE_CHECKING:  # type hints only: the notebooks that draw no trajectory do not run the sampler
     from remask.sampling import Generation
 
+# One colour per score, in every figure of every notebook (seaborn's colour-blind palette): a row that
+# runs a registered policy on another model or pool (``critic_fused_budget``, ``confidence@self_correct``)
+# takes its policy's colour and is told apart by marker or line style; anything else gets a grey
+SCORE_COLOURS = {
+    "confidence": "#0173b2", "critic": "#de8f05", "critic_fused": "#029e73", "first_pass": "#d55e00",
+    "remdm_conf": "#cc78bc", "random": "#949494", "oracle_loo": "#000000", "self_planning": "#ca9161",
+    "critic_confidence": "#fbafe4", "entropy": "#56b4e9", "margin": "#ece133", "peer_x_transformers": "#8c564b",
+    "confidence + critic (fitted)": "#17becf",
+}
+OTHER_COLOUR = "#7f7f7f"
+
+
+def score_colour(name: str, runs: str | None = None) -> str:
+    """The colour of score or row ``name`` (or of the registered policy it ``runs``)."""
+    base = name.split("@", 1)[0]
+    return SCORE_COLOURS.get(name) or SCORE_COLOURS.get(runs or "") or SCORE_COLOURS.get(base, OTHER_COLOUR)
+
+
+def score_palette(names) -> dict[str, str]:
+    """``{name: colour}`` for seaborn's ``palette=``, the same colour for a score in every figure."""
+    return {name: score_colour(name) for name in names}
+
+
 # Cell states of a trajectory heatmap (position x step), in the order of TRAJECTORY_LABELS.
 TRAJECTORY_LABELS = (
     "committed earlier, kept",

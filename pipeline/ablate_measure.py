@@ -32,7 +32,7 @@ from remask.metrics import setting_samples
 from remask.policies import require_trained, untrained_inputs
 from remask.runtime import resolve_device
 from remask.sampling import SamplerOptions
-from remask.tuning import RowPlan, Search, sampler_draw_at, target_entropy, tune_row
+from remask.tuning import RowPlan, Search, sampler_draw_at, target_entropy, trained_draws, tune_row
 
 
 def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
@@ -57,7 +57,8 @@ def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
     arm_grid = params.sample.model_copy(update={"nfe_budgets": [cfg.nfe], "num_samples": cfg.num_samples})
     samples, frontier, tuned = {}, {}, {}
     for policy in policies:
-        plan = RowPlan.of(policy, PolicySampling(), arm_grid, policy, arm_dir)
+        draws = trained_draws(policy, training, params.sample.tuning, search.log)
+        plan = RowPlan.of(policy, PolicySampling(), arm_grid, policy, arm_dir, draws)
         rows, log = tune_row(plan, sampler_draw_at(model, tok, params.sample, policy, None), search)
         tuned[policy] = log.budgets[cfg.nfe].tuned.to_dict()
         by_temperature: dict[float, list[str]] = {}

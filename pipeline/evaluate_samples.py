@@ -24,12 +24,12 @@ from tqdm import tqdm
 from pipeline._common import DATA_DIR, run_stage, samples_dir, tier_results
 from remask.atomic import write_csv, write_json, write_text
 from remask.checkpoint import load_model
-from remask.config import TIERS, ConfigError, Params, SelectionRule
+from remask.config import TIERS, ConfigError, Params
 from remask.data import reference_texts, split_text, words
 from remask.frontier import frontier_point
 from remask.judge import judge_nll_bits
-from remask.metrics import setting_samples, text_metrics
-from remask.records import FrontierPoint, Setting, TuningLog
+from remask.metrics import NgramReference, setting_samples, text_metrics
+from remask.records import Candidate, FrontierPoint, Setting, TuningLog
 from remask.report import SummaryInputs, best_training_free, compare_policies, kind_of, render_summary
 from remask.runtime import resolve_device
 
@@ -53,11 +53,12 @@ def main(params: Params, args: argparse.Namespace) -> None:
     out = tier_dir / "evaluate_samples"
     judge, tok, _ = load_model(Path(args.models_dir) / "judge", resolve_device(scfg.device))
     vocabulary = set(words(split_text(DATA_DIR, "train")))
+    held_out = NgramReference.of(split_text(DATA_DIR, "val"))  # what ngram_jsd measures the samples against
     ci = (cfg.bootstrap_resamples, cfg.confidence_level)
 
     def measure(texts: list[str], offset: int) -> tuple[dict, list[float]]:
         nll = judge_nll_bits(judge, tok, texts)
-        return text_metrics(texts, vocabulary, nll, *ci, cfg.seed + offset), nll
+        return text_metrics(texts, vocabulary, nll, *ci, cfg.seed + offset, held_out), nll
 
     reference, _ = measure(reference_texts(DATA_DIR, tok, scfg.num_samples, scfg.length), 0)
     target = reference["char_entropy"]
@@ -83,9 +84,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
     for (policy, budget, temperature), rows in tqdm(sorted(groups.items()), desc="evaluate samples", unit="setting"):
         texts = [r["text"] for r in rows]
         metrics, nll = measure(texts, 2)
-        rule = SelectionRule(rule=rows[0]["selection"], temperature=rows[0]["selection_temperature"])
-        settings.append(Setting(policy, budget, rows[0]["steps"], rows[0]["nfe"], temperature, rule.label, metrics))
-        samples[(policy, budget)].append(setting_samples(texts, nll, vocabulary, tok.chars))
+        drawn_with = Candidate.from_fields(rows[0])
+        settings.append(Setting(policy, budget, rows[0]["steps"], rows[0]["nfe"], temperature, drawn_with.label,
+                                metrics))
+        samples[(policy, budget)].append(setting_samples(texts, nll, vocabulary, tok.chars, held_out))
 
     frontiers = {}
     for (policy, budget), parts in tqdm(sorted(samples.items()), desc="frontiers", unit="policy"):
@@ -94,7 +96,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
             raise ConfigError(f"{tier_dir / 'tuning' / f'{policy}.json'} has no NFE {budget}; rerun sample@{policy}")
         frontiers[(policy, budget)] = FrontierPoint(
             policy, tuning[policy].runs, kind_of(tuning[policy]), budget, log.steps, log.nfe,
-            log.tuned.selection.label, log.tuned.temperature, log.tuned.reached, log.report_temperatures,
+            log.tuned.candidate.label, log.tuned.temperature, log.tuned.reached, log.report_temperatures,
             frontier_point(parts, target, *ci, cfg.seed + 3))
     records = compare_policies(samples, frontiers, tuning, target, *ci, cfg.seed + 4)
     best = {budget: best_training_free(tuning, budget) for budget in sorted({b for _, b in samples})}
@@ -106,9 +108,11 @@ def main(params: Params, args: argparse.Namespace) -> None:
         "best_training_free": {str(b): p for b, p in best.items()},
         "comparisons": [r.to_dict() for r in records],
         "settings": {s.key: s.to_dict() for s in settings},
+        "search": {f"{row}/nfe{budget}": [c.to_dict() for c in done.tuned.searched]
+                   for row, log in tuning.items() for budget, done in log.budgets.items()},
     })
     for (policy, budget), log in ((k, tuning[k[0]].budgets[k[1]]) for k in frontiers):
-        points = [{"draw": "tuning", "temperature": p.temperature, "selection": p.rule.label,
+        points = [{"draw": "tuning", "temperature": p.temperature, "selection": p.candidate.label,
                    "char_entropy": round(p.char_entropy, 5), "judge_nll": round(p.judge_nll, 5)}
                   for p in log.tuned.pilots]
         points += [{"draw": "report", "temperature": s.temperature, "selection": s.selection_label,
@@ -144,7 +148,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     peer_record = {"training": read_json(tier_dir / "train" / "peer" / "metrics.json", "study_peer_train"),
                    "tuning": tuning[peer]} if peer else None
     summary = render_summary(SummaryInputs(reference, judge_row, frontiers, records, best, settings, detection_view,
-                                           losses, scfg.tuning_seed, scfg.seed, ablation, stage, peer_record))
+                                           losses, scfg.tuning_seed, scfg.seed, tuning, ablation, stage, peer_record))
     write_text(tier_dir / "summary.md", summary)
     print(summary)
 

@@ -34,7 +34,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
                     lambda m: print(m, flush=True))
     fields = {"runs": f"x-transformers=={VERSION} generate()", "kind": "peer", "committed_budget": None}
     plan = RowPlan(peer.row, fields, True, tuple(cfg.nfe_budgets), cfg.num_samples, cfg.tuning.num_samples,
-                   str(model_dir))
+                   str(model_dir), draws=None)  # its own sampler: annealed to 0, filter_thres; none of our knobs
     masks_left = MasksLeft()
     samples, log = tune_row(plan, peer_draw_at(wrapper, tok, cfg, peer.filter_thres, params.data.unknown_char,
                                                masks_left), search)

@@ -26,7 +26,7 @@ from remask.judge import judge_generate
 from remask.policies import get_policy, require_trained
 from remask.records import TuningLog
 from remask.runtime import resolve_device
-from remask.tuning import RowPlan, Search, sampler_draw_at, target_entropy, tune_row
+from remask.tuning import RowPlan, Search, sampler_draw_at, target_entropy, trained_draws, tune_row
 
 
 def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path, judge_dir: Path,
@@ -48,7 +48,8 @@ def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path
     samples, logs = [], {}
     for row, spec in rows.items():
         name = row if variant is None else f"{row}@{variant}"
-        plan = RowPlan.of(name, spec, cfg, spec.runs(row), model_dir)
+        draws = trained_draws(spec.runs(row), training, cfg.tuning, search.log)
+        plan = RowPlan.of(name, spec, cfg, spec.runs(row), model_dir, draws)
         drawn, logs[name] = tune_row(plan, sampler_draw_at(model, tok, cfg, spec.runs(row), spec.committed_budget),
                                      search)
         samples += drawn

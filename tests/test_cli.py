@@ -107,7 +107,8 @@ def test_sample_tuned_reads_the_pipelines_choice_for_this_checkpoint(ckpt, tmp_p
     results = tmp_path / "results"
     (results / "tuning").mkdir(parents=True)
     log = {"policy": "confidence", "model": str(ckpt / "multitask"), "budgets": {"8": {
-        "steps": 8, "nfe": 8, "selection": "topk", "selection_temperature": 0.0, "temperature": 1.3}}}
+        "steps": 8, "nfe": 8, "selection": "topk", "selection_temperature": 0.0, "temperature": 1.3,
+        "anneal": "linear", "floor": 0.7, "top_k_share": 0.3, "top_p": 1.0}}}
     (results / "tuning" / "confidence.json").write_text(json.dumps(log))
     base = ["sample", "--checkpoint", str(ckpt / "multitask"), "--tuned", "--results-dir", str(results),
             "--length", "12", "--num-samples", "1"]
@@ -115,6 +116,7 @@ def test_sample_tuned_reads_the_pipelines_choice_for_this_checkpoint(ckpt, tmp_p
     assert code == 0, err
     row = json.loads(out)
     assert (row["temperature"], row["selection"], row["selection_temperature"], row["steps"]) == (1.3, "topk", 0.0, 8)
+    assert (row["anneal"], row["temperature_floor"], row["top_k_share"], row["top_p"]) == ("linear", 0.7, 0.3, 1.0)
     code, _, err = run(base + ["--nfe", "16"], capsys)
     assert code == 2 and "has no NFE 16; tuned budgets: 8" in err
     code, _, err = run(base + ["--nfe", "8", "--policy", "remdm_conf"], capsys)
@@ -131,6 +133,9 @@ def test_critic_policies_refuse_untrained_critic_and_judge(ckpt, capsys):
     code, _, err = run(["sample", "--checkpoint", str(ckpt / "multitask"), "--policy", "critic_fused",
                         "--temperature", "2.5"], capsys)
     assert code == 2 and "critic fills at temperatures 2.5-2.5 (trained on 0.7-2:" in err
+    code, _, err = run(["sample", "--checkpoint", str(ckpt / "multitask"), "--policy", "critic_fused",
+                        "--temperature", "1.5", "--anneal", "linear", "--temperature-floor", "0.2"], capsys)
+    assert code == 2 and "critic fills at temperatures 0.2-1.5" in err  # annealed below what it was trained on
     code, _, err = run(["score", "--checkpoint", str(ckpt / "generator_only"), "--text", "romeo", "--score", "critic"],
                        capsys)
     assert code == 2 and "critic head is untrained; use --score loo" in err

@@ -9,19 +9,22 @@ import pytest
 import torch
 
 from conftest import REPO_PARAMS, params_with
-from remask.config import PolicySampling, SelectionRule
+from remask.config import DrawKnobs, PolicySampling, SelectionRule
 from remask.data import CharTokenizer
 from remask.errors import ConfigError
-from remask.frontier import at_entropy, difference, frontier_point, interpolate, segment
+from remask.frontier import difference, frontier_point, interpolate, segment
 from remask.metrics import setting_samples
 from remask.judge import judge_leave_one_out, judge_nll_bits
 from remask.model import DiffusionTransformer, ModelConfig
-from remask.policies import POLICIES, get_policy, leave_one_out_probs, require_trained, untrained_inputs
-from remask.records import Comparison, FrontierPoint
+from remask.policies import POLICIES, leave_one_out_probs, require_trained, untrained_inputs
+from remask.records import Candidate, Comparison, FrontierPoint
 from remask.report import render_goal
-from remask.tuning import RowPlan, Search, report_temperatures, tune_policy, tune_row, tune_temperature
+from remask.tuning import (RowPlan, Search, candidates, nll_at_target, report_temperatures, trained_draws, tune_policy,
+                           tune_row, tune_temperature)
 
 TOPK, GUMBEL = SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperature=1.0)
+CONSTANT = DrawKnobs(anneal="constant", top_k_share=1.0, top_p=1.0)
+PEERS = DrawKnobs(anneal="linear", floor=0.7, top_k_share=0.3, top_p=1.0)
 
 
 # --- seeds: tuning and reporting never share a draw ------------------------------------------
@@ -33,7 +36,7 @@ def test_tuning_and_report_seeds_must_differ():
     with pytest.raises(ConfigError, match="ablation.seed must differ from sample.tuning_seed"):
         params_with({"sample": {"seed": 0, "tuning_seed": 1}, "ablation": {"seed": 1}})
     cfg = REPO_PARAMS.sample.with_(seed=0, tuning_seed=1)
-    plan = RowPlan.of("confidence", PolicySampling(), cfg, "confidence", Path("models/multitask"))
+    plan = RowPlan.of("confidence", PolicySampling(), cfg, "confidence", Path("models/multitask"), cfg.tuning.draws)
     with pytest.raises(ValueError, match="report seed 1 is the tuning seed"):
         tune_row(plan, lambda budget: (None, 8), Search(None, None, 4.0, cfg, report_seed=1))
 
@@ -56,8 +59,10 @@ def test_tune_row_tunes_on_the_tuning_seed_and_reports_on_the_other(monkeypatch)
     monkeypatch.setattr(tuning, "diffusion_generate", fake_generate)
     monkeypatch.setattr(tuning, "char_entropy", lambda texts: 3.0 + seeds[-1][2])  # entropy = 3 + T
     monkeypatch.setattr(tuning, "judge_nll_bits", lambda judge, tok, texts: [1.0] * len(texts))
-    cfg = REPO_PARAMS.sample.with_(seed=0, tuning_seed=5, length=8, tuning=REPO_PARAMS.sample.tuning.with_(num_samples=3, selections=[TOPK]))
-    plan = RowPlan.of("confidence", PolicySampling(num_samples=6, nfe_budgets=[8]), cfg, "confidence", Path("m"))
+    cfg = REPO_PARAMS.sample.with_(seed=0, tuning_seed=5, length=8, tuning=REPO_PARAMS.sample.tuning.with_(
+        num_samples=3, selections=[TOPK], draws=[CONSTANT]))
+    plan = RowPlan.of("confidence", PolicySampling(num_samples=6, nfe_budgets=[8]), cfg, "confidence", Path("m"),
+                      cfg.tuning.draws)
     draw_at = tuning.sampler_draw_at(None, tok, cfg, "confidence", None)
     rows, log = tune_row(plan, draw_at, Search(None, tok, 4.3, cfg, report_seed=0, log=lambda m: None))
     tuned = log.budgets[8].tuned
@@ -73,35 +78,69 @@ def test_tune_row_tunes_on_the_tuning_seed_and_reports_on_the_other(monkeypatch)
 # --- tuning -------------------------------------------------------------------------------
 
 
-def test_tune_temperature_brackets_and_stops_within_the_tolerance():
+def test_tune_temperature_converges_from_its_start_and_stops_within_the_tolerance():
     calls = []
 
     def measure(t):
         calls.append(t)
         return 3.5 + 2.0 * math.log(t), 0.0  # entropy rises with T
 
-    t, reached, seen = tune_temperature(measure, 4.8, 0.7, 2.0, tolerance=0.005, max_pilots=7)
+    t, reached, seen = tune_temperature(measure, 4.8, 0.7, 2.0, tolerance=0.005, max_pilots=7, start=1.35)
     assert reached and abs(3.5 + 2.0 * math.log(t) - 4.8) <= 0.005 * 4.8
-    assert len(calls) == len(seen) <= 7 and calls[:2] == [0.7, 2.0]
-    # out of reach: the closest pilot, not reached
-    t, reached, seen = tune_temperature(measure, 9.0, 0.7, 2.0, tolerance=0.005, max_pilots=7)
-    assert not reached and t == 2.0 and len(seen) == 2
+    assert len(calls) == len(seen) <= 5 and calls[0] == 1.35  # a secant search: a few pilots, not Brent's endpoints
+    entropies = [e for e, _ in seen.values()]
+    assert min(entropies) < 4.8 < max(entropies)  # bracketed, so that the judge NLL is interpolated there
+    # out of reach: pinned at the bound, the closest pilot, not reached
+    t, reached, seen = tune_temperature(measure, 9.0, 0.7, 2.0, tolerance=0.005, max_pilots=7, start=1.35)
+    assert not reached and t == 2.0 and len(seen) < 7
     # too few pilots to converge: the closest one, flagged
-    t, reached, seen = tune_temperature(measure, 4.8, 0.7, 2.0, tolerance=1e-6, max_pilots=3)
+    t, reached, seen = tune_temperature(measure, 4.8, 0.7, 2.0, tolerance=1e-6, max_pilots=3, start=1.35)
     assert not reached and len(seen) == 3
 
 
-def test_tune_policy_keeps_the_rule_with_the_best_judge_nll_where_it_reaches_the_target():
-    def measure(t, rule):
-        penalty = 0.5 if rule.rule == "topk" else 0.0
-        return 2.0 + 2.0 * t, 3.0 + penalty
+def test_the_judge_nll_is_interpolated_at_the_target_entropy_not_read_at_the_landed_pilot():
+    # a frontier of 3 bits of NLL per bit of entropy: a pilot 1% (0.048 bits) off the target is 0.14 bits off
+    seen = {1.2: (4.752, 3.0), 1.4: (4.9, 3.444)}
+    assert nll_at_target(seen, 4.8) == pytest.approx(3.144)
+    assert nll_at_target({1.2: (4.752, 3.0), 1.1: (4.7, 2.844)}, 4.8) == pytest.approx(3.144)  # one side: the line
 
-    cfg = REPO_PARAMS.sample.tuning.with_(selections=[TOPK, GUMBEL])
-    tuned = tune_policy(True, measure, 4.6, cfg)
-    assert tuned.selection == GUMBEL and tuned.reached and tuned.judge_nll == 3.0
-    assert {p.selection for p in tuned.pilots} == {"topk", "gumbel"}
-    # random's score is noise: a selection rule changes nothing, so only the first is tried
-    assert {p.selection for p in tune_policy(False, measure, 4.6, cfg).pilots} == {"topk"}
+
+def test_tune_policy_chooses_the_interpolated_best_on_a_synthetic_frontier():
+    """A candidate whose pilot lands just below the target looks better at that pilot than it is at
+    the target; the interpolated choice sees through it."""
+    def measure(t, candidate):
+        steep = candidate.selection == TOPK  # 4 bits of NLL per bit of entropy, 0.05 bits worse at the target
+        entropy = 2.0 + 2.0 * t
+        return entropy, (3.05 + 4.0 * (entropy - 4.6)) if steep else (3.0 + 1.0 * (entropy - 4.6))
+
+    cfg = REPO_PARAMS.sample.tuning.with_(selections=[TOPK, GUMBEL], draws=[CONSTANT], entropy_tolerance=0.02)
+    tuned = tune_policy(candidates(True, cfg, cfg.draws), measure, 4.6, cfg)
+    assert tuned.selection == GUMBEL and tuned.reached and tuned.judge_nll == pytest.approx(3.0)
+    topk = next(c for c in tuned.searched if c.candidate.selection == TOPK)
+    assert topk.judge_nll == pytest.approx(3.05)
+    assert {p.candidate.selection.rule for p in tuned.pilots} == {"topk", "gumbel"}
+    # random's score is noise: a selection rule changes nothing, so only the first is tried, with every draw knob
+    both = cfg.with_(draws=[CONSTANT, PEERS])
+    assert [c.label for c in candidates(False, both, both.draws)] == ["top-k; T constant",
+                                                                      "top-k; T linear to 0.7, top-k 30%"]
+    assert len(candidates(True, both, both.draws)) == 4 and candidates(True, both, None)[0].knobs is None
+
+
+def test_a_critic_is_never_searched_with_draw_knobs_below_its_training_temperatures():
+    record = training_record(sample_temperature=0.7, sample_temperature_spread=1.3)
+    greedy_end = DrawKnobs(anneal="linear", floor=0.0, top_k_share=0.3, top_p=1.0)
+    cfg = REPO_PARAMS.sample.tuning.with_(draws=[CONSTANT, PEERS, greedy_end])
+    said = []
+    assert trained_draws("critic_fused", record, cfg, said.append) == [CONSTANT, PEERS]
+    assert "left out of the search" in said[0] and "critic fills at temperatures 0-2" in said[0]
+    assert trained_draws("confidence", record, cfg, said.append) == [CONSTANT, PEERS, greedy_end]
+    with pytest.raises(ConfigError, match="no candidate"):
+        trained_draws("critic", record, cfg.with_(draws=[greedy_end]), said.append)
+
+
+def test_a_candidate_round_trips_through_its_record():
+    for candidate in (Candidate(GUMBEL, PEERS), Candidate(TOPK, None)):
+        assert Candidate.from_fields(candidate.fields()) == candidate
 
 
 def test_report_temperatures_stay_in_the_range():
@@ -166,6 +205,49 @@ def test_bootstrap_of_the_difference_finds_a_known_gap_and_no_gap():
     assert difference(a, b, target, resamples=400, seed=2) == difference(a, b, target, resamples=400, seed=2)
 
 
+def _shared_noise_policy(noise, offset):
+    """Two report settings whose texts share per-text noise ``noise`` (the same seed's stream)."""
+    rng = np.random.default_rng(7)
+    out = []
+    for sharpness in (0.35, 0.2):
+        weights = np.exp(-sharpness * np.arange(9))
+        texts = _texts(rng, weights, len(noise))
+        entropy = float(-(weights / weights.sum() * np.log2(weights / weights.sum())).sum())
+        out.append(setting_samples(texts, 1.0 + entropy + offset + noise, {"ab"}, "abcdefgh "))
+    return out
+
+
+def test_the_paired_bootstrap_finds_a_known_paired_gap_that_the_unpaired_one_misses():
+    noise = np.random.default_rng(3).normal(0, 1.0, 64)  # large per-text noise, common to both rows
+    a, b = _shared_noise_policy(noise, 0.0), _shared_noise_policy(noise, 0.15)
+    target = float(np.mean([s.stats(np.arange(64))["char_entropy"] for s in a]))
+    unpaired = difference(a, b, target, resamples=400, seed=2, pair=False)["judge_nll"]
+    paired_gap = difference(a, b, target, resamples=400, seed=2)["judge_nll"]  # equal sizes: paired by default
+    assert unpaired["ci"][0] < 0 < unpaired["ci"][1] and unpaired["better"] == 0
+    assert paired_gap["ci"][1] < 0 and paired_gap["better"] == 1
+    assert paired_gap["difference"] == pytest.approx(-0.15)
+
+
+def test_an_extrapolated_point_holds_no_number_and_renders_as_extrapolated():
+    from remask.report import render_settings, render_verdict
+
+    rng = np.random.default_rng(0)
+    settings = _policy(rng, 0.0)
+    beyond = max(s.stats(np.arange(96))["char_entropy"] for s in settings) + 0.5
+    far = frontier_point(settings, beyond, resamples=50)
+    assert not far["bracketed"] and far["judge_nll"] is None and far["word_validity_ci"] is None
+    gap = difference(settings, settings, beyond, resamples=50)
+    assert gap["judge_nll"] == {"difference": None, "ci": None, "better": 0}
+    record = Comparison(32, "peer", "confidence", gap, False, "peer")
+    fp = FrontierPoint("peer", "peer", "peer", 32, 32, 32, "top-k", 2.0, False, [1.8, 2.0], far)
+    text = "\n".join(render_settings({("peer", 32): fp}, {"char_entropy": 9.9, **{
+        f"{m}{s}": v for m in ("judge_nll", "word_validity", "rep_4") for s, v in (("", 0.5), ("_ci", [0.4, 0.6]))}})
+        + render_verdict([record], {32: "confidence"}))
+    assert "extrapolated" in text and record.outcome == "no verdict"
+    peer_line = next(line for line in text.splitlines() if "`peer`" in line and "|" in line)
+    assert not any(ch.isdigit() for cell in peer_line.split("|")[8:12] for ch in cell)  # no number in the metrics
+
+
 def point(runs: str, values: dict, kind: str = "learned") -> FrontierPoint:
     """A frontier point at NFE 32 with the given metric values, bracketed."""
     return FrontierPoint(runs, runs, kind, 32, 32, 32, "top-k", 1.0, True, [0.9, 1.1], {**values, "bracketed": True})
@@ -182,6 +264,9 @@ def test_outcome_follows_the_intervals_and_needs_bracketed_frontiers():
     assert record(1, -1).outcome == "no significant difference"  # better NLL, worse validity
     assert record(-1, 1).outcome == "loses" and record(0, 1).outcome == "no significant difference"
     assert record(1, 1, bracketed=False).outcome == "no verdict"
+    judged = record(1, 1)
+    judged.differences["ngram_jsd"] = {"difference": 0.1, "ci": [0.05, 0.15], "better": -1}
+    assert judged.outcome == "disagree"  # the judge rewards what the text's 3-gram statistics do not
     frontiers = {("critic", 32): point("critic", {"rep_4": 0.05})}
     lines = render_goal([record(1, 0)], frontiers, {"rep_4": 0.04}, None, {"multitask": 2.0, "generator_only": 2.0})
     assert lines[4].endswith("| yes |") and "vs `confidence`: beats" in lines[4]
@@ -203,7 +288,7 @@ def test_where_no_learned_policy_meets_the_goal_the_closest_is_named_with_what_i
     lines = render_goal(records, frontiers, {"rep_4": 0.04}, None, {})
     text = "\n".join(lines)
     assert "Closest: `critic_fused@generated`" in text
-    assert "vs `confidence` no significant difference (judge NLL +0.000 [-0.100, +0.100])" in text
+    assert "vs `confidence` no significant difference (judge NLL +0.000 [-0.100, +0.100] (±0.100))" in text
     assert "rep-4 0.090 above the limit 0.060" in text and "the oracle ceiling's judge NLL is -0.300 from it" in text
     beaten = [record("critic", -0.1, 1)]
     assert "Closest" not in "\n".join(render_goal(beaten, {("critic", 32): point("critic", {"rep_4": 0.01})},

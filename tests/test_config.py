@@ -85,10 +85,12 @@ def test_a_file_missing_keys_names_them_there_is_no_second_source_of_values(tmp_
         load_params(tmp_path / "partial.yaml")
 
 
-# the only defaults config may hold: "use the tier's value" (None) and a topk rule's absent noise temperature
+# the only defaults config may hold: "use the tier's value" (None) and a topk rule's absent noise temperature,
+# a constant temperature's absent floor
 SEMANTIC_DEFAULTS = {("PolicySampling", "policy"), ("PolicySampling", "committed_budget"),
                      ("PolicySampling", "num_samples"), ("PolicySampling", "tuning_samples"),
-                     ("PolicySampling", "nfe_budgets"), ("SelectionRule", "temperature")}
+                     ("PolicySampling", "nfe_budgets"), ("SelectionRule", "temperature"),
+                     ("DrawKnobs", "floor")}
 
 
 def test_config_holds_no_default_params_yaml_is_the_one_source_of_values():
@@ -119,11 +121,13 @@ def test_every_name_literal_equals_its_registry():
     from remask.runtime import DEVICES
     from remask.sampling import SELECTIONS
     from remask.schedules import SCHEDULES
+    from remask.tempering import ANNEALING
 
     assert get_args(config.PolicyName) == tuple(POLICIES) == config.POLICY_NAMES
     assert set(get_args(config.TargetName)) == set(TARGETS)
     assert get_args(config.ScheduleName) == SCHEDULES
     assert get_args(config.SelectionName) == SELECTIONS
+    assert get_args(config.AnnealName) == ANNEALING
     assert get_args(config.CriticHead) == get_args(get_type_hints(ModelConfig)["critic_head"])
     assert get_args(config.DeviceName) == DEVICES
     assert config.TIERS == ("quick", "study")

@@ -94,3 +94,39 @@ def test_evidence_section_tests_both_predictions_on_the_numbers():
     fails = render_evidence(detection, {"one-step": small, "states": {**small, "gain": 0.03}})
     assert "Prediction 1 holds on 0 of 1" in fails[-1] and "prediction 2 holds on 1 of 2" in fails[-1]
     assert "does not fully explain" in fails[-1]
+
+
+def test_the_ngram_divergence_orders_real_shuffled_and_collapsed_text():
+    """Held-out real text is closest to the reference; shuffling characters keeps their frequencies
+    but breaks the 3-grams; repeating a few texts covers a fraction of them, and the fewer, the further."""
+    import random
+
+    from remask.metrics import NgramReference, setting_samples
+
+    rng = random.Random(0)
+    words = "the king and queen of england would speak with thee my lord upon this matter tonight".split()
+    corpus = " ".join(rng.choice(words) for _ in range(20000))
+    reference = NgramReference.of(corpus[: len(corpus) // 2])
+    held_out = corpus[len(corpus) // 2:]
+    real = [held_out[i * 64:(i + 1) * 64] for i in range(64)]
+    shuffled = ["".join(rng.sample(t, len(t))) for t in real]
+    sets = {"real": real, "shuffled": shuffled, "collapsed to 8": real[:8] * 8, "collapsed to 1": real[:1] * 64}
+    jsd = {name: float(setting_samples(texts, None, set(), reference=reference).ngrams.jsd(np.arange(64)))
+           for name, texts in sets.items()}
+    assert 0 <= jsd["real"] < 0.5 * min(jsd["shuffled"], jsd["collapsed to 8"])
+    assert jsd["collapsed to 8"] < jsd["collapsed to 1"] <= 1
+    # exact against scipy's divergence on the pooled counts
+    from collections import Counter
+
+    from scipy.spatial.distance import jensenshannon
+
+    counts = Counter(t[i:i + 3] for t in real for i in range(len(t) - 2))
+    keys = sorted(set(counts) | set(reference.probs))
+    p = np.array([counts[k] for k in keys], dtype=float)
+    q = np.array([reference.probs.get(k, 0.0) for k in keys])
+    assert jsd["real"] == pytest.approx(jensenshannon(p / p.sum(), q / q.sum(), base=2) ** 2)
+    # resampled texts (a bootstrap's rows) pool like the texts themselves
+    items = setting_samples(real, None, set(), reference=reference)
+    twice = items.ngrams.jsd(np.array([[0, 0, 1], [2, 3, 4]]))
+    assert twice.shape == (2,)
+    assert twice[1] == pytest.approx(float(setting_samples(real[2:5], None, set(), reference=reference).ngrams.jsd(np.arange(3))))

@@ -18,7 +18,7 @@ from remask.config import SelectionRule
 from remask.data import CharTokenizer, load_meta
 from remask.errors import CheckpointError, ConfigError
 from remask.metrics import setting_samples
-from remask.records import BudgetTuning, FrontierPoint, MasksLeft, Pilot, Setting, Tuned, TuningLog
+from remask.records import BudgetTuning, Candidate, FrontierPoint, MasksLeft, Pilot, Searched, Setting, Tuned, TuningLog
 from remask.report import compare_policies, kind_of, render_goal, render_peer
 
 needs_peer = pytest.mark.skipif(
@@ -98,12 +98,12 @@ def test_the_peer_draw_decodes_its_samples_and_counts_the_masks_it_leaves(monkey
     masks = MasksLeft()
     draw, steps = peer.peer_draw_at(wrapper, tok, REPO_PARAMS.sample.with_(length=16, batch_size=4), 0.7, " ", masks)(4)
     assert steps == 2
-    texts, nfe = draw(1.0, SelectionRule(rule="gumbel", temperature=0.5), 0, 3)
+    texts, nfe = draw(1.0, Candidate(SelectionRule(rule="gumbel", temperature=0.5), None), 0, 3)
     assert nfe == 4 and len(texts) == 3 and all(len(t) == 16 and set(t) <= set("abcdefgh ") for t in texts)
     # (an untrained peer leaves many masks, shown as the stand-in) a [MASK] its sampler leaves is shown to the judge as the stand-in and counted
     left = torch.tensor([[0, tok.mask_id, 1] + [2] * 13, [tok.mask_id] * 2 + [3] * 14])
     monkeypatch.setattr(peer, "peer_generate", lambda *a, **k: (left, 4))
-    texts, _ = draw(1.5, SelectionRule(rule="topk"), 7, 2)
+    texts, _ = draw(1.5, Candidate(SelectionRule(rule="topk"), None), 7, 2)
     assert texts == ["  a" + "b" * 13, "  " + "c" * 14]  # ids 0, 1, 2, 3: " ", "a", "b", "c"
     counts = masks.to_dict()["4"]
     assert set(counts) == {"0/1/gumbel 0.5", "7/1.5/top-k"} and masks.at(4, 7, 1.5, SelectionRule(rule="topk")) == 3
@@ -165,7 +165,9 @@ def test_our_best_learned_policy_chosen_on_the_tuning_draw_is_compared_with_the_
     gumbel = SelectionRule(rule="gumbel", temperature=0.5)
 
     def log(row: str, nll: float, fields: dict) -> TuningLog:
-        tuned = Tuned(gumbel, 2.0, True, nll, [Pilot("topk", 0.0, 2.0, 4.18, 3.0), Pilot("gumbel", 0.5, 2.0, 4.21, 3.0)])
+        topk, chosen = Candidate(SelectionRule(rule="topk"), None), Candidate(gumbel, None)
+        tuned = Tuned(chosen, 2.0, True, nll, [Searched(chosen, 2.0, True, nll, 1)],
+                      [Pilot(topk, 2.0, 4.18, 3.0), Pilot(chosen, 2.0, 4.21, 3.0)])
         return TuningLog(row, fields, "models/x", 4.8, 1, 0, {32: BudgetTuning(16, 32, tuned, [1.8, 2.0])})
 
     tuning = {row: log(row, nll, {"runs": row, "committed_budget": None}) for row, nll in tuning_nll.items()}
@@ -220,3 +222,24 @@ def test_the_peers_default_loss_weight_is_negative_which_is_why_it_is_off():
     torch.manual_seed(0)
     assert default(torch.randint(0, 8, (4, 16))).generator_loss < 0
     assert tiny_peer(CharTokenizer("abcdefgh ")).loss_weight_fn is None
+
+
+def test_every_variant_row_is_compared_with_both_of_its_own_models_baselines():
+    rng = np.random.default_rng(1)
+    rows = {"confidence": ("confidence", None, None), "remdm_conf": ("remdm_conf", None, None),
+            "confidence@loo": ("confidence", None, "loo"), "remdm_conf_budget@loo": ("remdm_conf", 0.02, "loo"),
+            "critic_fused@loo": ("critic_fused", None, "loo"), "critic_fused_budget@loo": ("critic_fused", 0.02, "loo"),
+            "confidence@generated": ("confidence", None, "generated")}
+    chosen = Candidate(SelectionRule(rule="topk"), None)
+    tuned = Tuned(chosen, 1.2, True, 4.0, [Searched(chosen, 1.2, True, 4.0, 1)], [Pilot(chosen, 1.2, 4.8, 4.0)])
+    tuning = {row: TuningLog(row, {"runs": runs, "committed_budget": budget}, "m", 4.8, 1, 0,
+                             {32: BudgetTuning(32, 32, tuned, [1.1, 1.3])}, variant=variant)
+              for row, (runs, budget, variant) in rows.items()}
+    samples = {(row, 32): _settings(rng, 0.0) for row in rows}
+    target = float(np.mean([s.stats(np.arange(96))["char_entropy"] for s in samples[("confidence", 32)]]))
+    frontiers = {(row, 32): FrontierPoint(row, tuning[row].runs, kind_of(tuning[row]), 32, 32, 32, "top-k", 1.2, True,
+                                          [1.1, 1.3], {"bracketed": True}) for row in rows}
+    records = compare_policies(samples, frontiers, tuning, target, 100, 0.95, 0)
+    for row in ("critic_fused@loo", "critic_fused_budget@loo"):
+        assert {"confidence@loo", "remdm_conf_budget@loo"} <= {r.baseline for r in records if r.policy == row}
+        assert "confidence@generated" not in {r.baseline for r in records if r.policy == row}  # another model

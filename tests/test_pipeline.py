@@ -34,7 +34,10 @@ TINY = {
                              {"rule": "topk"}]}},
               # one variant (each costs three stages); the critic targets' training is tested in test_targets.py
               "variants": {"self_correct": {"overrides": {"train": {"self_correct": 0.1, "alpha": 0.0}},
-                                            "policies": {"self_planning_budget": {"policy": "self_planning",
+                                            "policies": {"confidence": {},
+                                                         "remdm_conf_budget": {"policy": "remdm_conf",
+                                                                               "committed_budget": 0.1},
+                                                         "self_planning_budget": {"policy": "self_planning",
                                                                                   "committed_budget": 0.1}}}}},
     "notebooks": {"num_examples": 2, "steps": 4, "nfe": 8, "passage_length": 40, "cell_timeout": 300},
 }
@@ -43,7 +46,7 @@ NOTEBOOKS = {
     "02_training_the_critic": {"generator_loss", "critic_training"},
     "03_critic_as_error_detector": {"roc_and_pr", "reliability_and_mask_ratio", "one_step_vs_rollouts",
                                     "what_the_label_allows", "refreshed_target"},
-    "04_policy_comparison": {"frontier", "trajectories", "verdict"},
+    "04_policy_comparison": {"frontier", "trajectories", "verdict", "search"},
 }
 
 

@@ -177,3 +177,50 @@ def test_first_pass_score_is_the_confidence_given_the_protected_text_only(model)
     later = scores["step"] > 0
     assert later.any() and not np.allclose(scores["first_pass"][later], scores["confidence"][later])
     assert ((scores["first_pass"] >= 0) & (scores["first_pass"] <= 1)).all()
+
+
+# --- the draw knobs: annealing and the vocabulary filter (remask.tempering) --------------------
+
+
+def test_linear_annealing_starts_at_the_temperature_and_reaches_the_floor_at_the_last_step():
+    from remask.tempering import temperature_at, temperature_span
+
+    schedule = [temperature_at("linear", 1.6, 0.4, i, 5) for i in range(5)]
+    assert schedule == pytest.approx([1.6, 1.3, 1.0, 0.7, 0.4])
+    assert [temperature_at("constant", 1.6, 0.0, i, 5) for i in range(5)] == [1.6] * 5
+    assert temperature_at("linear", 1.6, 0.4, 0, 1) == 0.4  # one step: it is the last
+    assert temperature_span("linear", 1.6, 0.4) == (0.4, 1.6) and temperature_span("constant", 1.2, 0.0) == (1.2, 1.2)
+    with pytest.raises(ValueError, match="unknown annealing"):
+        temperature_at("cubic", 1.0, 0.0, 0, 2)
+
+
+def test_the_vocabulary_filter_keeps_exactly_the_chosen_share_on_a_toy_distribution():
+    from remask.tempering import step_probs
+
+    logits = torch.log(torch.tensor([[0.05, 0.4, 0.1, 0.3, 0.15, 0.0001, 0.0099, 0.02, 0.03, 0.03]]))
+    probs = step_probs(logits, 1.0, 0.3, 1.0)  # ceil(0.3 * 10) = 3 tokens: 0.4, 0.3, 0.15
+    assert (probs > 0).sum() == 3
+    torch.testing.assert_close(probs[0, [1, 3, 4]], torch.tensor([0.4, 0.3, 0.15], dtype=torch.float64) / 0.85)
+    nucleus = step_probs(logits, 1.0, 0.3, 0.75)  # then top-p within them: 0.47 + 0.35 reaches 0.75
+    assert (nucleus > 0).sum() == 2
+    torch.testing.assert_close(step_probs(logits, 1.0, 1.0, 1.0), tempered_probs(logits, 1.0, 1.0))
+    greedy = step_probs(logits, 0.0, 1.0, 1.0)
+    assert greedy[0, 1] == 1.0 and greedy.sum() == 1.0
+
+
+@pytest.mark.parametrize("policy", ["confidence", "critic", "oracle_loo"])
+def test_annealing_and_filtering_leave_the_nfe_exact(model, policy):
+    counting = CountingModel(model)
+    plain = SamplerOptions(steps=5, policy=policy, batch_size=3)
+    knobs = SamplerOptions(steps=5, policy=policy, batch_size=3, temperature=1.5, anneal="linear",
+                           temperature_floor=0.0, top_k_share=0.3)
+    a = diffusion_generate(counting, 3, 12, plain, seed=2)
+    seen = counting.sequences
+    b = diffusion_generate(counting, 3, 12, knobs, seed=2)
+    assert a.nfe == b.nfe == nfe_for(policy, 5, positions=12) and counting.sequences - seen == seen
+    assert not torch.equal(a.tokens, b.tokens)
+    assert set(b.tokens.unique().tolist()) <= set(range(10))  # the filter never lets [MASK] be drawn either
+    with pytest.raises(ValueError, match="read only by anneal='linear'"):
+        diffusion_generate(model, 1, 8, SamplerOptions(steps=2, temperature_floor=0.5))
+    with pytest.raises(ValueError, match="top_k_share"):
+        diffusion_generate(model, 1, 8, SamplerOptions(steps=2, top_k_share=0.0))

@@ -22,6 +22,8 @@ from remask.sampling import Known, SamplerOptions, diffusion_generate, nfe_for
 MASK = 10
 
 
+SAME_MODEL = {"confidence": {}, "remdm_conf_budget": {"policy": "remdm_conf", "committed_budget": 0.02}}
+
 def tiny_model(seed: int = 0, length: int = 8) -> DiffusionTransformer:
     torch.manual_seed(seed)
     return DiffusionTransformer(ModelConfig(vocab_size=11, mask_id=MASK, n_layer=1, n_head=2, n_embd=16,
@@ -86,7 +88,9 @@ def test_target_levers_are_validated():
         tiny_params(critic={"target": "loo", "fill_share": 0.1})
     with pytest.raises(ConfigError, match="study.variants.bad.overrides: critic.target must be one of"):
         params_with({"study": {"variants": {"bad": {"overrides": {"critic": {"target": "nope"}},
-                                                     "policies": {"critic_fused": {}}}}}})
+                                                     "policies": {"critic_fused": {}, **SAME_MODEL}}}}})
+    with pytest.raises(ConfigError, match="study.variants.alone: policies: a variant samples its own model's baselines"):
+        params_with({"study": {"variants": {"alone": {"overrides": {}, "policies": {"critic_fused": {}}}}}})
     with pytest.raises(ConfigError, match="not a registered policy"):
         params_with({"sample": {"policies": {"confidence": {}, "mine": {}}}})
 

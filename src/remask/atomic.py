@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -45,6 +47,8 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
     """Rows of one schema (the first row's keys) as CSV: the plot data DVC reads."""
     if not rows:
         raise ValueError(f"{path}: no rows to write")
-    header = list(rows[0])
-    lines = [",".join(header)] + [",".join(str(r[h]) for h in header) for r in rows]
-    write_text(path, "\n".join(lines) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")  # quotes a field with a comma
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())

@@ -21,6 +21,7 @@ from remask.policies import POLICIES, untrained_inputs
 from remask.runtime import resolve_device
 from remask.sampling import SELECTIONS, SamplerOptions, diffusion_generate, prefix_prompt, steps_for_nfe
 from remask.schedules import SCHEDULES
+from remask.tempering import ANNEALING, temperature_span
 from remask.scoring import COST, MEASURED_AS, best_score, error_scores, map_unknown, measured_aurocs, top_spans
 
 TOP_SUSPECTS = 5  # characters `score` names by default, the most suspect first
@@ -57,12 +58,13 @@ def _load(path: str, device: str):
     return load_model(path, _device(device))
 
 
-def _load_diffusion_model(path: str, device: str, policy: str | None, temperature: float = 1.0):
-    """The checkpoint at ``path``, refused where ``policy`` would read inputs it was not trained on."""
+def _load_diffusion_model(path: str, device: str, policy: str | None, temperatures: tuple[float, float] = (1.0, 1.0)):
+    """The checkpoint at ``path``, refused where ``policy`` would read inputs it was not trained on
+    (at sampling temperatures from ``temperatures[0]`` to ``[1]``)."""
     model, tok, info = _load(path, device)
     if model.config.causal:
         raise UsageError(f"{path} is a causal (judge) model; use a diffusion checkpoint such as models/multitask")
-    missing = untrained_inputs(policy, info, (temperature, temperature)) if policy else []
+    missing = untrained_inputs(policy, info, temperatures) if policy else []
     if missing:
         raise UsageError(f"policy {policy!r} needs {'; '.join(missing)}, which {path} was not trained on; "
                          "choose a policy and temperature the checkpoint was trained for")
@@ -98,8 +100,8 @@ def _number(name: str, low: float, high: float | None = None, low_open: bool = F
 
 
 def apply_tuned(args: argparse.Namespace) -> None:
-    """``--tuned``: the temperature and selection rule the pipeline tuned for ``--policy`` at this
-    NFE budget on this checkpoint (``results/tuning/<policy>.json``, the tuning draw's choice)."""
+    """``--tuned``: the temperature, selection rule and draw knobs the pipeline tuned for ``--policy``
+    at this NFE budget on this checkpoint (``results/tuning/<policy>.json``, the tuning draw's choice)."""
     path = Path(args.results_dir) / "tuning" / f"{args.policy}.json"
     if not path.is_file():
         raise UsageError(f"--tuned: {path} not found; `dvc repro sample@{args.policy}` tunes {args.policy!r}")
@@ -111,6 +113,8 @@ def apply_tuned(args: argparse.Namespace) -> None:
         raise UsageError(f"--tuned: {path} has no NFE {args.nfe}; tuned budgets: {', '.join(log['budgets'])}")
     args.temperature, args.selection = budget["temperature"], budget["selection"]
     args.selection_temperature = budget["selection_temperature"]
+    args.anneal, args.temperature_floor = budget["anneal"], budget["floor"]
+    args.top_k_share, args.top_p = budget["top_k_share"], budget["top_p"]
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -125,7 +129,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
             raise UsageError(f"--nfe: {exc}") from None
     if args.tuned:
         apply_tuned(args)
-    model, tok, _ = _load_diffusion_model(args.checkpoint, args.device, args.policy, args.temperature)
+    if args.anneal == "constant" and args.temperature_floor != 0:
+        raise UsageError("--temperature-floor is the last step's temperature of --anneal linear")
+    model, tok, _ = _load_diffusion_model(args.checkpoint, args.device, args.policy,
+                                          temperature_span(args.anneal, args.temperature, args.temperature_floor))
     args.length = args.length or model.config.block_size
     if args.length > model.config.block_size:
         raise UsageError(f"--length {args.length} exceeds the model's block_size {model.config.block_size}")
@@ -136,7 +143,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     except DataError as exc:
         raise UsageError(f"the prompt has {exc}") from None
     options = SamplerOptions(
-        steps=args.steps, policy=args.policy, schedule=args.schedule, temperature=args.temperature, top_p=args.top_p,
+        steps=args.steps, policy=args.policy, schedule=args.schedule, temperature=args.temperature,
+        anneal=args.anneal, temperature_floor=args.temperature_floor, top_k_share=args.top_k_share, top_p=args.top_p,
         randomness_strength=args.randomness, selection=args.selection, selection_temperature=args.selection_temperature,
         committed_budget=args.committed_budget, batch_size=args.batch_size)
     known = prefix_prompt(prompt_ids, args.num_samples, args.length, tok.mask_id)
@@ -146,7 +154,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         json.dumps({
             "text": tok.decode(row.tolist()), "policy": args.policy, "steps": args.steps, "nfe": result.nfe,
             "seed": args.seed, "index": i, "length": args.length, "schedule": args.schedule,
-            "temperature": args.temperature, "selection": args.selection,
+            "temperature": args.temperature, "anneal": args.anneal, "temperature_floor": args.temperature_floor,
+            "top_k_share": args.top_k_share, "top_p": args.top_p, "selection": args.selection,
             "selection_temperature": args.selection_temperature, "randomness": args.randomness,
             "committed_budget": args.committed_budget, "prompt": args.prompt,
         })
@@ -262,7 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--prompt", default="", help="text fixed at the start of every sample")
     sample.add_argument("--schedule", choices=SCHEDULES, default="linear")
     sample.add_argument("--temperature", type=_number("--temperature", 0, low_open=True), default=1.0)
-    sample.add_argument("--top-p", type=_number("--top-p", 0, 1, low_open=True), default=1.0)
+    sample.add_argument("--anneal", choices=ANNEALING, default="constant",
+                        help="the temperature over the steps: constant, or linear from --temperature to "
+                             "--temperature-floor at the last step (x-transformers anneals to 0)")
+    sample.add_argument("--temperature-floor", type=_number("--temperature-floor", 0), default=0.0,
+                        help="the last step's temperature of --anneal linear (0: greedy)")
+    sample.add_argument("--top-k-share", type=_number("--top-k-share", 0, 1, low_open=True), default=1.0,
+                        help="keep this share of the vocabulary, the most likely tokens, before each draw "
+                             "(x-transformers' filter_thres 0.7 keeps 0.3)")
+    sample.add_argument("--top-p", type=_number("--top-p", 0, 1, low_open=True), default=1.0,
+                        help="nucleus truncation after the --top-k-share filter")
     sample.add_argument("--randomness", type=_number("--randomness", 0, 1), default=0.0,
                         help="noise blended into policy scores, 0..1")
     sample.add_argument("--selection", choices=SELECTIONS, default="gumbel",

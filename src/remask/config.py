@@ -29,6 +29,7 @@ POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
 TargetName = Literal["differs", "loo", "generated"]  # remask.critic_targets.TARGETS
 ScheduleName = Literal["linear", "cosine"]  # remask.schedules.SCHEDULES
 SelectionName = Literal["topk", "gumbel"]  # remask.sampling.SELECTIONS
+AnnealName = Literal["constant", "linear"]  # remask.tempering.ANNEALING
 CriticHead = Literal["linear", "mlp"]  # remask.model.ModelConfig.critic_head
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]  # remask.runtime.DEVICES
 Tier = Literal["quick", "study"]
@@ -220,11 +221,43 @@ class SelectionRule(_Section):
         return "top-k" if self.rule == "topk" else f"gumbel {self.temperature:g}"
 
 
+class DrawKnobs(_Section):
+    """One candidate of the search's draw knobs (:mod:`remask.tempering`): the temperature's
+    annealing over the steps (``constant``, or ``linear`` from the tuned start temperature to
+    ``floor`` at the last step) and the vocabulary filter (keep the ``top_k_share`` most likely
+    tokens, then nucleus ``top_p``)."""
+
+    anneal: AnnealName
+    floor: float = Field(0.0, ge=0)  # read by linear only, so constant may leave it out
+    top_k_share: float = Field(gt=0, le=1)
+    top_p: float = Field(gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _floor(self) -> "DrawKnobs":
+        if self.anneal == "constant" and self.floor != 0:
+            raise ValueError("floor is the last step's temperature of anneal linear; constant has none")
+        return self
+
+    @property
+    def label(self) -> str:
+        parts = ["T constant" if self.anneal == "constant" else f"T linear to {self.floor:g}"]
+        parts += [f"top-k {self.top_k_share:.0%}"] if self.top_k_share < 1 else []
+        parts += [f"top-p {self.top_p:g}"] if self.top_p < 1 else []
+        return ", ".join(parts)
+
+    def sampler_options(self) -> dict[str, Any]:
+        """These knobs as :class:`remask.sampling.SamplerOptions` fields."""
+        return {"anneal": self.anneal, "temperature_floor": self.floor, "top_k_share": self.top_k_share,
+                "top_p": self.top_p}
+
+
 class Tuning(_Section):
     """How each policy's knobs are tuned on the tuning draw (``sample.tuning_seed``): for every
-    selection rule, Brent's method on the sampling temperature within ``temperature_range`` until
-    the samples' character entropy is within ``entropy_tolerance`` (relative) of the test text's;
-    the rule with the lowest judge NLL there wins. The report draw then samples at
+    candidate, a selection rule of ``selections`` with draw knobs of ``draws`` (every pair), a
+    secant search on the sampling temperature within ``temperature_range`` (at most ``max_pilots``
+    pilots) until the samples' character entropy is within ``entropy_tolerance`` (relative) of the
+    test text's; the candidate with the lowest judge NLL interpolated at the text's entropy wins
+    (:mod:`remask.tuning`). The report draw then samples at
     ``T * (1 - report_spread)`` and ``T * (1 + report_spread)``, so that the frontier can be
     interpolated at the text's entropy."""
 
@@ -234,6 +267,7 @@ class Tuning(_Section):
     max_pilots: int = Field(ge=3)
     report_spread: float = Field(gt=0, lt=0.5)
     selections: list[SelectionRule] = Field(min_length=1)
+    draws: list[DrawKnobs] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _range(self) -> "Tuning":
@@ -318,6 +352,11 @@ class Variant(_Section):
     def _rows(self) -> "Variant":
         _check_overrides("overrides", self.overrides)
         _check_registered(self.policies)
+        runs = {(spec.runs(row), spec.committed_budget is not None) for row, spec in self.policies.items()}
+        if not {("confidence", False), ("remdm_conf", True)} <= runs:
+            raise ValueError("policies: a variant samples its own model's baselines beside its other rows, "
+                             "confidence: {} and remdm_conf_budget: {policy: remdm_conf, committed_budget: <share>}, "
+                             "so that a row's score reads apart from the variant's generator")
         return self
 
 

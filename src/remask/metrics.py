@@ -9,7 +9,12 @@ metric comes with a percentile bootstrap interval over texts (``scipy.stats.boot
 - ``distinct_2`` / ``distinct_3``: distinct word n-grams over all word n-grams, pooled;
 - ``rep_4``: seq-rep-4 (Welleck et al., 2020) on characters: per text, the share of character
   4-grams that repeat an earlier one of the same text; averaged over texts;
-- ``judge_nll``: the causal judge's negative log-likelihood, bits per character, averaged over texts.
+- ``judge_nll``: the causal judge's negative log-likelihood, bits per character, averaged over texts;
+- ``ngram_jsd``: how far the texts' pooled character 3-gram distribution is from held-out text's
+  (:class:`NgramReference`, the validation split): the Jensen-Shannon divergence in bits, in [0, 1].
+  The judge's NLL rewards repetition and collapse; this measure punishes both (a collapsed set
+  covers few 3-grams, a shuffled one the wrong ones), so a row that wins on NLL alone has not won.
+  It is biased upwards on small sets (unseen 3-grams), so it compares sets of the same size only.
 
 scikit-learn and SciPy are imported by the functions that use them: every sampling stage imports
 this module for :func:`char_entropy` alone (through the tuning search), and the two libraries would
@@ -179,6 +184,68 @@ def bootstrap_ci(
     return (float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
+NGRAM = 3  # characters per n-gram of ngram_jsd: 3 separates real, shuffled and collapsed text most
+
+
+def char_ngrams(text: str, n: int = NGRAM) -> list[str]:
+    return [text[i : i + n] for i in range(len(text) - n + 1)]
+
+
+@dataclass(frozen=True)
+class NgramReference:
+    """Held-out text's character n-gram distribution, the one every sample set's is compared with."""
+
+    probs: dict[str, float]
+
+    @classmethod
+    def of(cls, text: str) -> "NgramReference":
+        counts = Counter(char_ngrams(text))
+        total = sum(counts.values())
+        return cls({gram: n / total for gram, n in counts.items()})
+
+
+def jensen_shannon_bits(pooled: np.ndarray, reference: np.ndarray, absent: float) -> np.ndarray:
+    """JSD (bits) between the rows of ``pooled`` (counts over some n-grams, (..., G)) and a reference
+    distribution that puts ``reference`` (G,) on those n-grams and mass ``absent`` on others; exact,
+    since an n-gram only one side has adds half its probability there."""
+    p = pooled / np.maximum(pooled.sum(-1, keepdims=True), 1e-300)
+    m = (p + reference) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum(-1)
+        kl_q = np.where(reference > 0, reference * np.log2(reference / m), 0.0).sum(-1) + absent
+    return np.clip((kl_p + kl_q) / 2, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class NgramCounts:
+    """Per-text counts of the n-grams a setting's texts hold, with the reference's probability of each
+    and the reference's mass on every other n-gram."""
+
+    counts: np.ndarray  # (n, G)
+    reference: np.ndarray  # (G,)
+    absent: float
+
+    @classmethod
+    def of(cls, texts: Sequence[str], reference: NgramReference) -> "NgramCounts":
+        grams = [Counter(char_ngrams(t)) for t in texts]
+        columns = sorted(set().union(*grams))
+        index = {g: i for i, g in enumerate(columns)}
+        counts = np.zeros((len(texts), len(columns)))
+        for row, counter in enumerate(grams):
+            for gram, n in counter.items():
+                counts[row, index[gram]] = n
+        probs = np.array([reference.probs.get(g, 0.0) for g in columns])
+        return cls(counts, probs, max(0.0, 1.0 - float(probs.sum())))
+
+    def jsd(self, idx: np.ndarray) -> np.ndarray:
+        """``ngram_jsd`` of the texts ``idx`` (..., m), pooled per resample (a multiplicity matrix
+        times the counts, so a thousand resamples never hold a (1000, m, G) array)."""
+        flat = idx.reshape(-1, idx.shape[-1])
+        times = np.zeros((flat.shape[0], self.counts.shape[0]))
+        np.add.at(times, (np.arange(flat.shape[0])[:, None], flat), 1.0)
+        return jensen_shannon_bits(times @ self.counts, self.reference, self.absent).reshape(idx.shape[:-1])
+
+
 @dataclass(frozen=True)
 class SettingSamples:
     """Per-text statistics of one setting's texts, the items every pooled metric and its bootstrap
@@ -189,26 +256,31 @@ class SettingSamples:
     valid_words: np.ndarray  # (n,)
     total_words: np.ndarray  # (n,)
     rep_4: np.ndarray  # (n,)
+    ngrams: NgramCounts | None = None  # None: no reference text to compare with (no ngram_jsd)
 
     def stats(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """Pooled metrics of the texts ``idx`` (..., n): entropy and word validity pooled over
-        characters and words, judge NLL and rep-4 averaged over texts."""
+        """Pooled metrics of the texts ``idx`` (..., n): entropy, word validity and the 3-gram
+        divergence pooled over characters, words and 3-grams, judge NLL and rep-4 averaged over texts."""
         counts = self.counts[idx].sum(-2)
         p = counts / counts.sum(-1, keepdims=True)
         with np.errstate(divide="ignore", invalid="ignore"):
             entropy = -np.where(p > 0, p * np.log2(p), 0.0).sum(-1)
-        return {
+        out = {
             "char_entropy": entropy,
             "judge_nll": self.judge_nll[idx].mean(-1),
             "word_validity": self.valid_words[idx].sum(-1) / np.maximum(self.total_words[idx].sum(-1), 1.0),
             "rep_4": np.nanmean(self.rep_4[idx], axis=-1),
         }
+        if self.ngrams is not None:
+            out["ngram_jsd"] = self.ngrams.jsd(idx)
+        return out
 
 
 def setting_samples(texts: Sequence[str], judge_nll: Sequence[float] | None, vocabulary: set[str],
-                    alphabet: Sequence[str] | None = None) -> SettingSamples:
+                    alphabet: Sequence[str] | None = None, reference: NgramReference | None = None) -> SettingSamples:
     """The per-text statistics of ``texts``; ``alphabet`` (default: their own characters) must hold
-    every character of them, and is shared where settings are compared."""
+    every character of them, and is shared where settings are compared; with a ``reference``, the
+    3-gram divergence from it too."""
     alphabet = sorted(set("".join(texts))) if alphabet is None else alphabet
     index = {c: i for i, c in enumerate(alphabet)}
     counts = np.zeros((len(texts), max(len(alphabet), 1)))
@@ -219,7 +291,8 @@ def setting_samples(texts: Sequence[str], judge_nll: Sequence[float] | None, voc
     return SettingSamples(counts, None if judge_nll is None else np.asarray(judge_nll, dtype=np.float64),
                           np.array([sum(w in vocabulary for w in ws) for ws in tokens], dtype=np.float64),
                           np.array([len(ws) for ws in tokens], dtype=np.float64),
-                          np.array([rep_4(t) for t in texts], dtype=np.float64))
+                          np.array([rep_4(t) for t in texts], dtype=np.float64),
+                          None if reference is None else NgramCounts.of(texts, reference))
 
 
 def text_metrics(
@@ -229,9 +302,10 @@ def text_metrics(
     resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    reference: NgramReference | None = None,
 ) -> dict[str, float | list[float]]:
     """All sample-quality metrics of one setting, each with ``<name>_ci = [low, high]``."""
-    items = setting_samples(texts, judge_nll, vocabulary)
+    items = setting_samples(texts, judge_nll, vocabulary, reference=reference)
     gram_ids: dict[int, list[np.ndarray]] = {}
     for n in (2, 3):
         table: dict[tuple[str, ...], int] = {}
@@ -253,6 +327,8 @@ def text_metrics(
     }
     if items.judge_nll is not None:
         statistics["judge_nll"] = lambda idx: float(items.judge_nll[idx].mean())
+    if items.ngrams is not None:
+        statistics["ngram_jsd"] = lambda idx: float(items.ngrams.jsd(idx))
     everything = np.arange(len(texts))
     out: dict[str, float | list[float]] = {"n_texts": len(texts)}
     for offset, (name, stat) in enumerate(statistics.items()):

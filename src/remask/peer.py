@@ -40,14 +40,14 @@ from safetensors.torch import save_model
 from torch import nn
 
 from remask import atomic, checkpoint
-from remask.config import ModelSection, PeerSection, SampleSection, SelectionRule
+from remask.config import ModelSection, PeerSection, SampleSection
 from remask.data import CharTokenizer
 from remask.errors import CheckpointError, ConfigError
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.runtime import autocast
 
 if TYPE_CHECKING:  # the peer's training stage must not depend on the sampling records
-    from remask.records import MasksLeft
+    from remask.records import Candidate, MasksLeft
 
 PACKAGE, VERSION = "x-transformers", "2.31.10"
 INSTALL_HINT = "pip install -e '.[peer]' (make study installs it)"
@@ -228,7 +228,8 @@ def peer_draw_at(wrapper: nn.Module, tokenizer: CharTokenizer, cfg: SampleSectio
     def draw_at(budget: int):
         steps = peer_steps_for_nfe(budget)
 
-        def draw(temperature: float, rule: SelectionRule, seed: int, n: int) -> tuple[list[str], int]:
+        def draw(temperature: float, candidate: Candidate, seed: int, n: int) -> tuple[list[str], int]:
+            rule = candidate.selection
             tokens, nfe = peer_generate(wrapper, n, steps, temperature, rule.temperature, filter_thres, seed,
                                         cfg.batch_size)
             masks_left.record(budget, seed, temperature, rule, int((tokens == tokenizer.mask_id).sum()))

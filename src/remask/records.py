@@ -5,8 +5,10 @@ back by the report (``from_dict``), so a field is named in one place and keys ar
 is an ``int``, a row and its variant are separate fields) instead of strings composed in one file
 and parsed in another.
 
-- :class:`Pilot`: one tuning run (a selection rule at one temperature, on the tuning draw);
-- :class:`Tuned`: the outcome of tuning one row at one budget (the rule, the temperature, the pilots);
+- :class:`Candidate`: one point of the search besides the temperature (a selection rule, draw knobs);
+- :class:`Pilot`: one tuning run (a candidate at one temperature, on the tuning draw);
+- :class:`Searched`: one candidate's outcome on the tuning draw;
+- :class:`Tuned`: the outcome of tuning one row at one budget (the candidate, the temperature, the pilots);
 - :class:`BudgetTuning`: that outcome with the report draw's steps, NFE and temperatures;
 - :class:`TuningLog`: a row's whole search (``results/tuning/<row>.json``), with the public peer's
   :class:`MasksLeft` where its sampler left ``[MASK]`` tokens;
@@ -22,46 +24,107 @@ A measurement's metrics stay a mapping from the metric's name (``judge_nll``, ``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from remask.config import SelectionRule
+from remask.config import DrawKnobs, SelectionRule
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search over a row's knobs besides the temperature: a selection rule and
+    the draw knobs (``None``: the row's own sampler, which has none of ours: the public peer's)."""
+
+    selection: SelectionRule
+    knobs: DrawKnobs | None
+
+    @property
+    def label(self) -> str:
+        return self.selection.label + ("" if self.knobs is None else f"; {self.knobs.label}")
+
+    def fields(self) -> dict[str, Any]:
+        """What a sample or a pilot records of it (flat: a JSON line stays a table row)."""
+        knobs = {} if self.knobs is None else self.knobs.model_dump()
+        return {"selection": self.selection.rule, "selection_temperature": self.selection.temperature, **knobs}
+
+    @classmethod
+    def from_fields(cls, raw: Mapping) -> "Candidate":
+        rule = SelectionRule(rule=raw["selection"], temperature=raw["selection_temperature"])
+        names = DrawKnobs.model_fields
+        knobs = DrawKnobs(**{k: raw[k] for k in names if k in raw}) if "anneal" in raw else None
+        return cls(rule, knobs)
 
 
 @dataclass(frozen=True)
 class Pilot:
-    """One tuning run: a selection rule at one temperature, measured on the tuning draw."""
+    """One tuning run: a candidate at one temperature, measured on the tuning draw."""
 
-    selection: str
-    selection_temperature: float
+    candidate: Candidate
     temperature: float
     char_entropy: float
     judge_nll: float
 
     @property
     def rule(self) -> SelectionRule:
-        return SelectionRule(rule=self.selection, temperature=self.selection_temperature)
+        return self.candidate.selection
+
+    def to_dict(self) -> dict:
+        return {**self.candidate.fields(), "temperature": self.temperature, "char_entropy": self.char_entropy,
+                "judge_nll": self.judge_nll}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> "Pilot":
+        return cls(Candidate.from_fields(raw), raw["temperature"], raw["char_entropy"], raw["judge_nll"])
+
+
+@dataclass(frozen=True)
+class Searched:
+    """One candidate's outcome on the tuning draw: its tuned temperature, whether it reached the
+    text's entropy, and its judge NLL interpolated there (``None`` where not reached)."""
+
+    candidate: Candidate
+    temperature: float
+    reached: bool
+    judge_nll: float | None
+    pilots: int
+
+    def to_dict(self) -> dict:
+        knobs = self.candidate.knobs
+        return {**self.candidate.fields(), "rule": self.candidate.selection.label,
+                "knobs": "the row's own sampler" if knobs is None else knobs.label, "temperature": self.temperature,
+                "reached": self.reached, "judge_nll_at_target": self.judge_nll, "pilots": self.pilots}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> "Searched":
+        return cls(Candidate.from_fields(raw), raw["temperature"], raw["reached"], raw["judge_nll_at_target"],
+                   raw["pilots"])
 
 
 @dataclass(frozen=True)
 class Tuned:
-    """The outcome of tuning one row at one NFE budget."""
+    """The outcome of tuning one row at one NFE budget: the chosen candidate and temperature, and
+    every candidate's outcome and pilot."""
 
-    selection: SelectionRule
+    candidate: Candidate
     temperature: float
-    reached: bool  # the chosen pilot's entropy is within the tolerance of the target
-    judge_nll: float  # at the chosen pilot, on the tuning draw (for choosing, never for reporting)
+    reached: bool  # the chosen candidate reached the text's entropy within the tolerance
+    judge_nll: float | None  # interpolated at the text's entropy on the tuning draw (for choosing, never reporting)
+    searched: list[Searched]
     pilots: list[Pilot]
 
+    @property
+    def selection(self) -> SelectionRule:
+        return self.candidate.selection
+
     def to_dict(self) -> dict:
-        return {"selection": self.selection.rule, "selection_temperature": self.selection.temperature,
-                "temperature": self.temperature, "reached": self.reached, "tuning_judge_nll": self.judge_nll,
-                "pilots": [asdict(p) for p in self.pilots]}
+        return {**self.candidate.fields(), "temperature": self.temperature, "reached": self.reached,
+                "tuning_judge_nll": self.judge_nll, "searched": [c.to_dict() for c in self.searched],
+                "pilots": [p.to_dict() for p in self.pilots]}
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> "Tuned":
-        return cls(SelectionRule(rule=raw["selection"], temperature=raw["selection_temperature"]), raw["temperature"],
-                   raw["reached"], raw["tuning_judge_nll"], [Pilot(**p) for p in raw["pilots"]])
+        return cls(Candidate.from_fields(raw), raw["temperature"], raw["reached"], raw["tuning_judge_nll"],
+                   [Searched.from_dict(c) for c in raw["searched"]], [Pilot.from_dict(p) for p in raw["pilots"]])
 
 
 @dataclass(frozen=True)
@@ -203,7 +266,8 @@ class FrontierPoint:
     def bracketed(self) -> bool:
         return bool(self.point["bracketed"])
 
-    def value(self, metric: str) -> float:
+    def value(self, metric: str) -> float | None:
+        """``metric`` at the text's entropy; ``None`` where the frontier is extrapolated."""
         return self.point[metric]
 
     @property
@@ -232,10 +296,15 @@ class Comparison:
 
     @property
     def outcome(self) -> str:
-        """``beats``, ``loses``, ``no significant difference`` or ``no verdict``."""
+        """``beats``, ``loses``, ``no significant difference``, ``disagree`` (better judge NLL, but
+        3-gram statistics significantly further from held-out text: the judge rewards what the
+        text's distribution does not) or ``no verdict`` (a frontier is extrapolated)."""
         if not self.bracketed:
             return "no verdict"
         nll, valid = self.differences["judge_nll"]["better"], self.differences["word_validity"]["better"]
+        spread = self.differences.get("ngram_jsd", {}).get("better", 0)
+        if nll == 1 and spread == -1:
+            return "disagree"
         if nll == 1 and valid >= 0:
             return "beats"
         if nll == -1:

@@ -42,7 +42,9 @@ def kind_of(log: TuningLog) -> str:
     return log.fields.get("kind") or get_policy(log.runs).kind
 
 
-METRIC_NAMES = {"judge_nll": "judge NLL", "word_validity": "word validity", "rep_4": "rep-4"}
+METRIC_NAMES = {"judge_nll": "judge NLL", "word_validity": "word validity", "rep_4": "rep-4",
+                "ngram_jsd": "3-gram JSD"}
+EXTRAPOLATED = "extrapolated"  # what stands where a value would be extrapolated: never a number
 REP4_LIMIT = 1.5  # rep-4 at most this multiple of the test text's, for the goal
 
 
@@ -54,13 +56,22 @@ def best_of_kind(tuning: Mapping[str, TuningLog], budget: int, kind: str) -> str
     return min(scored)[2] if scored else None
 
 
+def is_same_model_baseline(log: TuningLog) -> bool:
+    """Whether a row is one of a model's own training-free baselines: plain ``confidence``, or
+    ``remdm_conf`` with a committed budget (the training-free row that revisits committed tokens
+    as the learned ``*_budget`` rows do)."""
+    budget = log.fields.get("committed_budget")
+    return (log.runs == BASELINE and budget is None) or (log.runs == REVISITING_BASELINE and budget is not None)
+
+
 def same_model_baseline(tuning: Mapping[str, TuningLog], log: TuningLog) -> list[str]:
-    """The ``confidence`` row sampled on the same study variant's model as ``log``'s row (none on
-    the quick tier's model, or where that variant sampled no such row)."""
+    """The training-free baselines (:func:`is_same_model_baseline`) sampled on the same study
+    variant's model as ``log``'s row (none on the quick tier's model, or where that variant sampled
+    none), so that a variant's row says whether its *score* helps apart from its *generator*."""
     if log.variant is None:
         return []
-    return [name for name, other in tuning.items() if other.variant == log.variant and other.runs == BASELINE
-            and other.fields.get("committed_budget") is None]
+    return sorted(name for name, other in tuning.items() if other.variant == log.variant
+                  and is_same_model_baseline(other))
 
 
 def best_training_free(tuning: Mapping[str, TuningLog], budget: int) -> str:
@@ -91,8 +102,8 @@ def compare_policies(
         baselines = [BASELINE, REVISITING_BASELINE, best_training_free(tuning, budget)]
         rows = sorted(p for p, b in samples if b == budget)
         for policy in rows:
-            # a row on a study variant's model is also compared with `confidence` on that same model
-            # (where sampled): the score apart from the variant's generator
+            # a row on a study variant's model is also compared with `confidence` and `remdm_conf` with a
+            # committed budget on that same model (where sampled): the score apart from the variant's generator
             own = same_model_baseline(tuning, tuning[policy])
             records += [compare(budget, policy, baseline) for baseline in dict.fromkeys(baselines + own)
                         if policy != baseline and (baseline, budget) in samples]
@@ -102,25 +113,40 @@ def compare_policies(
     return records
 
 
-def fmt_ci(value: float, ci: Sequence[float], digits: int = 3, sign: bool = False) -> str:
+def fmt_ci(value: float | None, ci: Sequence[float] | None, digits: int = 3, sign: bool = False) -> str:
+    """A value with its interval and the interval's half-width; ``None`` (an extrapolated point)
+    is written :data:`EXTRAPOLATED`, never as a number."""
+    if value is None or ci is None:
+        return EXTRAPOLATED
     spec = f"+.{digits}f" if sign else f".{digits}f"
-    return f"{value:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]"
+    return f"{value:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}] (±{(ci[1] - ci[0]) / 2:.{digits}f})"
 
 
 def fmt(row: Mapping, metric: str, digits: int = 3) -> str:
-    """``metric`` of a measurement (``metric`` and ``<metric>_ci`` keys) with its interval."""
-    return fmt_ci(row[metric], row[f"{metric}_ci"], digits)
+    """``metric`` of a measurement (``metric`` and ``<metric>_ci`` keys) with its interval, or
+    :data:`EXTRAPOLATED`; a metric the measurement lacks is ``-``."""
+    if metric not in row:
+        return "-"
+    return fmt_ci(row[metric], row.get(f"{metric}_ci"), digits)
+
+
+def fmt_difference(d: Mapping, digits: int = 3) -> str:
+    """One metric's difference (:func:`remask.frontier.difference`) with its interval."""
+    return fmt_ci(d["difference"], d["ci"], digits, sign=True)
 
 
 def render_settings(frontiers: Mapping[tuple[str, int], FrontierPoint], reference: Mapping) -> list[str]:
     """Each policy's tuned settings and its quality at the text's entropy, per budget."""
     lines = ["## Each policy at its tuned settings, at the test text's entropy", "",
              f"Interpolated at the test text's entropy ({reference['char_entropy']:.3f} bits) between the two report "
-             "temperatures; 95% bootstrap intervals over texts. *Tuned on*: the selection rule and temperature chosen "
-             "on the tuning draw (*not reached*: no pilot came within the tolerance of the text's entropy). "
-             "*Extrapolated*: the report draw's entropies do not bracket the text's.", "",
-             "| NFE budget | policy | kind | steps | NFE | selection | report temperatures | judge NLL | word validity "
-             "| rep-4 | frontier |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "temperatures; 95% bootstrap intervals over texts, paired by text, with their half-width (±). *Knobs*: "
+             "the selection rule and draw knobs chosen on the tuning draw (*not reached*: no pilot came within the "
+             "tolerance of the text's entropy). *Extrapolated*: the report draw's entropies do not bracket the text's, "
+             "so there is no value to show. 3-gram JSD: the Jensen-Shannon divergence (bits) of the samples' character "
+             "3-gram distribution from the validation split's (lower: closer to real text; the test text's own value "
+             "is the floor at this sample size).", "",
+             "| NFE budget | policy | kind | steps | NFE | knobs | report temperatures | judge NLL | word validity "
+             "| rep-4 | 3-gram JSD | frontier |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (policy, budget), f in sorted(frontiers.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         kind = f.kind.replace("_", "-") + {"oracle": " (ceiling, equal steps)",
                                            "peer": " (public implementation)"}.get(f.kind, "")
@@ -128,9 +154,9 @@ def render_settings(frontiers: Mapping[tuple[str, int], FrontierPoint], referenc
             f"| {budget} | `{policy}` | {kind} | {f.steps} | {f.nfe} | {f.selection_label}"
             f"{'' if f.reached else ' (not reached)'} | {', '.join(f'{t:.3f}' for t in f.report_temperatures)} "
             f"| {fmt(f.point, 'judge_nll')} | {fmt(f.point, 'word_validity')} | {fmt(f.point, 'rep_4')} | "
-            f"{'bracketed' if f.bracketed else 'extrapolated'} |")
+            f"{fmt(f.point, 'ngram_jsd')} | {'bracketed' if f.bracketed else EXTRAPOLATED} |")
     lines.append(f"| - | test text | - | - | - | - | - | {fmt(reference, 'judge_nll')} | "
-                 f"{fmt(reference, 'word_validity')} | {fmt(reference, 'rep_4')} | - |")
+                 f"{fmt(reference, 'word_validity')} | {fmt(reference, 'rep_4')} | {fmt(reference, 'ngram_jsd')} | - |")
     return lines
 
 
@@ -139,19 +165,22 @@ def render_verdict(records: Sequence[Comparison], best: Mapping[int, str]) -> li
     training-free policy of each budget (chosen on the tuning draw)."""
     lines = ["## Verdict", "",
              "Differences are *policy minus baseline* at the test text's entropy, with a 95% bootstrap interval of the "
-             "difference (lower judge NLL and rep-4, higher word validity are better). A policy beats its baseline when "
-             "the judge-NLL interval lies below 0 and the word-validity interval does not lie below 0. Baselines: "
+             "difference, paired by text, and its half-width (lower judge NLL, rep-4 and 3-gram JSD, higher word validity "
+             "are better). A policy beats its baseline when the judge-NLL interval lies below 0, the word-validity "
+             "interval does not lie below 0 and the 3-gram JSD interval does not lie above 0; *disagree*: judge NLL "
+             "better but 3-gram statistics further from real text (the judge rewards repetition and collapse, so "
+             "that is no win). Baselines: "
              f"`{BASELINE}`, `{REVISITING_BASELINE}` (where sampled), and the best training-free policy, chosen by its "
              "judge NLL on the tuning draw. `<row>@<variant>`: a row sampled on a study variant's model, also compared "
-             f"with `{BASELINE}@<variant>` (the same model) where sampled.", ""]
+             f"with `{BASELINE}@<variant>` and `remdm_conf_budget@<variant>` (the same model), so that the score's "
+             "effect reads apart from the variant's generator.", ""]
     for budget in sorted({r.budget for r in records}):
         lines += [f"### NFE {budget}", "", f"Best training-free policy (tuning draw): `{best[budget]}`.", ""]
         for r in (r for r in records if r.budget == budget):
             ceiling = " (oracle ceiling at equal steps, not a contender)" if r.kind == "oracle" else ""
-            parts = "; ".join(f"{METRIC_NAMES[m]} {fmt_ci(d['difference'], d['ci'], sign=True)}"
-                              for m, d in r.differences.items())
-            lines.append(f"- `{r.policy}`{ceiling} vs `{r.baseline}`: {parts}: **{r.outcome}**"
-                         + ("" if r.bracketed else " (a frontier is extrapolated)") + ".")
+            parts = "; ".join(f"{METRIC_NAMES[m]} {fmt_difference(d)}" for m, d in r.differences.items()) \
+                if r.bracketed else f"{EXTRAPOLATED} (a frontier does not bracket the text's entropy)"
+            lines.append(f"- `{r.policy}`{ceiling} vs `{r.baseline}`: {parts}: **{r.outcome}**.")
         lines.append("")
     return lines[:-1]
 
@@ -169,11 +198,12 @@ def render_goal(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
         for policy in sorted({r.policy for r in records if r.budget == budget and r.kind == "learned"}):
             mine = [r for r in records if r.budget == budget and r.policy == policy and r.baseline_kind != "peer"]
             rep = frontiers[(policy, budget)].value("rep_4")
-            met = all(r.outcome == "beats" for r in mine) and rep <= limit
+            met = all(r.outcome == "beats" for r in mine) and rep is not None and rep <= limit
             met_by.setdefault(policy, []).append(met)
             measured = "; ".join(f"vs `{r.baseline}`: {r.outcome}" for r in mine)
+            shown = EXTRAPOLATED if rep is None else f"{rep:.3f}"
             lines.append(f"| NFE {budget}: `{policy}` beats every training-free baseline at the "
-                         f"text's entropy, rep-4 <= {REP4_LIMIT}x the text's | {measured}; rep-4 {rep:.3f} "
+                         f"text's entropy, rep-4 <= {REP4_LIMIT}x the text's | {measured}; rep-4 {shown} "
                          f"(limit {limit:.3f}) | {'yes' if met else 'no'} |")
     if detection and "refreshed" in detection:
         pooled = detection["refreshed"]["pooled"]
@@ -210,14 +240,14 @@ def render_closest(records: Sequence[Comparison], frontiers: Mapping[tuple[str, 
              f"judge-NLL difference from `{BASELINE}`, over the budgets):"]
     for budget in sorted({r.budget for r in records if r.policy == closest}):
         mine = [r for r in records if r.policy == closest and r.budget == budget and r.baseline_kind != "peer"]
-        missed = [f"vs `{r.baseline}` {r.outcome} (judge NLL "
-                  f"{fmt_ci(r.differences['judge_nll']['difference'], r.differences['judge_nll']['ci'], sign=True)})"
+        missed = [f"vs `{r.baseline}` {r.outcome} (judge NLL {fmt_difference(r.differences['judge_nll'])})"
                   for r in mine if r.outcome != "beats"]
         rep = frontiers[(closest, budget)].value("rep_4")
-        if rep > limit:
-            missed.append(f"rep-4 {rep:.3f} above the limit {limit:.3f}")
-        oracle = [f for (p, b), f in frontiers.items() if b == budget and f.kind == "oracle"]
-        gap = "" if not oracle else (f"; the oracle ceiling's judge NLL is "
+        if rep is None or rep > limit:
+            missed.append(f"rep-4 {EXTRAPOLATED if rep is None else f'{rep:.3f}'} above the limit {limit:.3f}")
+        oracle = [f for (p, b), f in frontiers.items() if b == budget and f.kind == "oracle" and f.bracketed]
+        gap = "" if not oracle or not frontiers[(closest, budget)].bracketed else (
+                                     f"; the oracle ceiling's judge NLL is "
                                      f"{oracle[0].value('judge_nll') - frontiers[(closest, budget)].value('judge_nll'):+.3f} from "
                                      "it (point estimates)")
         lines.append(f"- NFE {budget}: misses " + ("; ".join(missed) or "nothing") + gap + ".")
@@ -260,8 +290,8 @@ def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
     verdicts = []
     for r in sorted((r for r in records if r.baseline_kind == "peer"), key=lambda r: r.budget):
         # an extrapolated difference is no measurement: its cells say so instead of showing numbers
-        cells = [fmt_ci(r.differences[m]["difference"], r.differences[m]["ci"], sign=True) if r.bracketed else
-                 "- (extrapolated)" for m in ("judge_nll", "word_validity", "rep_4")]
+        cells = [fmt_difference(r.differences[m]) if r.bracketed else f"- ({EXTRAPOLATED})"
+                 for m in ("judge_nll", "word_validity", "rep_4")]
         lines.append(f"| {r.budget} | `{r.policy}` | `{r.baseline}` | {' | '.join(cells)} | {r.outcome} |")
         verdicts.append(f"at NFE {r.budget} `{r.policy}` " + {
             "beats": "beats it", "loses": "loses to it", "no significant difference": "is level with it (no significant "
@@ -269,6 +299,43 @@ def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
             "extrapolated; judge NLL at a lower entropy is not a better text, a collapsed sampler scores well)"}[r.outcome])
     if verdicts:
         lines += ["", "Our best learned policy against the peer: " + "; ".join(verdicts) + "."]
+    return lines
+
+
+def render_search(tuning: Mapping[str, TuningLog]) -> list[str]:
+    """What each row's search chose at each budget, every candidate's judge NLL at the text's
+    entropy on the tuning draw, and what each draw knob did on average against the first (the
+    measured effect of a knob, on the tuning draw: for choosing, so noisier than the verdict)."""
+    lines = ["## The search over each row's knobs (tuning draw)", "",
+             "Every row tries every candidate (a selection rule with draw knobs: the temperature's annealing and the "
+             "vocabulary filter) on the tuning draw; each candidate's judge NLL is interpolated at the text's entropy "
+             "between its pilots, and the lowest wins (**bold**). These are the tuning draw's few samples: they choose, "
+             "the verdict above measures.", "",
+             "| NFE budget | row | candidate | temperature | judge NLL at the text's entropy | pilots |",
+             "|---|---|---|---|---|---|"]
+    effects: dict[str, list[float]] = {}
+    for name, log in sorted(tuning.items()):
+        for budget, done in sorted(log.budgets.items()):
+            first = {c.candidate.selection: c for c in done.tuned.searched
+                     if c.candidate.knobs == done.tuned.searched[0].candidate.knobs}
+            for c in done.tuned.searched:
+                chosen = c.candidate == done.tuned.candidate
+                nll = "not reached" if c.judge_nll is None else f"{c.judge_nll:.3f}"
+                label = f"**{c.candidate.label}**" if chosen else c.candidate.label
+                lines.append(f"| {budget} | `{name}` | {label} | {c.temperature:.3f} | {nll} | {c.pilots} |")
+                base = first.get(c.candidate.selection)
+                if c.candidate.knobs is not None and base is not None and base is not c and \
+                        None not in (c.judge_nll, base.judge_nll):
+                    effects.setdefault(c.candidate.knobs.label, []).append(c.judge_nll - base.judge_nll)
+    pilots = sum(len(d.tuned.pilots) for log in tuning.values() for d in log.budgets.values())
+    lines += ["", f"{pilots} pilots in all."]
+    if effects:
+        reference = next(log.budgets[b].tuned.searched[0].candidate.knobs for log in tuning.values()
+                         for b in log.budgets if log.budgets[b].tuned.searched[0].candidate.knobs is not None)
+        lines += ["", f"What each draw knob did against `{reference.label}` with the same selection rule (tuning draw, "
+                  "judge NLL at the text's entropy, every row and budget where both reached it): " + "; ".join(
+                      f"`{label}` {sum(v) / len(v):+.3f} bits on average, better in {sum(x < 0 for x in v)} of {len(v)}"
+                      for label, v in effects.items()) + "."]
     return lines
 
 
@@ -310,16 +377,17 @@ def render_seed_detection(detection: Mapping[str, Mapping]) -> list[str]:
 def render_report_settings(settings: Sequence[Setting], reference: Mapping) -> list[str]:
     """Every report setting as measured (the frontier's points), with its own intervals."""
     lines = ["## Every report setting", "",
-             "| NFE budget | policy | selection | temperature | steps | NFE | entropy | judge NLL | word validity | "
-             "distinct-2 | rep-4 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| NFE budget | policy | knobs | temperature | steps | NFE | entropy | judge NLL | word validity | "
+             "distinct-2 | rep-4 | 3-gram JSD |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in sorted(settings, key=lambda s: (s.budget, s.row, s.temperature)):
         m = s.metrics
         lines.append(
             f"| {s.budget} | {s.row} | {s.selection_label} | {s.temperature:.3f} | {s.steps} | {s.nfe} | "
             f"{m['char_entropy']:.3f} | {fmt(m, 'judge_nll')} | {fmt(m, 'word_validity')} | {m['distinct_2']:.3f} | "
-            f"{m['rep_4']:.3f} |")
+            f"{m['rep_4']:.3f} | {fmt(m, 'ngram_jsd')} |")
     lines.append(f"| - | test text | - | - | - | - | {reference['char_entropy']:.3f} | {fmt(reference, 'judge_nll')} | "
-                 f"{fmt(reference, 'word_validity')} | {reference['distinct_2']:.3f} | {reference['rep_4']:.3f} |")
+                 f"{fmt(reference, 'word_validity')} | {reference['distinct_2']:.3f} | {reference['rep_4']:.3f} | "
+                 f"{fmt(reference, 'ngram_jsd')} |")
     return lines
 
 
@@ -328,7 +396,8 @@ class SummaryInputs:
     """Everything ``results/summary.md`` is rendered from, computed by ``evaluate_samples``:
     ``frontiers[(row, budget)]`` and ``settings`` as in its ``metrics.json``, the comparison
     records, the best training-free row of each budget, the detection tables, the generators'
-    validation losses, the seeds of the two draws, the ablation arms' metrics (study), who wrote it,
+    validation losses, the seeds of the two draws, every row's tuning log, the ablation arms' metrics
+    (study), who wrote it,
     and the public peer's ``training`` record and :class:`TuningLog` (study)."""
 
     reference: Mapping
@@ -341,6 +410,7 @@ class SummaryInputs:
     generator_losses: Mapping[str, float]
     tuning_seed: int
     report_seed: int
+    tuning: Mapping[str, TuningLog]
     ablation: Sequence[Mapping] = ()
     generated_by: str = "`evaluate_samples` stage of `dvc repro`"
     peer: Mapping | None = None
@@ -354,10 +424,12 @@ def render_summary(inputs: SummaryInputs) -> str:
         "# Does a learned re-masking policy beat the heuristics at equal compute?", "",
         f"_Generated by the {inputs.generated_by}; do not edit by hand._", "",
         f"Every policy is tuned on its own draw (seed {inputs.tuning_seed}: the temperature that reaches the test text's "
-        "character entropy, for every selection rule, and the rule with the best judge NLL there) and reported on a "
+        "character entropy, for every candidate selection rule and draw knobs, and the candidate with the best judge "
+        "NLL interpolated there) and reported on a "
         f"fresh draw (seed {inputs.report_seed}) at two temperatures around the tuned one. Judge NLL: bits per character "
         "under the causal judge (lower is better); word validity: share of words found in the train split's "
-        "vocabulary; rep-4: share of repeated character 4-grams per sample.", "",
+        "vocabulary; rep-4: share of repeated character 4-grams per sample; 3-gram JSD: the Jensen-Shannon "
+        "divergence of the samples' character 3-grams from the validation split's (lower is closer to real text).", "",
         f"Test text (reference): judge NLL {fmt(reference, 'judge_nll')}, entropy {reference['char_entropy']:.3f}, "
         f"word validity {reference['word_validity']:.3f}, rep-4 {reference['rep_4']:.3f}. The judge's own samples "
         f"(autoregressive, temperature 1): judge NLL {fmt(judge_row, 'judge_nll')}, entropy "
@@ -367,7 +439,7 @@ def render_summary(inputs: SummaryInputs) -> str:
     ]
     if inputs.peer is not None:
         lines += [*render_peer(records, frontiers, settings, reference, inputs.peer, generator_losses), ""]
-    lines += [*render_settings(frontiers, reference), ""]
+    lines += [*render_settings(frontiers, reference), "", *render_search(inputs.tuning), ""]
     if {"multitask", "generator_only"} <= set(generator_losses):
         change = generator_losses["multitask"] / generator_losses["generator_only"] - 1
         lines += ["## What the critic costs the generator", "",
@@ -467,8 +539,7 @@ def render_ablation(arms: Sequence[Mapping]) -> list[str]:
                 continue
             r = Comparison(arm["nfe"], p, BASELINE, arm["differences"][p],
                            arm["frontier"][p]["bracketed"] and arm["frontier"][BASELINE]["bracketed"])
-            d = r.differences["judge_nll"]
-            diffs.append(f"{fmt_ci(d['difference'], d['ci'], sign=True)}: {r.outcome}")
+            diffs.append(f"{fmt_difference(r.differences['judge_nll'])}: {r.outcome}")
         lines.append(
             f"| {arm['arm']} | {lever} | {arm['val']['gen_loss']:.4f} | {auroc['critic']:.3f} | "
             f"{auroc.get('critic_fused', float('nan')):.3f} | {auroc['confidence']:.3f} | " + " | ".join(cells) + " | "

@@ -2,7 +2,8 @@
 
 Each of ``steps`` iterations:
 
-1. one forward pass fills every masked position by sampling in float64 (temperature, top-p);
+1. one forward pass fills every masked position by sampling in float64 (the step's temperature
+   under the annealing schedule, the vocabulary filter: :mod:`remask.tempering`);
 2. unless it is the last iteration, the policy scores tokens and the ``k_i`` highest-scoring
    candidates are masked again, ``k_i`` from the schedule (:func:`remask.schedules.masked_counts`).
 
@@ -35,11 +36,12 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from remask.drawing import fill, tempered_probs, top_k_per_row
+from remask.drawing import fill, top_k_per_row
 from remask.model import DiffusionTransformer
 from remask.policies import Policy, StepState, get_policy, leave_one_out_probs
 from remask.runtime import autocast
 from remask.schedules import masked_counts
+from remask.tempering import ANNEALING, step_probs, temperature_at
 
 
 @dataclass
@@ -66,8 +68,9 @@ SELECTIONS = ("topk", "gumbel")
 @dataclass(frozen=True)
 class SamplerOptions:
     """Everything that decides a run of the sampler but the model, the batch and the seed: the
-    policy and its steps, the mask schedule, how tokens are drawn (temperature, top-p) and how the
-    tokens to re-mask are selected (noise blend, selection rule, the candidate pool's committed
+    policy and its steps, the mask schedule, how tokens are drawn (the start temperature, its
+    annealing to ``temperature_floor``, the vocabulary filter ``top_k_share`` and ``top_p``:
+    :mod:`remask.tempering`) and how the tokens to re-mask are selected (noise blend, selection rule, the candidate pool's committed
     budget). ``batch_size`` is how many sequences run at once; it changes the order in which the
     seed's stream is spent, so it is part of what reproduces a draw. Pipeline stages build it from
     the ``sample`` section (:meth:`remask.config.SampleSection.sampler_options`)."""
@@ -76,6 +79,9 @@ class SamplerOptions:
     policy: str = "confidence"
     schedule: str = "linear"
     temperature: float = 1.0
+    anneal: str = "constant"
+    temperature_floor: float = 0.0
+    top_k_share: float = 1.0
     top_p: float = 1.0
     randomness_strength: float = 0.0
     selection: str = "topk"
@@ -90,6 +96,11 @@ class SamplerOptions:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or not 0 <= self.randomness_strength <= 1:
             raise ValueError("temperature must be > 0, top_p in (0, 1], randomness_strength in [0, 1]")
+        if self.anneal not in ANNEALING or self.temperature_floor < 0 or not 0 < self.top_k_share <= 1:
+            raise ValueError(f"anneal must be one of {', '.join(ANNEALING)} with temperature_floor >= 0 and "
+                             f"top_k_share in (0, 1]; got {self.anneal!r}, {self.temperature_floor}, {self.top_k_share}")
+        if self.anneal == "constant" and self.temperature_floor != 0:
+            raise ValueError(f"temperature_floor {self.temperature_floor} is read only by anneal='linear'")
         if self.selection not in SELECTIONS or self.selection_temperature < 0:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)} with selection_temperature >= 0, "
                              f"got {self.selection!r} at {self.selection_temperature}")
@@ -226,7 +237,8 @@ def _generate_chunk(model: DiffusionTransformer, chosen: Policy, options: Sample
             critic_at_fill = torch.sigmoid(critic_logits.double())
         else:
             logits = forward(tokens, "lm")
-        probs = tempered_probs(logits, options.temperature, options.top_p)
+        temperature = temperature_at(options.anneal, options.temperature, options.temperature_floor, i, steps)
+        probs = step_probs(logits, temperature, options.top_k_share, options.top_p)
         tokens, p_current = fill(probs, tokens, masked, generator)
         p_at_fill = torch.where(masked, p_current, p_at_fill)
         filled, last = tokens, i == steps - 1

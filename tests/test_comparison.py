@@ -261,7 +261,7 @@ def test_outcome_follows_the_intervals_and_needs_bracketed_frontiers():
         return Comparison(32, "critic", "confidence", diff, bracketed)
 
     assert record(1, 0).outcome == "beats" and record(1, 1).outcome == "beats"
-    assert record(1, -1).outcome == "no significant difference"  # better NLL, worse validity
+    assert record(1, -1).outcome == "mixed"  # better NLL, worse validity
     assert record(-1, 1).outcome == "loses" and record(0, 1).outcome == "no significant difference"
     assert record(1, 1, bracketed=False).outcome == "no verdict"
     judged = record(1, 1)

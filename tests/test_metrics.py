@@ -130,3 +130,37 @@ def test_the_ngram_divergence_orders_real_shuffled_and_collapsed_text():
     twice = items.ngrams.jsd(np.array([[0, 0, 1], [2, 3, 4]]))
     assert twice.shape == (2,)
     assert twice[1] == pytest.approx(float(setting_samples(real[2:5], None, set(), reference=reference).ngrams.jsd(np.arange(3))))
+
+
+def test_the_ngram_divergence_interval_is_centred_on_its_estimate_where_a_bootstrap_would_miss_it():
+    """A bootstrap resample duplicates texts, covers fewer 3-grams and sits above the estimate; the
+    jackknife's interval holds the estimate, in one setting and on a frontier's difference."""
+    import random
+
+    from remask.frontier import difference, frontier_point
+    from remask.metrics import NgramReference, bootstrap_ci, setting_samples
+
+    rng = random.Random(1)
+    words = "the king and queen of england would speak with thee my lord upon this matter tonight".split()
+    corpus = " ".join(rng.choice(words) for _ in range(40000))
+    reference = NgramReference.of(corpus[:100000])
+    texts = [corpus[100000 + i * 48:100000 + (i + 1) * 48] for i in range(96)]
+    metrics = text_metrics(texts, set(), [1.0] * 96, 200, 0.95, 0, reference)
+    low, high = metrics["ngram_jsd_ci"]
+    assert low < metrics["ngram_jsd"] < high
+    items = setting_samples(texts, None, set(), reference=reference)
+    biased = bootstrap_ci(96, lambda idx: float(items.ngrams.jsd(idx)), 200, 0.95, 0)
+    assert biased[0] > metrics["ngram_jsd"]  # what a percentile bootstrap would have printed
+
+    def setting(chunk, drift):
+        lines = [t[drift:] + t[:drift] for t in texts[chunk::2]]
+        return setting_samples(lines, [1.0 + 0.01 * len(set(t)) for t in lines], set(), "".join(sorted(set(corpus))),
+                               reference)
+
+    a, b = [setting(0, 0), setting(1, 0)], [setting(0, 3), setting(1, 3)]
+    entropies = [s.stats(np.arange(48))["char_entropy"] for s in a]
+    target = float(np.mean(entropies))
+    point = frontier_point(a, target, resamples=100)
+    assert point["bracketed"] and point["ngram_jsd_ci"][0] < point["ngram_jsd"] < point["ngram_jsd_ci"][1]
+    gap = difference(a, b, target, resamples=100)["ngram_jsd"]
+    assert gap["ci"][0] < gap["difference"] < gap["ci"][1]

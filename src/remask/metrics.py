@@ -14,7 +14,9 @@ metric comes with a percentile bootstrap interval over texts (``scipy.stats.boot
   (:class:`NgramReference`, the validation split): the Jensen-Shannon divergence in bits, in [0, 1].
   The judge's NLL rewards repetition and collapse; this measure punishes both (a collapsed set
   covers few 3-grams, a shuffled one the wrong ones), so a row that wins on NLL alone has not won.
-  It is biased upwards on small sets (unseen 3-grams), so it compares sets of the same size only.
+  It is biased upwards on small sets (unseen 3-grams), so it compares sets of the same size only, and
+  its intervals come from the delete-one jackknife (:func:`jackknife_interval`): a bootstrap
+  resample duplicates texts, covers fewer 3-grams and would sit 0.03 bits above the estimate.
 
 scikit-learn and SciPy are imported by the functions that use them: every sampling stage imports
 this module for :func:`char_entropy` alone (through the tuning search), and the two libraries would
@@ -246,6 +248,28 @@ class NgramCounts:
         return jensen_shannon_bits(times @ self.counts, self.reference, self.absent).reshape(idx.shape[:-1])
 
 
+def jackknife_interval(data: tuple, statistic, level: float, pair: bool) -> tuple[float, float]:
+    """A normal interval around the estimate with the delete-one jackknife's standard error, for a
+    statistic that resampling with replacement biases (:data:`JACKKNIFED`). ``statistic(*arrays)``
+    takes index arrays of shape (..., m); paired data drop text ``i`` from every array at once,
+    unpaired data one array at a time (the variance is the sum over the arrays)."""
+    from scipy.stats import norm
+
+    full = [np.asarray(d) for d in data]
+    estimate = float(statistic(*full))
+    groups = [list(range(len(full)))] if pair else [[k] for k in range(len(full))]
+    variance = 0.0
+    for group in groups:
+        n = len(full[group[0]])
+        left = ~np.eye(n, dtype=bool)
+        arrays = [full[k][np.nonzero(left)[1]].reshape(n, n - 1) if k in group else np.broadcast_to(full[k], (n, len(full[k])))
+                  for k in range(len(full))]
+        replicates = np.asarray(statistic(*arrays), dtype=np.float64)
+        variance += (n - 1) / n * float(((replicates - replicates.mean()) ** 2).sum())
+    half = float(norm.ppf(0.5 + level / 2)) * variance ** 0.5
+    return estimate - half, estimate + half
+
+
 @dataclass(frozen=True)
 class SettingSamples:
     """Per-text statistics of one setting's texts, the items every pooled metric and its bootstrap
@@ -333,5 +357,8 @@ def text_metrics(
     out: dict[str, float | list[float]] = {"n_texts": len(texts)}
     for offset, (name, stat) in enumerate(statistics.items()):
         out[name] = float(stat(everything))
-        out[f"{name}_ci"] = list(bootstrap_ci(len(texts), stat, resamples, level, seed + offset))
+        if name == "ngram_jsd":  # duplicated texts cover fewer 3-grams: a resample would bias it upward
+            out[f"{name}_ci"] = list(jackknife_interval((everything,), items.ngrams.jsd, level, pair=True))
+        else:
+            out[f"{name}_ci"] = list(bootstrap_ci(len(texts), stat, resamples, level, seed + offset))
     return out

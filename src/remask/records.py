@@ -298,15 +298,16 @@ class Comparison:
     def outcome(self) -> str:
         """``beats``, ``loses``, ``no significant difference``, ``disagree`` (better judge NLL, but
         3-gram statistics significantly further from held-out text: the judge rewards what the
-        text's distribution does not) or ``no verdict`` (a frontier is extrapolated)."""
+        text's distribution does not), ``mixed`` (better judge NLL, worse word validity) or ``no
+        verdict`` (a frontier is extrapolated)."""
         if not self.bracketed:
             return "no verdict"
         nll, valid = self.differences["judge_nll"]["better"], self.differences["word_validity"]["better"]
         spread = self.differences.get("ngram_jsd", {}).get("better", 0)
         if nll == 1 and spread == -1:
             return "disagree"
-        if nll == 1 and valid >= 0:
-            return "beats"
+        if nll == 1:
+            return "beats" if valid >= 0 else "mixed"
         if nll == -1:
             return "loses"
         return "no significant difference"

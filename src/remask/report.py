@@ -139,7 +139,8 @@ def render_settings(frontiers: Mapping[tuple[str, int], FrontierPoint], referenc
     """Each policy's tuned settings and its quality at the text's entropy, per budget."""
     lines = ["## Each policy at its tuned settings, at the test text's entropy", "",
              f"Interpolated at the test text's entropy ({reference['char_entropy']:.3f} bits) between the two report "
-             "temperatures; 95% bootstrap intervals over texts, paired by text, with their half-width (±). *Knobs*: "
+             "temperatures; 95% bootstrap intervals over texts, paired by text, with their half-width (±; the 3-gram "
+             "JSD's: the jackknife's). *Knobs*: "
              "the selection rule and draw knobs chosen on the tuning draw (*not reached*: no pilot came within the "
              "tolerance of the text's entropy). *Extrapolated*: the report draw's entropies do not bracket the text's, "
              "so there is no value to show. 3-gram JSD: the Jensen-Shannon divergence (bits) of the samples' character "
@@ -169,7 +170,8 @@ def render_verdict(records: Sequence[Comparison], best: Mapping[int, str]) -> li
              "are better). A policy beats its baseline when the judge-NLL interval lies below 0, the word-validity "
              "interval does not lie below 0 and the 3-gram JSD interval does not lie above 0; *disagree*: judge NLL "
              "better but 3-gram statistics further from real text (the judge rewards repetition and collapse, so "
-             "that is no win). Baselines: "
+             "that is no win); *mixed*: judge NLL better, word validity worse. The 3-gram JSD's intervals are the "
+             "jackknife's (a bootstrap resample duplicates texts and biases it upward). Baselines: "
              f"`{BASELINE}`, `{REVISITING_BASELINE}` (where sampled), and the best training-free policy, chosen by its "
              "judge NLL on the tuning draw. `<row>@<variant>`: a row sampled on a study variant's model, also compared "
              f"with `{BASELINE}@<variant>` and `remdm_conf_budget@<variant>` (the same model), so that the score's "
@@ -295,7 +297,8 @@ def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
         lines.append(f"| {r.budget} | `{r.policy}` | `{r.baseline}` | {' | '.join(cells)} | {r.outcome} |")
         verdicts.append(f"at NFE {r.budget} `{r.policy}` " + {
             "beats": "beats it", "loses": "loses to it", "no significant difference": "is level with it (no significant "
-            "difference)", "no verdict": "cannot be compared with it at the text's entropy (a frontier is "
+            "difference)", "mixed": "has a better judge NLL but a worse word validity than it",
+            "disagree": "has a better judge NLL but 3-gram statistics further from real text than it", "no verdict": "cannot be compared with it at the text's entropy (a frontier is "
             "extrapolated; judge NLL at a lower entropy is not a better text, a collapsed sampler scores well)"}[r.outcome])
     if verdicts:
         lines += ["", "Our best learned policy against the peer: " + "; ".join(verdicts) + "."]

@@ -58,7 +58,8 @@ def _load(path: str, device: str):
     return load_model(path, _device(device))
 
 
-def _load_diffusion_model(path: str, device: str, policy: str | None, temperatures: tuple[float, float] = (1.0, 1.0)):
+def _load_diffusion_model(path: str, device: str, policy: str | None,
+                          temperatures: tuple[float, float] = (1.0, 1.0)):
     """The checkpoint at ``path``, refused where ``policy`` would read inputs it was not trained on
     (at sampling temperatures from ``temperatures[0]`` to ``[1]``)."""
     model, tok, info = _load(path, device)

@@ -55,12 +55,15 @@ def test_study_tier_adds_the_ablation_and_the_full_frontier(study_run):
     assert info["step"] == 8 and info["variant"] == "study/self_correct" and info["self_correct"] == 0.1
     drawn = [json.loads(line) for line in (p / "results/study/variants/self_correct/samples.jsonl").open()]
     assert {(r["policy"], r["runs"], r["committed_budget"]) for r in drawn} == {
-        ("self_planning_budget@self_correct", "self_planning", 0.1)}
+        ("confidence@self_correct", "confidence", None), ("remdm_conf_budget@self_correct", "remdm_conf", 0.1),
+        ("self_planning_budget@self_correct", "self_planning", 0.1)}  # with its own model's two baselines
     assert set(json.loads((p / "results/study/variants/self_correct/refreshed.json").read_text())["pooled"]) == {
         "self_planning@self_correct"}
     summary = (p / "results/study/summary.md").read_text()
     assert "`study_evaluate_samples` stage of `make study`" in summary
     assert "| 8 | `self_planning_budget@self_correct` | learned |" in summary
+    for baseline in ("confidence@self_correct", "remdm_conf_budget@self_correct"):  # the score apart from the model
+        assert f"- `self_planning_budget@self_correct` vs `{baseline}`: " in summary
     assert "| pooled | `self_planning@self_correct` |" in summary
     assert "the `self_correct` generator's validation loss within 1% of generator-only" in summary
     assert "## Ablation: one critic lever at a time" in summary

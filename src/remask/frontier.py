@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import bootstrap
 
 from remask.metrics import SettingSamples, jackknife_interval
 
@@ -92,6 +91,8 @@ def _resampled(settings: Sequence[SettingSamples], pair: tuple[int, int], target
 
 def _interval(data: tuple, statistic, resamples: int, level: float, seed: int, pair: bool,
               metric: str) -> tuple[float, float]:
+    from scipy.stats import bootstrap  # here, not at the top: the sampling stages import segment, not this
+
     if metric in JACKKNIFED:
         return jackknife_interval(data, statistic, level, pair)
     result = bootstrap(data, statistic, vectorized=True, paired=pair, n_resamples=resamples,
@@ -123,7 +124,7 @@ def difference(a: Sequence[SettingSamples], b: Sequence[SettingSamples], target:
     is no difference to measure: every value is ``None`` and ``better`` 0."""
     pa, pb = at_entropy(a, target), at_entropy(b, target)
     (a0, a1), (b0, b1) = pa["segment"], pb["segment"]
-    metrics = [m for m in measured([*a, *b])]
+    metrics = list(measured([*a, *b]))
     if not (pa["bracketed"] and pb["bracketed"]):
         return {m: {"difference": None, "ci": None, "better": 0} for m in metrics}
     stat_a, stat_b = _resampled(a, (a0, a1), target), _resampled(b, (b0, b1), target)

@@ -40,6 +40,7 @@ from typing import Any
 from remask.config import DrawKnobs, PolicySampling, SampleSection, Tuning
 from remask.data import CharTokenizer, reference_texts
 from remask.errors import ConfigError
+from remask.frontier import interpolate, segment
 from remask.judge import judge_nll_bits
 from remask.metrics import char_entropy
 from remask.model import DiffusionTransformer
@@ -112,17 +113,13 @@ def nll_at_target(seen: dict[float, tuple[float, float]], target: float) -> floa
     """The judge NLL at the target entropy, linear in entropy between the closest pilots on either
     side of it (or, where all lie on one side, on the line through the two closest): the quality
     at the entropy every row is compared at, not at whichever pilot landed within the tolerance
-    (on a frontier of 2.5-4 bits of NLL per bit of entropy, a 1% miss is 0.1-0.2 bits)."""
-    points = sorted(seen.values())
+    (on a frontier of 2.5-4 bits of NLL per bit of entropy, a 1% miss is 0.1-0.2 bits). The same
+    segment and line as the report's frontier (:func:`remask.frontier.segment`, ``interpolate``)."""
+    points = [{"char_entropy": e, "judge_nll": n} for e, n in seen.values()]
     if len(points) == 1:
-        return points[0][1]
-    below = [p for p in points if p[0] <= target]
-    above = [p for p in points if p[0] > target]
-    if below and above:
-        (e0, n0), (e1, n1) = below[-1], above[0]
-    else:
-        (e0, n0), (e1, n1) = sorted(sorted(points, key=lambda p: abs(p[0] - target))[:2])
-    return n0 if e1 == e0 else n0 + (target - e0) * (n1 - n0) / (e1 - e0)
+        return points[0]["judge_nll"]
+    a, b, _ = segment([p["char_entropy"] for p in points], target)
+    return float(interpolate(points[a], points[b], target)["judge_nll"])
 
 
 def candidates(ranks: bool, cfg: Tuning, draws: Sequence[DrawKnobs] | None) -> list[Candidate]:
@@ -145,17 +142,16 @@ def tune_policy(
     middle of the range): neighbouring candidates land near each other, so that saves pilots."""
     low, high = cfg.temperature_range
     start = (low + high) / 2 if start is None else start
-    outcomes, pilots = [], []
+    outcomes, pilots, ranks = [], [], []
     for candidate in searched:
         temperature, reached, seen = tune_temperature(
             lambda t, c=candidate: measure(t, c), target, low, high, cfg.entropy_tolerance, cfg.max_pilots, start)
         pilots += [Pilot(candidate, t, e, n) for t, (e, n) in seen.items()]
-        outcomes.append(Searched(candidate, temperature, reached, nll_at_target(seen, target) if reached else None,
-                                 len(seen)))
+        nll = nll_at_target(seen, target) if reached else None
+        outcomes.append(Searched(candidate, temperature, reached, nll, len(seen)))
+        ranks.append((not reached, nll if reached else abs(seen[temperature][0] - target)))
         start = temperature if reached else start
-    best = min(outcomes, key=lambda o: (not o.reached, o.judge_nll if o.reached else
-                                        abs(next(p.char_entropy for p in pilots if p.candidate == o.candidate
-                                                 and p.temperature == o.temperature) - target)))
+    best = outcomes[min(range(len(outcomes)), key=ranks.__getitem__)]
     return Tuned(best.candidate, best.temperature, best.reached, best.judge_nll, outcomes, pilots)
 
 

@@ -30,6 +30,7 @@ from remask.frontier import difference, frontier_point
 from remask.judge import judge_nll_bits
 from remask.metrics import setting_samples
 from remask.policies import require_trained, untrained_inputs
+from remask.records import TEXT_LEVEL
 from remask.runtime import resolve_device
 from remask.sampling import SamplerOptions
 from remask.tuning import RowPlan, Search, sampler_draw_at, target_entropy, trained_draws, tune_row
@@ -53,13 +54,13 @@ def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
     detection = {name: m["auroc"] for name, m in summarise({k: v for k, v in scores.items() if k != "step"}, 10).items()}
 
     target = target_entropy(DATA_DIR, tok, params.sample.num_samples, params.sample.length)
-    search = Search(judge, tok, target, params.sample, cfg.seed, lambda m: print(f"[ablate {arm}] {m}", flush=True))
+    search = Search(judge, tok, {TEXT_LEVEL: target}, params.sample, cfg.seed, lambda m: print(f"[ablate {arm}] {m}", flush=True))
     arm_grid = params.sample.model_copy(update={"nfe_budgets": [cfg.nfe], "num_samples": cfg.num_samples})
     samples, frontier, tuned = {}, {}, {}
     for policy in policies:
         draws = trained_draws(policy, training, params.sample.tuning, search.log)
         plan = RowPlan.of(policy, PolicySampling(), arm_grid, policy, arm_dir, draws)
-        rows, log = tune_row(plan, sampler_draw_at(model, tok, params.sample, policy, None), search)
+        rows, log = tune_row(plan, sampler_draw_at(model, tok, params.sample, policy), search)
         tuned[policy] = log.budgets[cfg.nfe].tuned.to_dict()
         by_temperature: dict[float, list[str]] = {}
         for row in rows:

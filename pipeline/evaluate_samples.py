@@ -2,8 +2,9 @@
 
 Reads the report samples ``results/samples/<policy>.jsonl`` and tuning logs
 ``results/tuning/<policy>.json`` of every policy of ``sample.policies``, plus the judge's samples;
-scores every text with the judge and the text metrics; interpolates each policy's frontier at the
-test text's entropy (:mod:`remask.frontier`); compares the policies by the bootstrap interval of
+scores every text with the judge and the text metrics; interpolates each policy's frontier at each
+entropy level (the test text's, and the second: :func:`remask.records.entropy_levels`) between the
+report settings drawn for that level (:mod:`remask.frontier`); compares the policies by the bootstrap interval of
 their difference (:mod:`remask.report`); and writes ``results/evaluate_samples/metrics.json``,
 plot data and ``results/summary.md``. ``--tier study`` does the same for the study's samples
 under ``results/study/``, adds the study variants' rows (``<row>@<variant>``, sampled on each
@@ -29,7 +30,7 @@ from remask.data import reference_texts, split_text, words
 from remask.frontier import frontier_point
 from remask.judge import judge_nll_bits
 from remask.metrics import NgramReference, setting_samples, text_metrics
-from remask.records import Candidate, FrontierPoint, Setting, TuningLog
+from remask.records import Candidate, FrontierPoint, Setting, TuningLog, entropy_levels
 from remask.report import SummaryInputs, best_training_free, compare_policies, kind_of, render_summary
 from remask.runtime import resolve_device
 
@@ -61,7 +62,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
         return text_metrics(texts, vocabulary, nll, *ci, cfg.seed + offset, held_out), nll
 
     reference, _ = measure(reference_texts(DATA_DIR, tok, scfg.num_samples, scfg.length), 0)
-    target = reference["char_entropy"]
+    levels = entropy_levels(reference["char_entropy"], scfg.tuning)
     judge_row, _ = measure([r["text"] for r in read_samples(results / "samples" / "judge.jsonl")], 1)
 
     tuning = {p: TuningLog.from_dict(read_json(tier_dir / "tuning" / f"{p}.json", f"sample@{p}"))
@@ -79,43 +80,51 @@ def main(params: Params, args: argparse.Namespace) -> None:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for path in files:
         for row in read_samples(path):
-            groups[(row["policy"], row["nfe_budget"], row["temperature"])].append(row)
+            groups[(row["policy"], row["nfe_budget"], row["level"], row["temperature"])].append(row)
     settings, samples = [], defaultdict(list)
-    for (policy, budget, temperature), rows in tqdm(sorted(groups.items()), desc="evaluate samples", unit="setting"):
+    for (policy, budget, level, temperature), rows in tqdm(sorted(groups.items()), desc="evaluate samples",
+                                                           unit="setting"):
         texts = [r["text"] for r in rows]
         metrics, nll = measure(texts, 2)
         drawn_with = Candidate.from_fields(rows[0])
         settings.append(Setting(policy, budget, rows[0]["steps"], rows[0]["nfe"], temperature, drawn_with.label,
-                                metrics))
-        samples[(policy, budget)].append(setting_samples(texts, nll, vocabulary, tok.chars, held_out))
+                                metrics, level))
+        samples[(policy, budget, level)].append(setting_samples(texts, nll, vocabulary, tok.chars, held_out))
 
     frontiers = {}
-    for (policy, budget), parts in tqdm(sorted(samples.items()), desc="frontiers", unit="policy"):
-        log = tuning[policy].budgets.get(budget)
-        if log is None:
-            raise ConfigError(f"{tier_dir / 'tuning' / f'{policy}.json'} has no NFE {budget}; rerun sample@{policy}")
-        frontiers[(policy, budget)] = FrontierPoint(
-            policy, tuning[policy].runs, kind_of(tuning[policy]), budget, log.steps, log.nfe,
-            log.tuned.candidate.label, log.tuned.temperature, log.tuned.reached, log.report_temperatures,
-            frontier_point(parts, target, *ci, cfg.seed + 3))
-    records = compare_policies(samples, frontiers, tuning, target, *ci, cfg.seed + 4)
-    best = {budget: best_training_free(tuning, budget) for budget in sorted({b for _, b in samples})}
+    for (policy, budget, level), parts in tqdm(sorted(samples.items()), desc="frontiers", unit="policy"):
+        done = tuning[policy].budgets.get(budget)
+        if done is None or level not in done.levels:
+            raise ConfigError(f"{tier_dir / 'tuning' / f'{policy}.json'} has no NFE {budget} at the {level} level; "
+                              f"rerun sample@{policy}")
+        tuned = done.levels[level]
+        if abs(tuned.target - levels[level]) > 1e-6 * levels[level]:
+            raise ConfigError(f"{tier_dir / 'tuning' / f'{policy}.json'} was tuned for entropy {tuned.target:.4f} at "
+                              f"the {level} level, not {levels[level]:.4f}; rerun sample@{policy}")
+        frontiers[(policy, budget, level)] = FrontierPoint(
+            policy, tuning[policy].runs, kind_of(tuning[policy]), budget, done.steps, done.nfe,
+            tuned.tuned.candidate.label, tuned.tuned.temperature, tuned.tuned.reached, tuned.report_temperatures,
+            frontier_point(parts, levels[level], *ci, cfg.seed + 3), level)
+    records = compare_policies(samples, frontiers, tuning, levels, *ci, cfg.seed + 4)
+    best = {(budget, level): best_training_free(tuning, budget, level) for _, budget, level in frontiers}
 
     write_json(out / "metrics.json", {
         "reference": reference,
         "judge_samples": judge_row,
         "frontier": {f.key: f.to_dict() for f in frontiers.values()},
-        "best_training_free": {str(b): p for b, p in best.items()},
+        "levels": levels,
+        "best_training_free": {f"nfe{b}/{level}": p for (b, level), p in best.items()},
         "comparisons": [r.to_dict() for r in records],
         "settings": {s.key: s.to_dict() for s in settings},
-        "search": {f"{row}/nfe{budget}": [c.to_dict() for c in done.tuned.searched]
-                   for row, log in tuning.items() for budget, done in log.budgets.items()},
+        "search": {f"{row}/nfe{budget}/{level}": [c.to_dict() for c in done.levels[level].tuned.searched]
+                   for row, log in tuning.items() for budget, done in log.budgets.items() for level in done.levels},
     })
-    for (policy, budget), log in ((k, tuning[k[0]].budgets[k[1]]) for k in frontiers):
-        points = [{"draw": "tuning", "temperature": p.temperature, "selection": p.candidate.label,
+    for policy, budget in sorted({(policy, budget) for policy, budget, _ in frontiers}):
+        done = tuning[policy].budgets[budget]
+        points = [{"draw": "tuning", "level": level, "temperature": p.temperature, "selection": p.candidate.label,
                    "char_entropy": round(p.char_entropy, 5), "judge_nll": round(p.judge_nll, 5)}
-                  for p in log.tuned.pilots]
-        points += [{"draw": "report", "temperature": s.temperature, "selection": s.selection_label,
+                  for level, tuned in done.levels.items() for p in tuned.tuned.pilots]
+        points += [{"draw": "report", "level": s.level, "temperature": s.temperature, "selection": s.selection_label,
                     "char_entropy": round(s.metrics["char_entropy"], 5), "judge_nll": round(s.metrics["judge_nll"], 5)}
                    for s in settings if s.row == policy and s.budget == budget]
         write_csv(out / "plots" / "frontier" / f"{policy}_nfe{budget}.csv", points)
@@ -148,7 +157,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
     peer_record = {"training": read_json(tier_dir / "train" / "peer" / "metrics.json", "study_peer_train"),
                    "tuning": tuning[peer]} if peer else None
     summary = render_summary(SummaryInputs(reference, judge_row, frontiers, records, best, settings, detection_view,
-                                           losses, scfg.tuning_seed, scfg.seed, tuning, ablation, stage, peer_record))
+                                           losses, scfg.tuning_seed, scfg.seed, tuning, levels, ablation, stage,
+                                           peer_record))
     write_text(tier_dir / "summary.md", summary)
     print(summary)
 

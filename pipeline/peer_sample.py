@@ -19,7 +19,7 @@ from remask.atomic import write_json
 from remask.checkpoint import load_judge
 from remask.config import Params
 from remask.peer import VERSION, load_peer, peer_draw_at
-from remask.records import MasksLeft
+from remask.records import MasksLeft, entropy_levels
 from remask.runtime import resolve_device
 from remask.tuning import RowPlan, Search, target_entropy, tune_row
 
@@ -30,7 +30,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
     device = resolve_device(cfg.device)
     wrapper, tok, _ = load_peer(model_dir, device)
     judge = load_judge(Path(args.models_dir) / "judge", tok, model_dir, device)
-    search = Search(judge, tok, target_entropy(DATA_DIR, tok, cfg.num_samples, cfg.length), cfg, cfg.seed,
+    levels = entropy_levels(target_entropy(DATA_DIR, tok, cfg.num_samples, cfg.length), cfg.tuning)
+    search = Search(judge, tok, levels, cfg, cfg.seed,
                     lambda m: print(m, flush=True))
     fields = {"runs": f"x-transformers=={VERSION} generate()", "kind": "peer", "committed_budget": None}
     plan = RowPlan(peer.row, fields, True, tuple(cfg.nfe_budgets), cfg.num_samples, cfg.tuning.num_samples,

@@ -24,7 +24,7 @@ from remask.checkpoint import load_judge, load_model
 from remask.config import TIERS, ConfigError, Params, PolicySampling
 from remask.judge import judge_generate
 from remask.policies import get_policy, require_trained
-from remask.records import TuningLog
+from remask.records import TuningLog, entropy_levels
 from remask.runtime import resolve_device
 from remask.tuning import RowPlan, Search, sampler_draw_at, target_entropy, trained_draws, tune_row
 
@@ -43,14 +43,15 @@ def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path
             raise ConfigError(f"policies.{row}.committed_budget: policy {spec.runs(row)!r} re-masks only the "
                               "tokens it just filled; a committed budget needs one whose candidates are all tokens")
     judge = load_judge(judge_dir, tok, model_dir, device)
-    search = Search(judge, tok, target_entropy(DATA_DIR, tok, cfg.num_samples, cfg.length), cfg, cfg.seed,
+    levels = entropy_levels(target_entropy(DATA_DIR, tok, cfg.num_samples, cfg.length), cfg.tuning)
+    search = Search(judge, tok, levels, cfg, cfg.seed,
                     lambda m: print(m, flush=True))
     samples, logs = [], {}
     for row, spec in rows.items():
         name = row if variant is None else f"{row}@{variant}"
         draws = trained_draws(spec.runs(row), training, cfg.tuning, search.log)
         plan = RowPlan.of(name, spec, cfg, spec.runs(row), model_dir, draws)
-        drawn, logs[name] = tune_row(plan, sampler_draw_at(model, tok, cfg, spec.runs(row), spec.committed_budget),
+        drawn, logs[name] = tune_row(plan, sampler_draw_at(model, tok, cfg, spec.runs(row)),
                                      search)
         samples += drawn
     return samples, logs

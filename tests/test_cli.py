@@ -106,9 +106,11 @@ def test_sample_spends_the_nfe_it_is_given(ckpt, capsys):
 def test_sample_tuned_reads_the_pipelines_choice_for_this_checkpoint(ckpt, tmp_path, capsys):
     results = tmp_path / "results"
     (results / "tuning").mkdir(parents=True)
+    tuned = {"selection": "topk", "selection_temperature": 0.0, "temperature": 1.3, "anneal": "linear", "floor": 0.7,
+             "top_k_share": 0.3, "top_p": 1.0}
     log = {"policy": "confidence", "model": str(ckpt / "multitask"), "budgets": {"8": {
-        "steps": 8, "nfe": 8, "selection": "topk", "selection_temperature": 0.0, "temperature": 1.3,
-        "anneal": "linear", "floor": 0.7, "top_k_share": 0.3, "top_p": 1.0}}}
+        "steps": 8, "nfe": 8, "levels": {"text": tuned, "second": {**tuned, "temperature": 1.1, "anneal": "constant",
+                                                                    "floor": 0.0}}}}}
     (results / "tuning" / "confidence.json").write_text(json.dumps(log))
     base = ["sample", "--checkpoint", str(ckpt / "multitask"), "--tuned", "--results-dir", str(results),
             "--length", "12", "--num-samples", "1"]
@@ -117,6 +119,11 @@ def test_sample_tuned_reads_the_pipelines_choice_for_this_checkpoint(ckpt, tmp_p
     row = json.loads(out)
     assert (row["temperature"], row["selection"], row["selection_temperature"], row["steps"]) == (1.3, "topk", 0.0, 8)
     assert (row["anneal"], row["temperature_floor"], row["top_k_share"], row["top_p"]) == ("linear", 0.7, 0.3, 1.0)
+    code, out, err = run(base + ["--nfe", "8", "--level", "second"], capsys)
+    assert code == 0, err
+    assert (json.loads(out)["temperature"], json.loads(out)["anneal"]) == (1.1, "constant")
+    code, _, err = run(base[:3] + base[4:] + ["--nfe", "8", "--level", "second"], capsys)
+    assert code == 2 and "--level chooses which of the pipeline's tuned settings --tuned reads" in err
     code, _, err = run(base + ["--nfe", "16"], capsys)
     assert code == 2 and "has no NFE 16; tuned budgets: 8" in err
     code, _, err = run(base + ["--nfe", "8", "--policy", "remdm_conf"], capsys)

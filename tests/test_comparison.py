@@ -1,6 +1,7 @@
 """The comparison harness: tuning on one draw, reporting on another, frontiers, intervals of the
 difference, the refreshed detection target and the check that every policy reads trained inputs."""
 
+import json
 import math
 from pathlib import Path
 
@@ -17,10 +18,10 @@ from remask.metrics import setting_samples
 from remask.judge import judge_leave_one_out, judge_nll_bits
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.policies import POLICIES, leave_one_out_probs, require_trained, untrained_inputs
-from remask.records import Candidate, Comparison, FrontierPoint
+from remask.records import Candidate, Comparison, FrontierPoint, TuningLog, entropy_levels
 from remask.report import render_goal
-from remask.tuning import (RowPlan, Search, candidates, nll_at_target, report_temperatures, trained_draws, tune_policy,
-                           tune_row, tune_temperature)
+from remask.tuning import (RowPlan, Search, candidates, nll_at_target, report_temperatures, trained_draws,
+                           tune_policy, tune_row, tune_temperature)
 
 TOPK, GUMBEL = SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperature=1.0)
 CONSTANT = DrawKnobs(anneal="constant", top_k_share=1.0, top_p=1.0)
@@ -38,7 +39,7 @@ def test_tuning_and_report_seeds_must_differ():
     cfg = REPO_PARAMS.sample.with_(seed=0, tuning_seed=1)
     plan = RowPlan.of("confidence", PolicySampling(), cfg, "confidence", Path("models/multitask"), cfg.tuning.draws)
     with pytest.raises(ValueError, match="report seed 1 is the tuning seed"):
-        tune_row(plan, lambda budget: (None, 8), Search(None, None, 4.0, cfg, report_seed=1))
+        tune_row(plan, lambda budget: (None, 8), Search(None, None, {"text": 4.0}, cfg, report_seed=1))
 
 
 def test_tune_row_tunes_on_the_tuning_seed_and_reports_on_the_other(monkeypatch):
@@ -63,16 +64,22 @@ def test_tune_row_tunes_on_the_tuning_seed_and_reports_on_the_other(monkeypatch)
         num_samples=3, selections=[TOPK], draws=[CONSTANT]))
     plan = RowPlan.of("confidence", PolicySampling(num_samples=6, nfe_budgets=[8]), cfg, "confidence", Path("m"),
                       cfg.tuning.draws)
-    draw_at = tuning.sampler_draw_at(None, tok, cfg, "confidence", None)
-    rows, log = tune_row(plan, draw_at, Search(None, tok, 4.3, cfg, report_seed=0, log=lambda m: None))
-    tuned = log.budgets[8].tuned
+    draw_at = tuning.sampler_draw_at(None, tok, cfg, "confidence")
+    levels = entropy_levels(4.3, cfg.tuning.with_(second_level=0.9))
+    rows, log = tune_row(plan, draw_at, Search(None, tok, levels, cfg, report_seed=0, log=lambda m: None))
     assert log.to_dict()["budgets"]["8"]["steps"] == 8 and log.report_seed == 0 and log.tuning_seed == 5
-    assert tuned.reached and abs(tuned.temperature - 1.3) <= cfg.tuning.entropy_tolerance * 4.3
     pilots = [s for s in seeds if s[1] == 3]
     assert pilots and {s[0] for s in pilots} == {5}
     assert {s[0] for s in seeds if s[1] == 6} == {0} and {r["seed"] for r in rows} == {0}
-    assert sorted({r["temperature"] for r in rows}) == report_temperatures(tuned.temperature, cfg.tuning)
-    assert len(rows) == 12 and {r["selection"] for r in rows} == {"topk"}
+    for level, target in levels.items():  # each level tuned to its own entropy, reported at its own temperatures
+        tuned = log.budgets[8].levels[level].tuned
+        assert tuned.reached and abs(tuned.temperature + 3 - target) <= cfg.tuning.entropy_tolerance * target
+        mine = [r for r in rows if r["level"] == level]
+        assert sorted({r["temperature"] for r in mine}) == report_temperatures(tuned.temperature, cfg.tuning)
+        assert len(mine) == 12 and {r["selection"] for r in mine} == {"topk"}
+    # the second level starts from the text level's pilots (the secant through them lands at once)
+    assert len(log.budgets[8].levels["second"].tuned.pilots) < len(log.budgets[8].levels["text"].tuned.pilots)
+    assert TuningLog.from_dict(json.loads(json.dumps(log.to_dict()))).to_dict() == log.to_dict()
 
 
 # --- tuning -------------------------------------------------------------------------------
@@ -126,6 +133,29 @@ def test_tune_policy_chooses_the_interpolated_best_on_a_synthetic_frontier():
     assert len(candidates(True, both, both.draws)) == 4 and candidates(True, both, None)[0].knobs is None
 
 
+def test_the_pool_is_searched_after_the_other_knobs_with_the_winners_rule_and_draw():
+    """A committed budget is a coordinate step: the winner's rule and draw knobs with each pool,
+    not every pool with every rule; a better pool wins and the cost is one candidate per pool."""
+    def measure(t, candidate):
+        entropy = 2.0 + 2.0 * t
+        pool_gain = {None: 0.0, 0.0: 0.1, 0.02: -0.2}[candidate.committed_budget]
+        rule_gain = 0.0 if candidate.selection == GUMBEL else 0.3
+        return entropy, 3.0 + rule_gain + pool_gain + (entropy - 4.6)
+
+    cfg = REPO_PARAMS.sample.tuning.with_(selections=[TOPK, GUMBEL], draws=[CONSTANT], entropy_tolerance=0.02)
+    tuned = tune_policy(candidates(True, cfg, cfg.draws), measure, 4.6, cfg, pools=[0.0, 0.02])
+    assert tuned.candidate == Candidate(GUMBEL, CONSTANT, 0.02) and tuned.judge_nll == pytest.approx(2.8)
+    assert [c.candidate.label for c in tuned.searched] == [
+        "top-k; T constant", "gumbel 1; T constant", "gumbel 1; T constant; just filled",
+        "gumbel 1; T constant; +2% committed"]
+    sampling = REPO_PARAMS.sample
+    plan = RowPlan.of("critic_fused", PolicySampling(), sampling, "critic_fused", Path("m"), sampling.tuning.draws)
+    assert plan.pools == tuple(sampling.tuning.committed_budgets) and plan.pools
+    for policy, spec in (("confidence", PolicySampling()), ("critic_fused", PolicySampling(committed_budget=0.02)),
+                         ("oracle_loo", PolicySampling())):  # a fixed pool, a filled-only policy, the ceiling
+        assert RowPlan.of(policy, spec, sampling, policy, Path("m"), sampling.tuning.draws).pools == ()
+
+
 def test_a_critic_is_never_searched_with_draw_knobs_below_its_training_temperatures():
     record = training_record(sample_temperature=0.7, sample_temperature_spread=1.3)
     greedy_end = DrawKnobs(anneal="linear", floor=0.0, top_k_share=0.3, top_p=1.0)
@@ -139,7 +169,7 @@ def test_a_critic_is_never_searched_with_draw_knobs_below_its_training_temperatu
 
 
 def test_a_candidate_round_trips_through_its_record():
-    for candidate in (Candidate(GUMBEL, PEERS), Candidate(TOPK, None)):
+    for candidate in (Candidate(GUMBEL, PEERS), Candidate(TOPK, None), Candidate(GUMBEL, CONSTANT, 0.02)):
         assert Candidate.from_fields(candidate.fields()) == candidate
 
 
@@ -178,6 +208,23 @@ def _policy(rng, offset, n=96):
         nll = 1.0 + entropy + offset + rng.normal(0, 0.2, n)
         out.append(setting_samples(texts, nll, {"ab", "cd"}, "abcdefgh "))
     return out
+
+
+def test_a_share_stays_within_0_and_1_even_where_a_replicate_extends_the_line():
+    lo = {"char_entropy": np.array([4.0, 4.0]), "judge_nll": np.array([3.0, 3.0]), "word_validity": np.array([0.1, 0.9]),
+          "rep_4": np.array([0.02, 0.9])}
+    hi = {"char_entropy": np.array([4.2, 4.2]), "judge_nll": np.array([4.0, 4.0]), "word_validity": np.array([0.0, 1.0]),
+          "rep_4": np.array([0.0, 1.0])}
+    beyond = interpolate(lo, hi, 4.6)  # three spans past the higher setting
+    assert beyond["judge_nll"] == pytest.approx([6.0, 6.0])  # not a share: the line itself
+    for share in ("word_validity", "rep_4"):
+        assert np.all((beyond[share] >= 0) & (beyond[share] <= 1)) and beyond[share].min() == 0.0
+    rng = np.random.default_rng(3)
+    settings = _policy(rng, 0.0)
+    entropies = [s.stats(np.arange(96))["char_entropy"] for s in settings]
+    edge = min(entropies) + 0.02 * (max(entropies) - min(entropies))  # near a setting: replicates leave the bracket
+    point = frontier_point(settings, edge, resamples=200)
+    assert point["bracketed"] and 0 <= point["word_validity_ci"][0] <= point["word_validity_ci"][1] <= 1
 
 
 def test_the_interpolated_point_lies_on_the_frontier_and_its_interval_covers_it():
@@ -240,12 +287,12 @@ def test_an_extrapolated_point_holds_no_number_and_renders_as_extrapolated():
     assert gap["judge_nll"] == {"difference": None, "ci": None, "better": 0}
     record = Comparison(32, "peer", "confidence", gap, False, "peer")
     fp = FrontierPoint("peer", "peer", "peer", 32, 32, 32, "top-k", 2.0, False, [1.8, 2.0], far)
-    text = "\n".join(render_settings({("peer", 32): fp}, {"char_entropy": 9.9, **{
-        f"{m}{s}": v for m in ("judge_nll", "word_validity", "rep_4") for s, v in (("", 0.5), ("_ci", [0.4, 0.6]))}})
-        + render_verdict([record], {32: "confidence"}))
+    text = "\n".join(render_settings({("peer", 32, "text"): fp}, {"char_entropy": 9.9, **{
+        f"{m}{s}": v for m in ("judge_nll", "word_validity", "rep_4") for s, v in (("", 0.5), ("_ci", [0.4, 0.6]))}},
+        {"text": beyond}) + render_verdict([record], {(32, "text"): "confidence"}, {"text": beyond}))
     assert "extrapolated" in text and record.outcome == "no verdict"
     peer_line = next(line for line in text.splitlines() if "`peer`" in line and "|" in line)
-    assert not any(ch.isdigit() for cell in peer_line.split("|")[8:12] for ch in cell)  # no number in the metrics
+    assert not any(ch.isdigit() for cell in peer_line.split("|")[9:13] for ch in cell)  # no number in the metrics
 
 
 def point(runs: str, values: dict, kind: str = "learned") -> FrontierPoint:
@@ -267,10 +314,11 @@ def test_outcome_follows_the_intervals_and_needs_bracketed_frontiers():
     judged = record(1, 1)
     judged.differences["ngram_jsd"] = {"difference": 0.1, "ci": [0.05, 0.15], "better": -1}
     assert judged.outcome == "disagree"  # the judge rewards what the text's 3-gram statistics do not
-    frontiers = {("critic", 32): point("critic", {"rep_4": 0.05})}
+    frontiers = {("critic", 32, "text"): point("critic", {"rep_4": 0.05})}
     lines = render_goal([record(1, 0)], frontiers, {"rep_4": 0.04}, None, {"multitask": 2.0, "generator_only": 2.0})
     assert lines[4].endswith("| yes |") and "vs `confidence`: beats" in lines[4]
-    lines = render_goal([record(1, 0)], {("critic", 32): point("critic", {"rep_4": 0.07})}, {"rep_4": 0.04}, None, {})
+    lines = render_goal([record(1, 0)], {("critic", 32, "text"): point("critic", {"rep_4": 0.07})}, {"rep_4": 0.04}, None,
+                        {})
     assert lines[4].endswith("| no |")  # rep-4 above 1.5x the text's
 
 
@@ -282,16 +330,16 @@ def test_where_no_learned_policy_meets_the_goal_the_closest_is_named_with_what_i
         return Comparison(32, policy, "confidence", diff, True, kind)
 
     records = [record("critic", 0.9, -1), record("critic_fused@generated", 0.1, 0)]
-    frontiers = {("critic", 32): point("critic", {"rep_4": 0.01, "judge_nll": 4.8}),
-                 ("critic_fused@generated", 32): point("critic_fused", {"rep_4": 0.09, "judge_nll": 4.0}),
-                 ("oracle_loo", 32): point("oracle_loo", {"rep_4": 0.01, "judge_nll": 3.7}, kind="oracle")}
+    frontiers = {("critic", 32, "text"): point("critic", {"rep_4": 0.01, "judge_nll": 4.8}),
+                 ("critic_fused@generated", 32, "text"): point("critic_fused", {"rep_4": 0.09, "judge_nll": 4.0}),
+                 ("oracle_loo", 32, "text"): point("oracle_loo", {"rep_4": 0.01, "judge_nll": 3.7}, kind="oracle")}
     lines = render_goal(records, frontiers, {"rep_4": 0.04}, None, {})
     text = "\n".join(lines)
     assert "Closest: `critic_fused@generated`" in text
     assert "vs `confidence` no significant difference (judge NLL +0.000 [-0.100, +0.100] (±0.100))" in text
     assert "rep-4 0.090 above the limit 0.060" in text and "the oracle ceiling's judge NLL is -0.300 from it" in text
     beaten = [record("critic", -0.1, 1)]
-    assert "Closest" not in "\n".join(render_goal(beaten, {("critic", 32): point("critic", {"rep_4": 0.01})},
+    assert "Closest" not in "\n".join(render_goal(beaten, {("critic", 32, "text"): point("critic", {"rep_4": 0.01})},
                                                    {"rep_4": 0.04}, None, {}))
 
 

@@ -18,7 +18,8 @@ from remask.config import SelectionRule
 from remask.data import CharTokenizer, load_meta
 from remask.errors import CheckpointError, ConfigError
 from remask.metrics import setting_samples
-from remask.records import BudgetTuning, Candidate, FrontierPoint, MasksLeft, Pilot, Searched, Setting, Tuned, TuningLog
+from remask.records import (BudgetTuning, Candidate, FrontierPoint, LevelTuning, MasksLeft, Pilot, Searched, Setting,
+                            Tuned, TuningLog)
 from remask.report import compare_policies, kind_of, render_goal, render_peer
 
 needs_peer = pytest.mark.skipif(
@@ -161,22 +162,24 @@ def test_our_best_learned_policy_chosen_on_the_tuning_draw_is_compared_with_the_
     rng = np.random.default_rng(0)
     offsets = {"confidence": 0.3, "remdm_conf": 0.6, "critic": 0.4, "critic_fused": 0.0, "peer_x_transformers": 0.5}
     tuning_nll = {"confidence": 4.3, "remdm_conf": 4.6, "critic": 4.4, "critic_fused": 4.0, "peer_x_transformers": 3.9}
-    samples = {(row, 32): _settings(rng, offset) for row, offset in offsets.items()}
+    samples = {(row, 32, "text"): _settings(rng, offset) for row, offset in offsets.items()}
     gumbel = SelectionRule(rule="gumbel", temperature=0.5)
 
     def log(row: str, nll: float, fields: dict) -> TuningLog:
         topk, chosen = Candidate(SelectionRule(rule="topk"), None), Candidate(gumbel, None)
         tuned = Tuned(chosen, 2.0, True, nll, [Searched(chosen, 2.0, True, nll, 1)],
                       [Pilot(topk, 2.0, 4.18, 3.0), Pilot(chosen, 2.0, 4.21, 3.0)])
-        return TuningLog(row, fields, "models/x", 4.8, 1, 0, {32: BudgetTuning(16, 32, tuned, [1.8, 2.0])})
+        return TuningLog(row, fields, "models/x", 4.8, 1, 0,
+                         {32: BudgetTuning(16, 32, {"text": LevelTuning(4.8, tuned, [1.8, 2.0])})})
 
     tuning = {row: log(row, nll, {"runs": row, "committed_budget": None}) for row, nll in tuning_nll.items()}
     tuning["peer_x_transformers"].fields = {"runs": "x-transformers==2.31.10 generate()", "kind": "peer",
                                             "committed_budget": None}
-    target = float(np.mean([s.stats(np.arange(96))["char_entropy"] for s in samples[("confidence", 32)]]))
-    frontiers = {(row, 32): FrontierPoint(row, tuning[row].runs, kind_of(tuning[row]), 32, 16, 32, "gumbel 0.5", 2.0, True,
-                                          [1.8, 2.0], {"bracketed": True, "rep_4": 0.01}) for row in offsets}
-    records = compare_policies(samples, frontiers, tuning, target, 300, 0.95, 0)
+    target = float(np.mean([s.stats(np.arange(96))["char_entropy"] for s in samples[("confidence", 32, "text")]]))
+    frontiers = {(row, 32, "text"): FrontierPoint(row, tuning[row].runs, kind_of(tuning[row]), 32, 16, 32, "gumbel 0.5",
+                                                  2.0, True, [1.8, 2.0], {"bracketed": True, "rep_4": 0.01})
+                 for row in offsets}
+    records = compare_policies(samples, frontiers, tuning, {"text": target}, 300, 0.95, 0)
     against_peer = [r for r in records if r.baseline_kind == "peer"]
     # the peer's low tuning NLL does not make it "our best": only learned rows are candidates
     assert [(r.policy, r.baseline, r.outcome) for r in against_peer] == [
@@ -188,22 +191,27 @@ def test_our_best_learned_policy_chosen_on_the_tuning_draw_is_compared_with_the_
     assert "peer_x_transformers" not in goal
     peer_log = tuning["peer_x_transformers"]
     peer_log.extra = {"mask_stand_in": " "}
-    peer_log.masks_left = MasksLeft.from_dict({"32": {"0/1.8/gumbel 0.5": 2, "0/2/gumbel 0.5": 1, "1/2/top-k": 9}})
-    peer_log.budgets[32] = replace(peer_log.budgets[32], tuned=replace(peer_log.budgets[32].tuned, reached=False))
+    peer_log.masks_left = MasksLeft.from_dict({"32": {"0/1.8/gumbel 0.5": 2, "0/2/gumbel 0.5": 1, "1/2/top-k": 9,
+                                                      "0/1.6/gumbel 0.5": 0}})
+    text_level = peer_log.budgets[32].levels["text"]
+    second = LevelTuning(4.2, replace(text_level.tuned, pilots=[]), [1.6, 1.8])  # reached, from the text's pilots
+    peer_log.budgets[32] = replace(peer_log.budgets[32], levels={
+        "text": replace(text_level, tuned=replace(text_level.tuned, reached=False)), "second": second})
     assert TuningLog.from_dict(json.loads(json.dumps(peer_log.to_dict()))).to_dict() == peer_log.to_dict()
-    settings = [Setting("peer_x_transformers", 32, 16, 32, t, "gumbel 0.5", {"char_entropy": e, "judge_nll": 3.1})
-                for t, e in ((1.8, 4.17), (2.0, 4.2))]
+    settings = [Setting("peer_x_transformers", 32, 16, 32, t, "gumbel 0.5", {"char_entropy": e, "judge_nll": 3.1},
+                        level) for t, e, level in ((1.8, 4.17, "text"), (2.0, 4.2, "text"), (1.6, 4.1, "second"),
+                                                   (1.8, 4.17, "second"))]
     peer = {"training": {"parameters": 798337, "parameters_ours": 799489, "val": {"gen_loss": 2.61}},
             "tuning": peer_log}
-    text = "\n".join(render_peer(records, frontiers, settings, {"char_entropy": 4.8}, peer,
-                                 {"multitask": 2.58, "generator_only": 2.57}))
+    text = "\n".join(render_peer(records, frontiers, settings, peer, {"multitask": 2.58, "generator_only": 2.57}))
     assert "`peer_x_transformers` is lucidrains' `x-transformers==2.31.10 generate()`" in text
     assert "798,337 parameters; ours 799,489" in text and "2.6100 (ours: `multitask` 2.5800" in text
-    assert ("NFE 32 (16 steps): its sampler does not reach the text's entropy (4.800 bits) anywhere in the search: "
-            "at most 4.210 bits on the tuning draw (T=2.00, gumbel 0.5)") in text
+    assert ("NFE 32 (16 steps): its sampler does not reach the test text's entropy (4.800 bits) anywhere in the "
+            "search: at most 4.210 bits on the tuning draw (T=2.00, gumbel 0.5)") in text
     assert "T=1.80: entropy 4.170, judge NLL 3.100; T=2.00: entropy 4.200" in text
     assert "3 `[MASK]` tokens left in its texts" in text  # the report draw's, not the tuning draw's
-    assert "at NFE 32 `critic_fused` beats it." in text
+    assert "NFE 32 (16 steps): its sampler reaches the second level (4.200 bits). Report draw (gumbel 0.5): T=1.60" in text
+    assert "at NFE 32, the test text's entropy, `critic_fused` beats it." in text
     assert json.dumps([r.to_dict() for r in against_peer])  # serialisable into metrics.json
 
 
@@ -233,13 +241,13 @@ def test_every_variant_row_is_compared_with_both_of_its_own_models_baselines():
     chosen = Candidate(SelectionRule(rule="topk"), None)
     tuned = Tuned(chosen, 1.2, True, 4.0, [Searched(chosen, 1.2, True, 4.0, 1)], [Pilot(chosen, 1.2, 4.8, 4.0)])
     tuning = {row: TuningLog(row, {"runs": runs, "committed_budget": budget}, "m", 4.8, 1, 0,
-                             {32: BudgetTuning(32, 32, tuned, [1.1, 1.3])}, variant=variant)
+                             {32: BudgetTuning(32, 32, {"text": LevelTuning(4.8, tuned, [1.1, 1.3])})}, variant=variant)
               for row, (runs, budget, variant) in rows.items()}
-    samples = {(row, 32): _settings(rng, 0.0) for row in rows}
-    target = float(np.mean([s.stats(np.arange(96))["char_entropy"] for s in samples[("confidence", 32)]]))
-    frontiers = {(row, 32): FrontierPoint(row, tuning[row].runs, kind_of(tuning[row]), 32, 32, 32, "top-k", 1.2, True,
-                                          [1.1, 1.3], {"bracketed": True}) for row in rows}
-    records = compare_policies(samples, frontiers, tuning, target, 100, 0.95, 0)
+    samples = {(row, 32, "text"): _settings(rng, 0.0) for row in rows}
+    target = float(np.mean([s.stats(np.arange(96))["char_entropy"] for s in samples[("confidence", 32, "text")]]))
+    frontiers = {(row, 32, "text"): FrontierPoint(row, tuning[row].runs, kind_of(tuning[row]), 32, 32, 32, "top-k", 1.2,
+                                                  True, [1.1, 1.3], {"bracketed": True}) for row in rows}
+    records = compare_policies(samples, frontiers, tuning, {"text": target}, 100, 0.95, 0)
     for row in ("critic_fused@loo", "critic_fused_budget@loo"):
         assert {"confidence@loo", "remdm_conf_budget@loo"} <= {r.baseline for r in records if r.policy == row}
         assert "confidence@generated" not in {r.baseline for r in records if r.policy == row}  # another model

@@ -108,20 +108,23 @@ def test_every_stage_produces_its_outputs(pipeline_run):
     rows = [json.loads(line) for line in (p / "results/samples/critic.jsonl").read_text().splitlines()]
     # every NFE budget, the critic's steps fitting it, two report temperatures, on the report seed only
     assert {(r["nfe_budget"], r["steps"], r["nfe"]) for r in rows} == {(4, 2, 3), (8, 4, 7)}
-    assert all(len({r["temperature"] for r in rows if r["nfe_budget"] == b}) == 2 for b in (4, 8))
+    assert all(len({r["temperature"] for r in rows if r["nfe_budget"] == b and r["level"] == level}) == 2
+               for b in (4, 8) for level in ("text", "second"))
     assert {r["seed"] for r in rows} == {0} and all(len(r["text"]) == 16 for r in rows)
     log = json.loads((p / "results/tuning/critic.json").read_text())
     assert log["tuning_seed"] == 1 != log["report_seed"] == 0
-    assert set(log["budgets"]) == {"4", "8"} and all(b["pilots"] for b in log["budgets"].values())
+    assert set(log["budgets"]) == {"4", "8"} and all(b["levels"]["text"]["pilots"] for b in log["budgets"].values())
+    assert {b["levels"]["second"]["target_entropy"] for b in log["budgets"].values()} == {0.875 * log["target_entropy"]}
     # the checkpoint records what the critic was trained on, which the sample stage checked
     assert json.loads((p / "models/multitask/config.json").read_text())["critic"]["input"] == "partial"
     metrics = json.loads((p / "results/evaluate_samples/metrics.json").read_text())
-    assert set(metrics["frontier"]) == {f"{q}/nfe{b}" for q in ("random", "confidence", "critic", "critic_fused")
-                                        for b in (4, 8)}
+    assert set(metrics["frontier"]) == {f"{q}/nfe{b}/{level}" for q in ("random", "confidence", "critic", "critic_fused")
+                                        for b in (4, 8) for level in ("text", "second")}
     assert {(c["policy"], c["baseline"]) for c in metrics["comparisons"] if c["budget"] == 8} >= {
         ("critic", "confidence"), ("critic_fused", "confidence"), ("random", "confidence")}
     summary = (p / "results/summary.md").read_text()
-    for heading in ("## Verdict", "### NFE 8", "## Each policy at its tuned settings", "## Detection against a refreshed",
+    for heading in ("## Verdict", "### NFE 8, at the test text's entropy", "### NFE 8, at the second level",
+                    "## Each policy at its tuned settings", "## Detection against a refreshed",
                     "## The seed's view"):
         assert heading in summary, heading
     refreshed = json.loads((p / "results/evaluate_critic/metrics.json").read_text())["refreshed"]

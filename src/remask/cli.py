@@ -109,9 +109,12 @@ def apply_tuned(args: argparse.Namespace) -> None:
     log = json.loads(path.read_text(encoding="utf-8"))
     if Path(log["model"]).resolve() != Path(args.checkpoint).resolve():
         raise UsageError(f"--tuned: {path} was tuned on {log['model']}, not on {args.checkpoint}")
-    budget = log["budgets"].get(str(args.nfe))
-    if budget is None:
+    if str(args.nfe) not in log["budgets"]:
         raise UsageError(f"--tuned: {path} has no NFE {args.nfe}; tuned budgets: {', '.join(log['budgets'])}")
+    levels = log["budgets"][str(args.nfe)]["levels"]
+    if args.level not in levels:
+        raise UsageError(f"--level {args.level}: {path} has no tuning at that entropy level; tuned: {', '.join(levels)}")
+    budget = levels[args.level]
     args.temperature, args.selection = budget["temperature"], budget["selection"]
     args.selection_temperature = budget["selection_temperature"]
     args.anneal, args.temperature_floor = budget["anneal"], budget["floor"]
@@ -123,6 +126,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise UsageError(f"unknown policy {args.policy!r}; valid policies: {', '.join(POLICIES)}")
     if args.tuned and args.steps is not None:
         raise UsageError("--tuned reads the settings tuned at an NFE budget: give --nfe, not --steps")
+    if args.level != "text" and not args.tuned:
+        raise UsageError("--level chooses which of the pipeline's tuned settings --tuned reads: give --tuned")
     if args.steps is None:
         try:
             args.steps = steps_for_nfe(args.policy, args.nfe)
@@ -264,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--tuned", action="store_true",
                         help="the temperature and selection the pipeline tuned for this policy, checkpoint and NFE "
                              "(results/tuning/<policy>.json)")
+    sample.add_argument("--level", choices=("text", "second"), default="text",
+                        help="with --tuned: the settings tuned for the test text's entropy (default) or for the "
+                             "pipeline's second, lower entropy level (sample.tuning.second_level)")
     sample.add_argument("--results-dir", default="results", help="where --tuned reads the tuning logs")
     sample.add_argument("--num-samples", type=_positive("--num-samples"), default=4)
     sample.add_argument("--length", type=_positive("--length"), default=None,

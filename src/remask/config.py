@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -259,13 +259,20 @@ class Tuning(_Section):
     test text's; the candidate with the lowest judge NLL interpolated at the text's entropy wins
     (:mod:`remask.tuning`). The report draw then samples at
     ``T * (1 - report_spread)`` and ``T * (1 + report_spread)``, so that the frontier can be
-    interpolated at the text's entropy."""
+    interpolated at the text's entropy. Where ``second_level`` is set, all of it is done again at
+    that share of the text's entropy (a second level to compare at, which samplers that never
+    reach the text's entropy reach). A row whose policy may re-mask any token and whose pool the
+    row does not fix also tries the winner's knobs with each re-masking pool of
+    ``committed_budgets`` (0: only the tokens just filled; eta: those and a share eta of the
+    committed ones)."""
 
     num_samples: int = Field(ge=2)
     temperature_range: list[float] = Field(min_length=2, max_length=2)
     entropy_tolerance: float = Field(gt=0, lt=0.5)
     max_pilots: int = Field(ge=3)
     report_spread: float = Field(gt=0, lt=0.5)
+    second_level: Annotated[float, Field(gt=0, lt=1)] | None
+    committed_budgets: list[Annotated[float, Field(ge=0, le=1)]]  # re-masking pools tried after the rest
     selections: list[SelectionRule] = Field(min_length=1)
     draws: list[DrawKnobs] = Field(min_length=1)
 

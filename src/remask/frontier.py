@@ -32,6 +32,9 @@ LOWER_IS_BETTER = {"judge_nll": True, "word_validity": False, "rep_4": True, "ng
 # divergence from held-out text is about 0.03 bits higher, more than the spread; their intervals come from the
 # delete-one jackknife instead (:func:`remask.metrics.jackknife_interval`)
 JACKKNIFED = {"ngram_jsd"}
+# shares of words or 4-grams: a bootstrap replicate whose resampled entropies no longer bracket the level
+# extends the line past its settings, which could carry a share below 0 or above 1; it is clipped there
+SHARES = {"word_validity", "rep_4"}
 
 
 def measured(settings: Sequence[SettingSamples]) -> tuple[str, ...]:
@@ -54,11 +57,12 @@ def segment(entropies: Sequence[float], target: float) -> tuple[int, int, bool]:
 
 def interpolate(lo: dict, hi: dict, target: float) -> dict[str, np.ndarray]:
     """Every metric of :data:`METRICS` that ``lo`` has, at entropy ``target`` on the line through
-    ``lo`` and ``hi``."""
+    ``lo`` and ``hi`` (a share of :data:`SHARES` kept within [0, 1])."""
     span = hi["char_entropy"] - lo["char_entropy"]
     with np.errstate(divide="ignore", invalid="ignore"):  # equal entropies: the mean of the two points
         weight = np.where(span == 0, 0.5, (target - lo["char_entropy"]) / np.where(span == 0, 1.0, span))
-    return {m: lo[m] + weight * (hi[m] - lo[m]) for m in METRICS if m in lo}
+    line = {m: lo[m] + weight * (hi[m] - lo[m]) for m in METRICS if m in lo}
+    return {m: np.clip(v, 0.0, 1.0) if m in SHARES else v for m, v in line.items()}
 
 
 def at_entropy(settings: Sequence[SettingSamples], target: float) -> dict:

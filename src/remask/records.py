@@ -8,13 +8,19 @@ and parsed in another.
 - :class:`Candidate`: one point of the search besides the temperature (a selection rule, draw knobs);
 - :class:`Pilot`: one tuning run (a candidate at one temperature, on the tuning draw);
 - :class:`Searched`: one candidate's outcome on the tuning draw;
-- :class:`Tuned`: the outcome of tuning one row at one budget (the candidate, the temperature, the pilots);
-- :class:`BudgetTuning`: that outcome with the report draw's steps, NFE and temperatures;
+- :class:`Tuned`: the outcome of tuning one row at one budget and entropy level (the candidate, the
+  temperature, the pilots);
+- :class:`LevelTuning`: that outcome with its target entropy and the report draw's temperatures;
+- :class:`BudgetTuning`: a row at one budget: its steps, NFE and each entropy level's tuning;
 - :class:`TuningLog`: a row's whole search (``results/tuning/<row>.json``), with the public peer's
   :class:`MasksLeft` where its sampler left ``[MASK]`` tokens;
 - :class:`Setting`: one report setting (a row at one budget and temperature) as measured;
-- :class:`FrontierPoint`: a row's frontier at the text's entropy, with its tuned settings;
-- :class:`Comparison`: one row minus one baseline at the text's entropy, with its outcome.
+- :class:`FrontierPoint`: a row's frontier at one entropy level, with its tuned settings;
+- :class:`Comparison`: one row minus one baseline at one entropy level, with its outcome.
+
+Rows are compared at named *entropy levels* (:data:`LEVELS`): the test text's character entropy,
+and a second, lower one (``sample.tuning.second_level``, a share of the text's) that samplers which
+never reach the text's (the public peer's) reach too.
 
 A measurement's metrics stay a mapping from the metric's name (``judge_nll``, ``word_validity``,
 ``rep_4``...) to its value, with ``<metric>_ci`` its interval, as :mod:`remask.metrics` and
@@ -27,32 +33,62 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from remask.config import DrawKnobs, SelectionRule
+from remask.config import DrawKnobs, SelectionRule, Tuning
+
+TEXT_LEVEL = "text"  # the test text's character entropy
+SECOND_LEVEL = "second"  # sample.tuning.second_level times the text's
+LEVELS = {TEXT_LEVEL: "the test text's entropy", SECOND_LEVEL: "the second level"}
+
+
+def entropy_levels(text_entropy: float, cfg: Tuning) -> dict[str, float]:
+    """The entropy levels every row is tuned for and compared at: the test text's, and
+    ``cfg.second_level`` times it where set (a level every compared sampler reaches: the public
+    peer's never reaches the text's)."""
+    levels = {TEXT_LEVEL: text_entropy}
+    if cfg.second_level is not None:
+        levels[SECOND_LEVEL] = cfg.second_level * text_entropy
+    return levels
+
+
+def level_title(level: str, target: float) -> str:
+    """How a summary names an entropy level: ``the test text's entropy (4.800 bits)``."""
+    return f"{LEVELS[level]} ({target:.3f} bits)"
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One point of the search over a row's knobs besides the temperature: a selection rule and
-    the draw knobs (``None``: the row's own sampler, which has none of ours: the public peer's)."""
+    """One point of the search over a row's knobs besides the temperature: a selection rule, the
+    draw knobs (``None``: the row's own sampler, which has none of ours: the public peer's) and the
+    re-masking pool (``committed_budget``: ``None`` the policy's own; ``0`` only the tokens just
+    filled; ``eta`` those and MaskGIT's share ``eta`` of the committed ones, for a policy whose
+    candidates are all tokens)."""
 
     selection: SelectionRule
     knobs: DrawKnobs | None
+    committed_budget: float | None = None
 
     @property
     def label(self) -> str:
-        return self.selection.label + ("" if self.knobs is None else f"; {self.knobs.label}")
+        return (self.selection.label + ("" if self.knobs is None else f"; {self.knobs.label}")
+                + ("" if self.committed_budget is None else f"; {pool_label(self.committed_budget)}"))
 
     def fields(self) -> dict[str, Any]:
         """What a sample or a pilot records of it (flat: a JSON line stays a table row)."""
         knobs = {} if self.knobs is None else self.knobs.model_dump()
-        return {"selection": self.selection.rule, "selection_temperature": self.selection.temperature, **knobs}
+        return {"selection": self.selection.rule, "selection_temperature": self.selection.temperature, **knobs,
+                "committed_budget": self.committed_budget}
 
     @classmethod
     def from_fields(cls, raw: Mapping) -> "Candidate":
         rule = SelectionRule(rule=raw["selection"], temperature=raw["selection_temperature"])
         names = DrawKnobs.model_fields
         knobs = DrawKnobs(**{k: raw[k] for k in names if k in raw}) if "anneal" in raw else None
-        return cls(rule, knobs)
+        return cls(rule, knobs, raw.get("committed_budget"))
+
+
+def pool_label(committed_budget: float) -> str:
+    """How a summary names a re-masking pool: ``just filled`` or ``+2% committed``."""
+    return "just filled" if committed_budget == 0 else f"+{committed_budget * 100:g}% committed"
 
 
 @dataclass(frozen=True)
@@ -102,13 +138,13 @@ class Searched:
 
 @dataclass(frozen=True)
 class Tuned:
-    """The outcome of tuning one row at one NFE budget: the chosen candidate and temperature, and
-    every candidate's outcome and pilot."""
+    """The outcome of tuning one row at one NFE budget and entropy level: the chosen candidate and
+    temperature, and every candidate's outcome and the pilots this search ran."""
 
     candidate: Candidate
     temperature: float
-    reached: bool  # the chosen candidate reached the text's entropy within the tolerance
-    judge_nll: float | None  # interpolated at the text's entropy on the tuning draw (for choosing, never reporting)
+    reached: bool  # the chosen candidate reached the target entropy within the tolerance
+    judge_nll: float | None  # interpolated at the target entropy on the tuning draw (for choosing, never reporting)
     searched: list[Searched]
     pilots: list[Pilot]
 
@@ -128,21 +164,42 @@ class Tuned:
 
 
 @dataclass(frozen=True)
-class BudgetTuning:
-    """One row at one NFE budget: how it was tuned and where the report draw sampled it."""
+class LevelTuning:
+    """One row at one NFE budget and entropy level: the entropy it was tuned to reach (``target``,
+    bits), how it was tuned, and where the report draw sampled it."""
 
-    steps: int
-    nfe: int
+    target: float
     tuned: Tuned
     report_temperatures: list[float]
 
     def to_dict(self) -> dict:
-        return {"steps": self.steps, "nfe": self.nfe, **self.tuned.to_dict(),
-                "report_temperatures": self.report_temperatures}
+        return {"target_entropy": self.target, **self.tuned.to_dict(), "report_temperatures": self.report_temperatures}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> "LevelTuning":
+        return cls(raw["target_entropy"], Tuned.from_dict(raw), raw["report_temperatures"])
+
+
+@dataclass(frozen=True)
+class BudgetTuning:
+    """One row at one NFE budget: its steps and NFE, and its tuning at each entropy level
+    (:data:`TEXT_LEVEL` first)."""
+
+    steps: int
+    nfe: int
+    levels: dict[str, LevelTuning]
+
+    @property
+    def tuned(self) -> Tuned:
+        """The tuning at the test text's entropy: the one the goal and the sampling CLI use."""
+        return self.levels[TEXT_LEVEL].tuned
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "nfe": self.nfe, "levels": {k: v.to_dict() for k, v in self.levels.items()}}
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> "BudgetTuning":
-        return cls(raw["steps"], raw["nfe"], Tuned.from_dict(raw), raw["report_temperatures"])
+        return cls(raw["steps"], raw["nfe"], {k: LevelTuning.from_dict(v) for k, v in raw["levels"].items()})
 
 
 def masks_left_key(seed: int, temperature: float, rule: SelectionRule) -> str:
@@ -222,8 +279,9 @@ class TuningLog:
 
 @dataclass(frozen=True)
 class Setting:
-    """One report setting as measured: the row's samples at one budget and temperature, with their
-    text metrics (:func:`remask.metrics.text_metrics`: each metric and its ``<metric>_ci``)."""
+    """One report setting as measured: the row's samples at one budget, entropy level (the one its
+    temperature was tuned for) and temperature, with their text metrics
+    (:func:`remask.metrics.text_metrics`: each metric and its ``<metric>_ci``)."""
 
     row: str
     budget: int
@@ -232,23 +290,25 @@ class Setting:
     temperature: float
     selection_label: str
     metrics: Mapping[str, Any]
+    level: str = TEXT_LEVEL
 
     @property
     def key(self) -> str:
         """Its key in ``metrics.json`` (written, never parsed)."""
-        return f"{self.row}/nfe{self.budget}/t{self.temperature:g}"
+        return f"{self.row}/nfe{self.budget}/{self.level}/t{self.temperature:g}"
 
     def to_dict(self) -> dict:
-        return {"policy": self.row, "nfe_budget": self.budget, "steps": self.steps, "nfe": self.nfe,
-                "temperature": self.temperature, "selection_label": self.selection_label, **self.metrics}
+        return {"policy": self.row, "nfe_budget": self.budget, "level": self.level, "steps": self.steps,
+                "nfe": self.nfe, "temperature": self.temperature, "selection_label": self.selection_label,
+                **self.metrics}
 
 
 @dataclass(frozen=True)
 class FrontierPoint:
-    """A row at one budget on its frontier, at the test text's entropy: what ran it, how it was
-    tuned, and ``point`` (:func:`remask.frontier.frontier_point`: each metric with its
+    """A row at one budget on its frontier, at one entropy ``level``: what ran it, how it was tuned
+    for that level, and ``point`` (:func:`remask.frontier.frontier_point`: each metric with its
     ``<metric>_ci``, the ``segment`` of report settings used and whether they ``bracketed`` the
-    text's entropy; an extrapolated point gives no verdict)."""
+    level; an extrapolated point gives no verdict)."""
 
     row: str
     runs: str
@@ -261,38 +321,40 @@ class FrontierPoint:
     reached: bool
     report_temperatures: list[float]
     point: Mapping[str, Any]
+    level: str = TEXT_LEVEL
 
     @property
     def bracketed(self) -> bool:
         return bool(self.point["bracketed"])
 
     def value(self, metric: str) -> float | None:
-        """``metric`` at the text's entropy; ``None`` where the frontier is extrapolated."""
+        """``metric`` at its entropy level; ``None`` where the frontier is extrapolated."""
         return self.point[metric]
 
     @property
     def key(self) -> str:
         """Its key in ``metrics.json`` (written, never parsed)."""
-        return f"{self.row}/nfe{self.budget}"
+        return f"{self.row}/nfe{self.budget}/{self.level}"
 
     def to_dict(self) -> dict:
         return {"policy": self.row, "runs": self.runs, "kind": self.kind, "nfe_budget": self.budget,
-                "steps": self.steps, "nfe": self.nfe, "selection_label": self.selection_label,
+                "level": self.level, "steps": self.steps, "nfe": self.nfe, "selection_label": self.selection_label,
                 "tuned_temperature": self.tuned_temperature, "reached": self.reached,
                 "report_temperatures": self.report_temperatures, **self.point}
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """``policy`` minus ``baseline`` at the text's entropy, at one NFE budget."""
+    """``policy`` minus ``baseline`` at one entropy ``level``, at one NFE budget."""
 
     budget: int
     policy: str
     baseline: str
     differences: Mapping[str, Mapping]  # metric -> {"difference", "ci": [low, high], "better": +1 / 0 / -1}
-    bracketed: bool  # both frontiers bracket the text's entropy
+    bracketed: bool  # both frontiers bracket the level
     kind: str = "learned"  # the kind of the policy the row runs
     baseline_kind: str = "training_free"  # ``peer``: the public peer, the one baseline that is not ours
+    level: str = TEXT_LEVEL
 
     @property
     def outcome(self) -> str:
@@ -313,6 +375,7 @@ class Comparison:
         return "no significant difference"
 
     def to_dict(self) -> dict:
-        return {"budget": self.budget, "policy": self.policy, "kind": self.kind, "baseline": self.baseline,
+        return {"budget": self.budget, "level": self.level, "policy": self.policy, "kind": self.kind,
+                "baseline": self.baseline,
                 "baseline_kind": self.baseline_kind, "differences": dict(self.differences),
                 "bracketed": self.bracketed, "outcome": self.outcome}

@@ -5,7 +5,8 @@ from the measured frontiers (:mod:`remask.frontier`): for every NFE budget, ever
 ``confidence``, against ``remdm_conf`` where it was sampled, against the best training-free policy
 (the one with the lowest judge NLL on the *tuning* draw, so choosing it does not look at the
 report samples), and a study variant's row also against ``confidence`` on the variant's own model:
-the difference of each metric at the test text's entropy with a bootstrap interval of the
+the difference of each metric at each entropy level (the test text's, and a second, lower one that
+every sampler reaches: :func:`remask.records.entropy_levels`) with a bootstrap interval of the
 difference. Where the study's public peer (x-transformers' self-critic, :mod:`remask.peer`) was
 sampled, our best learned policy (chosen on the tuning draw, like the best training-free one) is
 compared with it too; it is a baseline of its own kind (``peer``), not one of the goal's. The
@@ -16,11 +17,12 @@ Rules, so that no single metric can be gamed:
 - equal NFE (each policy takes the most steps its passes allow); the ``oracle_loo`` ceiling runs
   at equal *steps* and is labelled as a ceiling, never as a contender;
 - every policy at its own tuned settings (:mod:`remask.tuning`), measured on a fresh draw;
-- at the test text's entropy, interpolated on each policy's frontier;
+- at a named entropy level, interpolated on each policy's frontier between the report settings
+  tuned for that level; the goal is judged at the test text's;
 - A *beats* B when the interval of their judge-NLL difference lies below 0 and the interval of
   the word-validity difference does not lie below 0 (no worse); A *loses* when the judge-NLL
   interval lies above 0; otherwise the difference is not significant. A frontier that does not
-  bracket the text's entropy (extrapolated) gives no verdict.
+  bracket the level (extrapolated) gives no verdict.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 from remask.frontier import difference
 from remask.policies import get_policy
-from remask.records import Comparison, FrontierPoint, Setting, TuningLog
+from remask.records import LEVELS, TEXT_LEVEL, Comparison, FrontierPoint, Setting, TuningLog, level_title
 
 BASELINE = "confidence"
 REVISITING_BASELINE = "remdm_conf"  # the training-free policy that also revisits committed tokens
@@ -48,11 +50,12 @@ EXTRAPOLATED = "extrapolated"  # what stands where a value would be extrapolated
 REP4_LIMIT = 1.5  # rep-4 at most this multiple of the test text's, for the goal
 
 
-def best_of_kind(tuning: Mapping[str, TuningLog], budget: int, kind: str) -> str | None:
-    """The row of ``kind`` with the lowest judge NLL at the text's entropy on the *tuning* draw (rows
-    that reached the entropy first), so that choosing it never looks at the report samples."""
-    scored = [(not log.budgets[budget].tuned.reached, log.budgets[budget].tuned.judge_nll, name)
-              for name, log in tuning.items() if kind_of(log) == kind and budget in log.budgets]
+def best_of_kind(tuning: Mapping[str, TuningLog], budget: int, kind: str, level: str = TEXT_LEVEL) -> str | None:
+    """The row of ``kind`` with the lowest judge NLL at the entropy ``level`` on the *tuning* draw
+    (rows that reached the entropy first), so that choosing it never looks at the report samples."""
+    tuned = {name: log.budgets[budget].levels[level].tuned for name, log in tuning.items()
+             if kind_of(log) == kind and budget in log.budgets and level in log.budgets[budget].levels}
+    scored = [(not t.reached, t.judge_nll, name) for name, t in tuned.items()]
     return min(scored)[2] if scored else None
 
 
@@ -74,42 +77,49 @@ def same_model_baseline(tuning: Mapping[str, TuningLog], log: TuningLog) -> list
                   and is_same_model_baseline(other))
 
 
-def best_training_free(tuning: Mapping[str, TuningLog], budget: int) -> str:
-    """The training-free policy with the lowest judge NLL at the text's entropy on the tuning draw."""
-    best = best_of_kind(tuning, budget, "training_free")
+def best_training_free(tuning: Mapping[str, TuningLog], budget: int, level: str = TEXT_LEVEL) -> str:
+    """The training-free policy with the lowest judge NLL at the entropy ``level`` on the tuning draw."""
+    best = best_of_kind(tuning, budget, "training_free", level)
     if best is None:
-        raise ValueError(f"no training-free policy was sampled at NFE {budget}")
+        raise ValueError(f"no training-free policy was sampled at NFE {budget} at the {level} level")
     return best
 
 
 def compare_policies(
-    samples: Mapping[tuple[str, int], Sequence], frontiers: Mapping[tuple[str, int], FrontierPoint],
-    tuning: Mapping[str, TuningLog], target: float, resamples: int, level: float, seed: int,
+    samples: Mapping[tuple[str, int, str], Sequence], frontiers: Mapping[tuple[str, int, str], FrontierPoint],
+    tuning: Mapping[str, TuningLog], levels: Mapping[str, float], resamples: int, level: float, seed: int,
 ) -> list[Comparison]:
-    """Every policy against ``confidence`` and against the best training-free policy, per budget,
-    and our best learned policy (chosen on the tuning draw) against the public peer's row.
+    """Every policy against ``confidence`` and against the best training-free policy, per budget
+    and entropy level, and our best learned policy (chosen on the tuning draw) against the public
+    peer's row.
 
-    ``samples[(policy, budget)]``: its report settings (:class:`remask.metrics.SettingSamples`);
-    ``frontiers``: the :class:`FrontierPoint` of each; ``tuning``: the tuning logs."""
+    ``samples[(policy, budget, level)]``: its report settings for that level
+    (:class:`remask.metrics.SettingSamples`); ``frontiers``: the :class:`FrontierPoint` of each;
+    ``tuning``: the tuning logs; ``levels``: each level's entropy (bits)."""
     records = []
 
-    def compare(budget: int, policy: str, baseline: str) -> Comparison:
-        diff = difference(samples[(policy, budget)], samples[(baseline, budget)], target, resamples, level, seed)
-        bracketed = frontiers[(policy, budget)].bracketed and frontiers[(baseline, budget)].bracketed
-        return Comparison(budget, policy, baseline, diff, bracketed, kind_of(tuning[policy]), kind_of(tuning[baseline]))
+    def compare(budget: int, at: str, policy: str, baseline: str) -> Comparison:
+        diff = difference(samples[(policy, budget, at)], samples[(baseline, budget, at)], levels[at], resamples, level,
+                          seed)
+        bracketed = frontiers[(policy, budget, at)].bracketed and frontiers[(baseline, budget, at)].bracketed
+        return Comparison(budget, policy, baseline, diff, bracketed, kind_of(tuning[policy]), kind_of(tuning[baseline]),
+                          at)
 
-    for budget in sorted({b for _, b in samples}):
-        baselines = [BASELINE, REVISITING_BASELINE, best_training_free(tuning, budget)]
-        rows = sorted(p for p, b in samples if b == budget)
-        for policy in rows:
-            # a row on a study variant's model is also compared with `confidence` and `remdm_conf` with a
-            # committed budget on that same model (where sampled): the score apart from the variant's generator
-            own = same_model_baseline(tuning, tuning[policy])
-            records += [compare(budget, policy, baseline) for baseline in dict.fromkeys(baselines + own)
-                        if policy != baseline and (baseline, budget) in samples]
-        best = best_of_kind({p: tuning[p] for p in rows}, budget, "learned")
-        if best is not None:
-            records += [compare(budget, best, peer) for peer in rows if kind_of(tuning[peer]) == "peer"]
+    for budget in sorted({b for _, b, _ in samples}):
+        for at in levels:
+            rows = sorted(p for p, b, lv in samples if b == budget and lv == at)
+            if not rows:
+                continue
+            baselines = [BASELINE, REVISITING_BASELINE, best_training_free(tuning, budget, at)]
+            for policy in rows:
+                # a row on a study variant's model is also compared with `confidence` and `remdm_conf` with a
+                # committed budget on that same model (where sampled): the score apart from the variant's generator
+                own = same_model_baseline(tuning, tuning[policy])
+                records += [compare(budget, at, policy, baseline) for baseline in dict.fromkeys(baselines + own)
+                            if policy != baseline and (baseline, budget, at) in samples]
+            best = best_of_kind({p: tuning[p] for p in rows}, budget, "learned", at)
+            if best is not None:
+                records += [compare(budget, at, best, peer) for peer in rows if kind_of(tuning[peer]) == "peer"]
     return records
 
 
@@ -135,37 +145,48 @@ def fmt_difference(d: Mapping, digits: int = 3) -> str:
     return fmt_ci(d["difference"], d["ci"], digits, sign=True)
 
 
-def render_settings(frontiers: Mapping[tuple[str, int], FrontierPoint], reference: Mapping) -> list[str]:
-    """Each policy's tuned settings and its quality at the text's entropy, per budget."""
-    lines = ["## Each policy at its tuned settings, at the test text's entropy", "",
-             f"Interpolated at the test text's entropy ({reference['char_entropy']:.3f} bits) between the two report "
-             "temperatures; 95% bootstrap intervals over texts, paired by text, with their half-width (±; the 3-gram "
+def level_order(key: tuple) -> tuple:
+    """Sort key of ``(row, budget, level)``: by budget, then level (the text's first), then row."""
+    row, budget, level = key
+    return budget, list(LEVELS).index(level), row
+
+
+def render_settings(frontiers: Mapping[tuple[str, int, str], FrontierPoint], reference: Mapping,
+                    levels: Mapping[str, float]) -> list[str]:
+    """Each policy's tuned settings and its quality at each entropy level, per budget."""
+    named = "; ".join(level_title(level, target) for level, target in levels.items())
+    lines = ["## Each policy at its tuned settings, at each entropy level", "",
+             f"Interpolated at each entropy level ({named}) between the two report temperatures tuned for that level; "
+             "95% bootstrap intervals over texts, paired by text, with their half-width (±; the 3-gram "
              "JSD's: the jackknife's). *Knobs*: "
-             "the selection rule and draw knobs chosen on the tuning draw (*not reached*: no pilot came within the "
-             "tolerance of the text's entropy). *Extrapolated*: the report draw's entropies do not bracket the text's, "
-             "so there is no value to show. 3-gram JSD: the Jensen-Shannon divergence (bits) of the samples' character "
+             "the selection rule and draw knobs chosen on the tuning draw at that level (*not reached*: no pilot came "
+             "within the tolerance of the level). *Extrapolated*: the report draw's entropies do not bracket the "
+             "level, so there is no value to show. 3-gram JSD: the Jensen-Shannon divergence (bits) of the samples' character "
              "3-gram distribution from the validation split's (lower: closer to real text; the test text's own value "
              "is the floor at this sample size).", "",
-             "| NFE budget | policy | kind | steps | NFE | knobs | report temperatures | judge NLL | word validity "
-             "| rep-4 | 3-gram JSD | frontier |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (policy, budget), f in sorted(frontiers.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+             "| NFE budget | level | policy | kind | steps | NFE | knobs | report temperatures | judge NLL | word validity "
+             "| rep-4 | 3-gram JSD | frontier |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (policy, budget, level), f in sorted(frontiers.items(), key=lambda kv: level_order(kv[0])):
         kind = f.kind.replace("_", "-") + {"oracle": " (ceiling, equal steps)",
                                            "peer": " (public implementation)"}.get(f.kind, "")
         lines.append(
-            f"| {budget} | `{policy}` | {kind} | {f.steps} | {f.nfe} | {f.selection_label}"
+            f"| {budget} | {level} | `{policy}` | {kind} | {f.steps} | {f.nfe} | {f.selection_label}"
             f"{'' if f.reached else ' (not reached)'} | {', '.join(f'{t:.3f}' for t in f.report_temperatures)} "
             f"| {fmt(f.point, 'judge_nll')} | {fmt(f.point, 'word_validity')} | {fmt(f.point, 'rep_4')} | "
             f"{fmt(f.point, 'ngram_jsd')} | {'bracketed' if f.bracketed else EXTRAPOLATED} |")
-    lines.append(f"| - | test text | - | - | - | - | - | {fmt(reference, 'judge_nll')} | "
+    lines.append(f"| - | - | test text | - | - | - | - | - | {fmt(reference, 'judge_nll')} | "
                  f"{fmt(reference, 'word_validity')} | {fmt(reference, 'rep_4')} | {fmt(reference, 'ngram_jsd')} | - |")
     return lines
 
 
-def render_verdict(records: Sequence[Comparison], best: Mapping[int, str]) -> list[str]:
-    """One line per comparison, its differences and the outcome they imply; ``best``: the best
-    training-free policy of each budget (chosen on the tuning draw)."""
+def render_verdict(records: Sequence[Comparison], best: Mapping[tuple[int, str], str],
+                   levels: Mapping[str, float]) -> list[str]:
+    """One line per comparison, its differences and the outcome they imply, per budget and entropy
+    level; ``best``: the best training-free policy of each budget and level (chosen on the tuning
+    draw)."""
     lines = ["## Verdict", "",
-             "Differences are *policy minus baseline* at the test text's entropy, with a 95% bootstrap interval of the "
+             "Differences are *policy minus baseline* at a named entropy level (the test text's, and a second, lower "
+             "one that every sampler reaches, the public peer's included), with a 95% bootstrap interval of the "
              "difference, paired by text, and its half-width (lower judge NLL, rep-4 and 3-gram JSD, higher word validity "
              "are better). A policy beats its baseline when the judge-NLL interval lies below 0, the word-validity "
              "interval does not lie below 0 and the 3-gram JSD interval does not lie above 0; *disagree*: judge NLL "
@@ -176,24 +197,27 @@ def render_verdict(records: Sequence[Comparison], best: Mapping[int, str]) -> li
              "judge NLL on the tuning draw. `<row>@<variant>`: a row sampled on a study variant's model, also compared "
              f"with `{BASELINE}@<variant>` and `remdm_conf_budget@<variant>` (the same model), so that the score's "
              "effect reads apart from the variant's generator.", ""]
-    for budget in sorted({r.budget for r in records}):
-        lines += [f"### NFE {budget}", "", f"Best training-free policy (tuning draw): `{best[budget]}`.", ""]
-        for r in (r for r in records if r.budget == budget):
+    for budget, level in sorted({(r.budget, r.level) for r in records}, key=lambda k: (k[0], list(LEVELS).index(k[1]))):
+        lines += [f"### NFE {budget}, at {level_title(level, levels[level])}", "",
+                  f"Best training-free policy (tuning draw): `{best[(budget, level)]}`.", ""]
+        for r in (r for r in records if r.budget == budget and r.level == level):
             ceiling = " (oracle ceiling at equal steps, not a contender)" if r.kind == "oracle" else ""
             parts = "; ".join(f"{METRIC_NAMES[m]} {fmt_difference(d)}" for m, d in r.differences.items()) \
-                if r.bracketed else f"{EXTRAPOLATED} (a frontier does not bracket the text's entropy)"
+                if r.bracketed else f"{EXTRAPOLATED} (a frontier does not bracket this level)"
             lines.append(f"- `{r.policy}`{ceiling} vs `{r.baseline}`: {parts}: **{r.outcome}**.")
         lines.append("")
     return lines[:-1]
 
 
-def render_goal(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int], FrontierPoint], reference: Mapping,
-                detection: Mapping | None, generator_losses: Mapping[str, float]) -> list[str]:
+def render_goal(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int, str], FrontierPoint],
+                reference: Mapping, detection: Mapping | None, generator_losses: Mapping[str, float]) -> list[str]:
     """The project's goal, criterion by criterion, each measured here and marked met or not: a
-    learned policy beats both ``confidence`` and the best training-free policy at every budget
-    with rep-4 at most 1.5x the text's; its refreshed-target AUROC 0.05 above the stale
-    confidence's; the generator within 1% of generator-only."""
+    learned policy beats both ``confidence`` and the best training-free policy at every budget,
+    at the test text's entropy, with rep-4 at most 1.5x the text's; its refreshed-target AUROC
+    0.05 above the stale confidence's; the generator within 1% of generator-only."""
     lines = ["## The goal, criterion by criterion", "", "| criterion | measured | met |", "|---|---|---|"]
+    records = [r for r in records if r.level == TEXT_LEVEL]
+    frontiers = {(p, b): f for (p, b, level), f in frontiers.items() if level == TEXT_LEVEL}
     limit = REP4_LIMIT * reference["rep_4"]
     met_by: dict[str, list[bool]] = {}
     for budget in sorted({r.budget for r in records}):
@@ -256,18 +280,17 @@ def render_closest(records: Sequence[Comparison], frontiers: Mapping[tuple[str, 
     return lines
 
 
-def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int], FrontierPoint],
-                settings: Sequence[Setting], reference: Mapping, peer: Mapping,
-                generator_losses: Mapping[str, float]) -> list[str]:
-    """The public peer's row: what it is, how it was trained, where its own sampler lands, and
-    whether our best learned policy (chosen on the tuning draw) beats it at each budget.
-    ``peer``: ``training`` (its training metrics) and ``tuning`` (its :class:`TuningLog`)."""
-    rows = sorted({p for (p, _), f in frontiers.items() if f.kind == "peer"})
+def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int, str], FrontierPoint],
+                settings: Sequence[Setting], peer: Mapping, generator_losses: Mapping[str, float]) -> list[str]:
+    """The public peer's row: what it is, how it was trained, where its own sampler lands at each
+    entropy level, and whether our best learned policy (chosen on the tuning draw) beats it at each
+    budget and level. ``peer``: ``training`` (its training metrics) and ``tuning`` (its
+    :class:`TuningLog`)."""
+    rows = sorted({p for (p, _, _), f in frontiers.items() if f.kind == "peer"})
     if not rows:
         return []
     row, training, log = rows[0], peer["training"], peer["tuning"]
     ours = ", ".join(f"`{k}` {v:.4f}" for k, v in generator_losses.items() if k in ("multitask", "generator_only"))
-    target = reference["char_entropy"]
     lines = ["## The public peer: x-transformers' self-critic", "",
              f"`{row}` is lucidrains' `{log.runs}`: `NonAutoregressiveWrapper(self_token_critic=True)`, trained here "
              "with its own loss on the windows, steps, batch and optimiser of `models/multitask` "
@@ -275,30 +298,34 @@ def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
              "sampler (two passes per step: the fill and the critic), its start temperature and critic noise put "
              "through the search every row gets. Its generator's validation loss on our windows and masks: "
              f"{training['val']['gen_loss']:.4f} (ours: {ours}).", ""]
-    for budget, tuning in sorted(log.budgets.items()):
-        top = max(tuning.tuned.pilots, key=lambda pilot: pilot.char_entropy)
-        mine = sorted((s for s in settings if s.row == row and s.budget == budget), key=lambda s: s.temperature)
-        drawn = "; ".join(f"T={s.temperature:.2f}: entropy {s.metrics['char_entropy']:.3f}, judge NLL "
-                          f"{s.metrics['judge_nll']:.3f}" for s in mine)
-        masks = sum(log.masks_left.at(budget, log.report_seed, s.temperature, tuning.tuned.selection) for s in mine)
-        reach = ("reaches the text's entropy" if tuning.tuned.reached else
-                 f"does not reach the text's entropy ({target:.3f} bits) anywhere in the search: at most "
-                 f"{top.char_entropy:.3f} bits on the tuning draw (T={top.temperature:.2f}, {top.rule.label})")
-        lines.append(f"- NFE {budget} ({tuning.steps} steps): its sampler {reach}. Report draw ({mine[0].selection_label}"
-                     f"): {drawn}; {masks} `[MASK]` tokens left in its texts (shown to the judge as "
-                     f"{log.extra['mask_stand_in']!r}).")
-    lines += ["", "| NFE budget | our best learned policy (tuning draw) | peer | judge NLL difference | word validity "
-              "| rep-4 | outcome |", "|---|---|---|---|---|---|---|"]
+    for budget, done in sorted(log.budgets.items()):
+        pilots = [p for tuned in done.levels.values() for p in tuned.tuned.pilots]
+        top = max(pilots, key=lambda pilot: pilot.char_entropy)
+        for level, tuned in done.levels.items():
+            mine = sorted((s for s in settings if s.row == row and s.budget == budget and s.level == level),
+                          key=lambda s: s.temperature)
+            drawn = "; ".join(f"T={s.temperature:.2f}: entropy {s.metrics['char_entropy']:.3f}, judge NLL "
+                              f"{s.metrics['judge_nll']:.3f}" for s in mine)
+            masks = sum(log.masks_left.at(budget, log.report_seed, s.temperature, tuned.tuned.selection) for s in mine)
+            reach = (f"reaches {LEVELS[level]} ({tuned.target:.3f} bits)" if tuned.tuned.reached else
+                     f"does not reach {LEVELS[level]} ({tuned.target:.3f} bits) anywhere in the search: at most "
+                     f"{top.char_entropy:.3f} bits on the tuning draw (T={top.temperature:.2f}, {top.rule.label})")
+            lines.append(f"- NFE {budget} ({done.steps} steps): its sampler {reach}. Report draw "
+                         f"({mine[0].selection_label}): {drawn}; {masks} `[MASK]` tokens left in its texts (shown to the "
+                         f"judge as {log.extra['mask_stand_in']!r}).")
+    lines += ["", "| NFE budget | level | our best learned policy (tuning draw) | peer | judge NLL difference | "
+              "word validity | rep-4 | 3-gram JSD | outcome |", "|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
-    for r in sorted((r for r in records if r.baseline_kind == "peer"), key=lambda r: r.budget):
+    for r in sorted((r for r in records if r.baseline_kind == "peer"),
+                    key=lambda r: (r.budget, list(LEVELS).index(r.level))):
         # an extrapolated difference is no measurement: its cells say so instead of showing numbers
-        cells = [fmt_difference(r.differences[m]) if r.bracketed else f"- ({EXTRAPOLATED})"
-                 for m in ("judge_nll", "word_validity", "rep_4")]
-        lines.append(f"| {r.budget} | `{r.policy}` | `{r.baseline}` | {' | '.join(cells)} | {r.outcome} |")
-        verdicts.append(f"at NFE {r.budget} `{r.policy}` " + {
+        cells = [fmt_difference(r.differences[m]) if r.bracketed and m in r.differences else
+                 "-" if r.bracketed else f"- ({EXTRAPOLATED})" for m in ("judge_nll", "word_validity", "rep_4", "ngram_jsd")]
+        lines.append(f"| {r.budget} | {r.level} | `{r.policy}` | `{r.baseline}` | {' | '.join(cells)} | {r.outcome} |")
+        verdicts.append(f"at NFE {r.budget}, {LEVELS[r.level]}, `{r.policy}` " + {
             "beats": "beats it", "loses": "loses to it", "no significant difference": "is level with it (no significant "
             "difference)", "mixed": "has a better judge NLL but a worse word validity than it",
-            "disagree": "has a better judge NLL but 3-gram statistics further from real text than it", "no verdict": "cannot be compared with it at the text's entropy (a frontier is "
+            "disagree": "has a better judge NLL but 3-gram statistics further from real text than it", "no verdict": "cannot be compared with it there (a frontier is "
             "extrapolated; judge NLL at a lower entropy is not a better text, a collapsed sampler scores well)"}[r.outcome])
     if verdicts:
         lines += ["", "Our best learned policy against the peer: " + "; ".join(verdicts) + "."]
@@ -306,39 +333,44 @@ def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
 
 
 def render_search(tuning: Mapping[str, TuningLog]) -> list[str]:
-    """What each row's search chose at each budget, every candidate's judge NLL at the text's
-    entropy on the tuning draw, and what each draw knob did on average against the first (the
-    measured effect of a knob, on the tuning draw: for choosing, so noisier than the verdict)."""
+    """What each row's search chose at each budget and entropy level, every candidate's judge NLL
+    at the level on the tuning draw, and what each draw knob did on average against the first, per
+    level (the measured effect of a knob, on the tuning draw: for choosing, so noisier than the
+    verdict)."""
     lines = ["## The search over each row's knobs (tuning draw)", "",
              "Every row tries every candidate (a selection rule with draw knobs: the temperature's annealing and the "
-             "vocabulary filter) on the tuning draw; each candidate's judge NLL is interpolated at the text's entropy "
-             "between its pilots, and the lowest wins (**bold**). These are the tuning draw's few samples: they choose, "
-             "the verdict above measures.", "",
-             "| NFE budget | row | candidate | temperature | judge NLL at the text's entropy | pilots |",
-             "|---|---|---|---|---|---|"]
-    effects: dict[str, list[float]] = {}
+             "vocabulary filter) on the tuning draw, at each entropy level; each candidate's judge NLL is interpolated "
+             "at the level between its pilots, and the lowest wins (**bold**). The search at the second level starts "
+             "from each candidate's pilots at the text's (*pilots*: the runs each level added). These are the tuning "
+             "draw's few samples: they choose, the verdict above measures.", "",
+             "| NFE budget | level | row | candidate | temperature | judge NLL at the level | pilots |",
+             "|---|---|---|---|---|---|---|"]
+    effects: dict[tuple[str, str], list[float]] = {}
+    reference = None
     for name, log in sorted(tuning.items()):
         for budget, done in sorted(log.budgets.items()):
-            first = {c.candidate.selection: c for c in done.tuned.searched
-                     if c.candidate.knobs == done.tuned.searched[0].candidate.knobs}
-            for c in done.tuned.searched:
-                chosen = c.candidate == done.tuned.candidate
-                nll = "not reached" if c.judge_nll is None else f"{c.judge_nll:.3f}"
-                label = f"**{c.candidate.label}**" if chosen else c.candidate.label
-                lines.append(f"| {budget} | `{name}` | {label} | {c.temperature:.3f} | {nll} | {c.pilots} |")
-                base = first.get(c.candidate.selection)
-                if c.candidate.knobs is not None and base is not None and base is not c and \
-                        None not in (c.judge_nll, base.judge_nll):
-                    effects.setdefault(c.candidate.knobs.label, []).append(c.judge_nll - base.judge_nll)
-    pilots = sum(len(d.tuned.pilots) for log in tuning.values() for d in log.budgets.values())
+            for level, tuned in done.levels.items():
+                searched = tuned.tuned.searched
+                first = {c.candidate.selection: c for c in searched if c.candidate.knobs == searched[0].candidate.knobs}
+                reference = reference or searched[0].candidate.knobs
+                for c in searched:
+                    chosen = c.candidate == tuned.tuned.candidate
+                    nll = "not reached" if c.judge_nll is None else f"{c.judge_nll:.3f}"
+                    label = f"**{c.candidate.label}**" if chosen else c.candidate.label
+                    lines.append(f"| {budget} | {level} | `{name}` | {label} | {c.temperature:.3f} | {nll} | {c.pilots} |")
+                    base = first.get(c.candidate.selection)
+                    if c.candidate.knobs is not None and base is not None and base is not c and \
+                            None not in (c.judge_nll, base.judge_nll):
+                        effects.setdefault((level, c.candidate.knobs.label), []).append(c.judge_nll - base.judge_nll)
+    pilots = sum(len(t.tuned.pilots) for log in tuning.values() for d in log.budgets.values() for t in d.levels.values())
     lines += ["", f"{pilots} pilots in all."]
-    if effects:
-        reference = next(log.budgets[b].tuned.searched[0].candidate.knobs for log in tuning.values()
-                         for b in log.budgets if log.budgets[b].tuned.searched[0].candidate.knobs is not None)
-        lines += ["", f"What each draw knob did against `{reference.label}` with the same selection rule (tuning draw, "
-                  "judge NLL at the text's entropy, every row and budget where both reached it): " + "; ".join(
-                      f"`{label}` {sum(v) / len(v):+.3f} bits on average, better in {sum(x < 0 for x in v)} of {len(v)}"
-                      for label, v in effects.items()) + "."]
+    for level in LEVELS:
+        mine = {label: v for (at, label), v in effects.items() if at == level}
+        if mine and reference is not None:
+            lines += ["", f"What each draw knob did against `{reference.label}` with the same selection rule, at "
+                      f"{LEVELS[level]} (tuning draw, judge NLL at the level, every row and budget where both reached it): "
+                      + "; ".join(f"`{label}` {sum(v) / len(v):+.3f} bits on average, better in "
+                                  f"{sum(x < 0 for x in v)} of {len(v)}" for label, v in mine.items()) + "."]
     return lines
 
 
@@ -380,15 +412,15 @@ def render_seed_detection(detection: Mapping[str, Mapping]) -> list[str]:
 def render_report_settings(settings: Sequence[Setting], reference: Mapping) -> list[str]:
     """Every report setting as measured (the frontier's points), with its own intervals."""
     lines = ["## Every report setting", "",
-             "| NFE budget | policy | knobs | temperature | steps | NFE | entropy | judge NLL | word validity | "
-             "distinct-2 | rep-4 | 3-gram JSD |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for s in sorted(settings, key=lambda s: (s.budget, s.row, s.temperature)):
+             "| NFE budget | level | policy | knobs | temperature | steps | NFE | entropy | judge NLL | word validity | "
+             "distinct-2 | rep-4 | 3-gram JSD |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in sorted(settings, key=lambda s: (*level_order((s.row, s.budget, s.level)), s.temperature)):
         m = s.metrics
         lines.append(
-            f"| {s.budget} | {s.row} | {s.selection_label} | {s.temperature:.3f} | {s.steps} | {s.nfe} | "
+            f"| {s.budget} | {s.level} | {s.row} | {s.selection_label} | {s.temperature:.3f} | {s.steps} | {s.nfe} | "
             f"{m['char_entropy']:.3f} | {fmt(m, 'judge_nll')} | {fmt(m, 'word_validity')} | {m['distinct_2']:.3f} | "
             f"{m['rep_4']:.3f} | {fmt(m, 'ngram_jsd')} |")
-    lines.append(f"| - | test text | - | - | - | - | {reference['char_entropy']:.3f} | {fmt(reference, 'judge_nll')} | "
+    lines.append(f"| - | - | test text | - | - | - | - | {reference['char_entropy']:.3f} | {fmt(reference, 'judge_nll')} | "
                  f"{fmt(reference, 'word_validity')} | {reference['distinct_2']:.3f} | {reference['rep_4']:.3f} | "
                  f"{fmt(reference, 'ngram_jsd')} |")
     return lines
@@ -397,23 +429,24 @@ def render_report_settings(settings: Sequence[Setting], reference: Mapping) -> l
 @dataclass(frozen=True)
 class SummaryInputs:
     """Everything ``results/summary.md`` is rendered from, computed by ``evaluate_samples``:
-    ``frontiers[(row, budget)]`` and ``settings`` as in its ``metrics.json``, the comparison
-    records, the best training-free row of each budget, the detection tables, the generators'
-    validation losses, the seeds of the two draws, every row's tuning log, the ablation arms' metrics
-    (study), who wrote it,
-    and the public peer's ``training`` record and :class:`TuningLog` (study)."""
+    ``frontiers[(row, budget, level)]`` and ``settings`` as in its ``metrics.json``, the comparison
+    records, the best training-free row of each budget and level, the detection tables, the
+    generators' validation losses, the seeds of the two draws, every row's tuning log, each entropy
+    level's value (bits), the ablation arms' metrics (study), who wrote it, and the public peer's
+    ``training`` record and :class:`TuningLog` (study)."""
 
     reference: Mapping
     judge_row: Mapping
-    frontiers: Mapping[tuple[str, int], FrontierPoint]
+    frontiers: Mapping[tuple[str, int, str], FrontierPoint]
     records: Sequence[Comparison]
-    best: Mapping[int, str]
+    best: Mapping[tuple[int, str], str]
     settings: Sequence[Setting]
     detection: Mapping
     generator_losses: Mapping[str, float]
     tuning_seed: int
     report_seed: int
     tuning: Mapping[str, TuningLog]
+    levels: Mapping[str, float]
     ablation: Sequence[Mapping] = ()
     generated_by: str = "`evaluate_samples` stage of `dvc repro`"
     peer: Mapping | None = None
@@ -426,10 +459,11 @@ def render_summary(inputs: SummaryInputs) -> str:
     lines = [
         "# Does a learned re-masking policy beat the heuristics at equal compute?", "",
         f"_Generated by the {inputs.generated_by}; do not edit by hand._", "",
-        f"Every policy is tuned on its own draw (seed {inputs.tuning_seed}: the temperature that reaches the test text's "
-        "character entropy, for every candidate selection rule and draw knobs, and the candidate with the best judge "
-        "NLL interpolated there) and reported on a "
-        f"fresh draw (seed {inputs.report_seed}) at two temperatures around the tuned one. Judge NLL: bits per character "
+        f"Every policy is tuned on its own draw (seed {inputs.tuning_seed}: the temperature that reaches each entropy "
+        "level, for every candidate selection rule and draw knobs, and the candidate with the best judge NLL "
+        "interpolated there) and reported on a "
+        f"fresh draw (seed {inputs.report_seed}) at two temperatures around each level's tuned one. Entropy levels: "
+        + "; ".join(level_title(level, target) for level, target in inputs.levels.items()) + ". Judge NLL: bits per character "
         "under the causal judge (lower is better); word validity: share of words found in the train split's "
         "vocabulary; rep-4: share of repeated character 4-grams per sample; 3-gram JSD: the Jensen-Shannon "
         "divergence of the samples' character 3-grams from the validation split's (lower is closer to real text).", "",
@@ -437,12 +471,12 @@ def render_summary(inputs: SummaryInputs) -> str:
         f"word validity {reference['word_validity']:.3f}, rep-4 {reference['rep_4']:.3f}. The judge's own samples "
         f"(autoregressive, temperature 1): judge NLL {fmt(judge_row, 'judge_nll')}, entropy "
         f"{judge_row['char_entropy']:.3f}, word validity {judge_row['word_validity']:.3f}.", "",
-        *render_verdict(records, inputs.best), "",
+        *render_verdict(records, inputs.best, inputs.levels), "",
         *render_goal(records, frontiers, reference, detection, generator_losses), "",
     ]
     if inputs.peer is not None:
-        lines += [*render_peer(records, frontiers, settings, reference, inputs.peer, generator_losses), ""]
-    lines += [*render_settings(frontiers, reference), "", *render_search(inputs.tuning), ""]
+        lines += [*render_peer(records, frontiers, settings, inputs.peer, generator_losses), ""]
+    lines += [*render_settings(frontiers, reference, inputs.levels), "", *render_search(inputs.tuning), ""]
     if {"multitask", "generator_only"} <= set(generator_losses):
         change = generator_losses["multitask"] / generator_losses["generator_only"] - 1
         lines += ["## What the critic costs the generator", "",

@@ -17,6 +17,13 @@ vocabulary filter, :mod:`remask.tempering`). Every policy gets the same search:
    the tuned one, ``T * (1 -/+ report_spread)``, so that :mod:`remask.frontier` interpolates the
    quality at the text's entropy instead of reading it off the tuned point.
 
+The search and the report draw run once per *entropy level* (:func:`remask.records.entropy_levels`): the test
+text's, and a second, lower one (``sample.tuning.second_level`` times the text's) where samplers
+that never reach the text's entropy (the public peer's) can be compared too. The second level's
+search starts from each candidate's pilots at the text's, so it costs about one or two pilots per
+candidate; its report temperatures bracket the second level, and the report compares each level
+between the settings drawn for it.
+
 No measurement of the report draw feeds back into a choice, so selection and measurement never
 share samples. A rule that cannot reach the text's entropy within ``temperature_range`` is
 recorded as such and not chosen. A candidate whose draw would show a critic inputs it was not
@@ -32,7 +39,7 @@ into a :class:`RowPlan` (its name, what runs it, its budgets and sample counts) 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +52,7 @@ from remask.judge import judge_nll_bits
 from remask.metrics import char_entropy
 from remask.model import DiffusionTransformer
 from remask.policies import get_policy, untrained_inputs
-from remask.records import BudgetTuning, Candidate, Pilot, Searched, Tuned, TuningLog
+from remask.records import TEXT_LEVEL, BudgetTuning, Candidate, LevelTuning, Pilot, Searched, Tuned, TuningLog
 from remask.sampling import SamplerOptions, diffusion_generate, steps_for_nfe
 from remask.tempering import temperature_span
 
@@ -84,27 +91,30 @@ def _next_temperature(seen: dict[float, tuple[float, float]], target: float, low
 
 def tune_temperature(
     measure: Measure, target: float, low: float, high: float, tolerance: float, max_pilots: int, start: float,
+    known: dict[float, tuple[float, float]] | None = None,
 ) -> tuple[float, bool, dict[float, tuple[float, float]]]:
     """The temperature in ``[low, high]`` whose entropy is within ``tolerance`` (relative) of
-    ``target``, by a secant search from ``start``: ``(temperature, reached, {temperature: (entropy,
-    judge NLL)})``. A pilot within the tolerance with no other on the far side of the target gets
-    one more there (:data:`PROBE_STEP`), so that :func:`nll_at_target` interpolates instead of
-    reading the landed pilot. Where the target lies outside the range, or ``max_pilots`` runs do
-    not reach it, the closest pilot is returned with ``reached=False``."""
-    seen: dict[float, tuple[float, float]] = {}
-    temperature = round(min(max(start, low), high), 6)
-    while len(seen) < max_pilots:
+    ``target``, by a secant search from ``start`` (or, given ``known`` pilots of the same candidate
+    from a search at another target, from the secant through them): ``(temperature, reached,
+    {temperature: (entropy, judge NLL)})``, the known pilots included. At most ``max_pilots`` new
+    runs. A pilot within the tolerance with no other on the far side of the target gets one more
+    there (:data:`PROBE_STEP`), so that :func:`nll_at_target` interpolates instead of reading the
+    landed pilot. Where the target lies outside the range, or the runs do not reach it, the closest
+    pilot is returned with ``reached=False``."""
+    seen = dict(known or {})
+    temperature = _next_temperature(seen, target, low, high) if seen else round(min(max(start, low), high), 6)
+    for ran in range(1, max_pilots + 1):
+        if temperature in seen:  # pinned at a bound of the range: the target lies beyond it
+            break
         seen[temperature] = measure(temperature)
         entropy = seen[temperature][0]
         if abs(entropy - target) <= tolerance * target:
             far_side = [e for e, _ in seen.values() if (e - target) * (entropy - target) < 0]
             probe = round(min(max(temperature * (PROBE_STEP if entropy < target else 1 / PROBE_STEP), low), high), 6)
-            if not far_side and len(seen) < max_pilots and probe not in seen:
+            if not far_side and ran < max_pilots and probe not in seen:
                 seen[probe] = measure(probe)
             return temperature, True, seen
         temperature = _next_temperature(seen, target, low, high)
-        if temperature in seen:  # pinned at a bound of the range: the target lies beyond it
-            break
     closest = min(seen, key=lambda t: abs(seen[t][0] - target))
     return closest, abs(seen[closest][0] - target) <= tolerance * target, seen
 
@@ -122,35 +132,60 @@ def nll_at_target(seen: dict[float, tuple[float, float]], target: float) -> floa
     return float(interpolate(points[a], points[b], target)["judge_nll"])
 
 
-def candidates(ranks: bool, cfg: Tuning, draws: Sequence[DrawKnobs] | None) -> list[Candidate]:
+def candidates(ranks: bool, cfg: Tuning, draws: Sequence[DrawKnobs] | None,
+               committed_budget: float | None = None) -> list[Candidate]:
     """The search's candidates: every selection rule with every draw knob (``draws`` ``None``: the
-    row's own sampler). A sampler whose score is noise (``ranks`` false: the ``random`` policy) has
-    no selection knob: only the first rule is tried."""
+    row's own sampler), on the row's re-masking pool (``committed_budget``). A sampler whose score
+    is noise (``ranks`` false: the ``random`` policy) has no selection knob: only the first rule is
+    tried."""
     rules = cfg.selections if ranks else cfg.selections[:1]
-    return [Candidate(rule, knobs) for knobs in (draws if draws is not None else [None]) for rule in rules]
+    return [Candidate(rule, knobs, committed_budget) for knobs in (draws if draws is not None else [None])
+            for rule in rules]
+
+
+def _search(searched: Sequence[Candidate], measure: Callable[[float, Candidate], tuple[float, float]], target: float,
+            cfg: Tuning, start: float, known: Sequence[Pilot]) -> tuple[list[Searched], list[Pilot], list[tuple]]:
+    """Tune every candidate's temperature: its outcome, the pilots run, and its rank (reached
+    first, then the judge NLL interpolated at ``target``, else the distance from it)."""
+    low, high = cfg.temperature_range
+    outcomes, pilots, ranks = [], [], []
+    for candidate in searched:
+        before = {p.temperature: (p.char_entropy, p.judge_nll) for p in known if p.candidate == candidate}
+        temperature, reached, seen = tune_temperature(
+            lambda t, c=candidate: measure(t, c), target, low, high, cfg.entropy_tolerance, cfg.max_pilots, start,
+            before)
+        ran = [Pilot(candidate, t, e, n) for t, (e, n) in seen.items() if t not in before]
+        pilots += ran
+        nll = nll_at_target(seen, target) if reached else None
+        outcomes.append(Searched(candidate, temperature, reached, nll, len(ran)))
+        ranks.append((not reached, nll if reached else abs(seen[temperature][0] - target)))
+        start = temperature if reached else start
+    return outcomes, pilots, ranks
 
 
 def tune_policy(
     searched: Sequence[Candidate], measure: Callable[[float, Candidate], tuple[float, float]], target: float,
-    cfg: Tuning, start: float | None = None,
+    cfg: Tuning, start: float | None = None, known: Sequence[Pilot] = (), pools: Sequence[float] = (),
 ) -> Tuned:
     """Tune the temperature of every candidate and keep the one with the lowest judge NLL
     interpolated at ``target`` among those that reach it (none reach it: the closest entropy).
 
     ``measure(temperature, candidate)`` samples the tuning draw and returns its entropy and judge
     NLL. Each candidate's search starts from the previous one's temperature (``start``, else the
-    middle of the range): neighbouring candidates land near each other, so that saves pilots."""
+    middle of the range): neighbouring candidates land near each other, so that saves pilots. A
+    candidate with ``known`` pilots (its search at another entropy level, on the same draw) starts
+    from them instead, and they count in its interpolation but not among the pilots recorded here.
+    ``pools``: re-masking pools (committed budgets) tried next with the winner's rule and draw knobs,
+    a coordinate step, so that the pool costs ``len(pools)`` candidates instead of multiplying them."""
     low, high = cfg.temperature_range
     start = (low + high) / 2 if start is None else start
-    outcomes, pilots, ranks = [], [], []
-    for candidate in searched:
-        temperature, reached, seen = tune_temperature(
-            lambda t, c=candidate: measure(t, c), target, low, high, cfg.entropy_tolerance, cfg.max_pilots, start)
-        pilots += [Pilot(candidate, t, e, n) for t, (e, n) in seen.items()]
-        nll = nll_at_target(seen, target) if reached else None
-        outcomes.append(Searched(candidate, temperature, reached, nll, len(seen)))
-        ranks.append((not reached, nll if reached else abs(seen[temperature][0] - target)))
-        start = temperature if reached else start
+    outcomes, pilots, ranks = _search(searched, measure, target, cfg, start, known)
+    if pools:
+        winner = outcomes[min(range(len(outcomes)), key=ranks.__getitem__)]
+        widened = [replace(winner.candidate, committed_budget=b) for b in pools
+                   if b != winner.candidate.committed_budget]
+        more = _search(widened, measure, target, cfg, winner.temperature, [*known, *pilots])
+        outcomes, pilots, ranks = outcomes + more[0], pilots + more[1], ranks + more[2]
     best = outcomes[min(range(len(outcomes)), key=ranks.__getitem__)]
     return Tuned(best.candidate, best.temperature, best.reached, best.judge_nll, outcomes, pilots)
 
@@ -172,7 +207,9 @@ class RowPlan:
     """One row with its exceptions to the tier's settings resolved: its reported ``name``, the
     ``fields`` that say what runs it (written into its tuning log and every report sample), whether
     its score ranks tokens (``ranks``: a selection rule matters), its NFE ``budgets``, the report
-    draw's samples per temperature and the tuning draw's per pilot, and the ``model`` it samples."""
+    draw's samples per temperature and the tuning draw's per pilot, the ``model`` it samples, the
+    draw knobs searched, and the re-masking ``pools`` searched after them (committed budgets: only
+    for a row whose policy may re-mask any token and whose pool the row does not fix)."""
 
     name: str
     fields: dict[str, Any]
@@ -182,15 +219,21 @@ class RowPlan:
     tuning_samples: int
     model: str
     draws: tuple[DrawKnobs, ...] | None  # the draw knobs searched; None: the row's own sampler's
+    pools: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, name: str, spec: PolicySampling, cfg: SampleSection, policy: str, model: Path,
            draws: Sequence[DrawKnobs]) -> "RowPlan":
         """A row of a grid running the registered ``policy`` (``spec``'s ``None``: the tier's value),
-        searched over ``draws`` (:func:`trained_draws`)."""
-        return cls(name, {"runs": policy, "committed_budget": spec.committed_budget}, get_policy(policy).ranks,
+        searched over ``draws`` (:func:`trained_draws`) and, where its pool is open (the policy may
+        re-mask any token, the row fixes no budget, and it is no oracle ceiling, whose cost per
+        pilot is a pass per position), over ``cfg.tuning.committed_budgets``."""
+        chosen = get_policy(policy)
+        open_pool = spec.committed_budget is None and chosen.candidates == "all" and chosen.kind != "oracle"
+        return cls(name, {"runs": policy, "committed_budget": spec.committed_budget}, chosen.ranks,
                    tuple(spec.nfe_budgets or cfg.nfe_budgets), spec.num_samples or cfg.num_samples,
-                   spec.tuning_samples or cfg.tuning.num_samples, str(model), tuple(draws))
+                   spec.tuning_samples or cfg.tuning.num_samples, str(model), tuple(draws),
+                   tuple(cfg.tuning.committed_budgets) if open_pool else ())
 
 
 def trained_draws(policy: str, training: dict, cfg: Tuning, log: Callable[[str], None]) -> list[DrawKnobs]:
@@ -213,31 +256,29 @@ def trained_draws(policy: str, training: dict, cfg: Tuning, log: Callable[[str],
 
 @dataclass(frozen=True)
 class Search:
-    """What every row's search shares: the judge that scores the pilots, the entropy they aim at,
-    the sample section (tuning settings, tuning seed), the report draw's seed, and where progress
-    goes."""
+    """What every row's search shares: the judge that scores the pilots, the entropy levels they aim
+    at (:func:`remask.records.entropy_levels`; :data:`TEXT_LEVEL` first), the sample section (tuning settings,
+    tuning seed), the report draw's seed, and where progress goes."""
 
     judge: DiffusionTransformer
     tokenizer: CharTokenizer
-    target: float
+    levels: Mapping[str, float]
     sample: SampleSection
     report_seed: int
     log: Callable[[str], None] = print
 
 
-def sampler_draw_at(model: DiffusionTransformer, tokenizer: CharTokenizer, cfg: SampleSection, policy: str,
-                    committed_budget: float | None) -> DrawAt:
+def sampler_draw_at(model: DiffusionTransformer, tokenizer: CharTokenizer, cfg: SampleSection, policy: str) -> DrawAt:
     """Our sampler as a :data:`DrawAt`: ``policy`` at the most steps each budget allows, with the
-    sample section's options and the row's ``committed_budget``."""
+    sample section's options and each candidate's knobs and re-masking pool."""
     def draw_at(budget: int) -> tuple[Draw, int]:
         steps = steps_for_nfe(policy, budget)
-        options = SamplerOptions(steps=steps, policy=policy, committed_budget=committed_budget,
-                                 batch_size=cfg.batch_size, **cfg.sampler_options())
+        options = SamplerOptions(steps=steps, policy=policy, batch_size=cfg.batch_size, **cfg.sampler_options())
 
         def draw(temperature: float, candidate: Candidate, seed: int, n: int) -> tuple[list[str], int]:
             rule = candidate.selection
             run = replace(options, temperature=temperature, selection=rule.rule, selection_temperature=rule.temperature,
-                          **candidate.knobs.sampler_options())
+                          committed_budget=candidate.committed_budget, **candidate.knobs.sampler_options())
             result = diffusion_generate(model, n, cfg.length, run, seed=seed)
             return [tokenizer.decode(ids.tolist()) for ids in result.tokens], result.nfe
         return draw, steps
@@ -245,41 +286,46 @@ def sampler_draw_at(model: DiffusionTransformer, tokenizer: CharTokenizer, cfg: 
 
 
 def tune_row(plan: RowPlan, draw_at: DrawAt, search: Search) -> tuple[list[dict], TuningLog]:
-    """The search of this module for one row at each of its budgets, then the report draw:
-    ``(report samples, tuning log)``, each sample a dict holding the row's ``fields``."""
+    """The search of this module for one row at each of its budgets and entropy levels, then the
+    report draw: ``(report samples, tuning log)``, each sample a dict holding the row's ``fields``
+    and the ``level`` its temperature was tuned for. The search at a later level starts from each
+    candidate's pilots at the earlier ones (the same tuning draw)."""
     cfg = search.sample
     if search.report_seed == cfg.tuning_seed:
         raise ValueError(f"the report seed {search.report_seed} is the tuning seed: a draw is never both")
-    log = TuningLog(plan.name, plan.fields, plan.model, search.target, cfg.tuning_seed, search.report_seed)
+    log = TuningLog(plan.name, plan.fields, plan.model, search.levels[TEXT_LEVEL], cfg.tuning_seed, search.report_seed)
     samples, start = [], None
-    searched = candidates(plan.ranks, cfg.tuning, plan.draws)
+    searched = candidates(plan.ranks, cfg.tuning, plan.draws, plan.fields["committed_budget"])
     for budget in plan.budgets:
         draw, steps = draw_at(budget)
-        label = f"[{plan.name} NFE {budget}]"
-        began = time.perf_counter()
+        levels, known = {}, []
+        for level, target in search.levels.items():
+            label = f"[{plan.name} NFE {budget}, {level} level]"
+            began = time.perf_counter()
 
-        def measure(temperature: float, candidate: Candidate, draw: Draw = draw,
-                    label: str = label) -> tuple[float, float]:
-            texts, _ = draw(temperature, candidate, cfg.tuning_seed, plan.tuning_samples)
-            entropy = char_entropy(texts)
-            nll = sum(judge_nll_bits(search.judge, search.tokenizer, texts)) / len(texts)
-            search.log(f"{label} tuning pilot: {candidate.label}, T={temperature:.4f}: entropy {entropy:.3f} "
-                       f"(target {search.target:.3f}), judge NLL {nll:.3f}")
-            return entropy, nll
+            def measure(temperature: float, candidate: Candidate, draw: Draw = draw, label: str = label,
+                        target: float = target) -> tuple[float, float]:
+                texts, _ = draw(temperature, candidate, cfg.tuning_seed, plan.tuning_samples)
+                entropy = char_entropy(texts)
+                nll = sum(judge_nll_bits(search.judge, search.tokenizer, texts)) / len(texts)
+                search.log(f"{label} tuning pilot: {candidate.label}, T={temperature:.4f}: entropy {entropy:.3f} "
+                           f"(target {target:.3f}), judge NLL {nll:.3f}")
+                return entropy, nll
 
-        tuned = tune_policy(searched, measure, search.target, cfg.tuning, start)
-        start = tuned.temperature
-        search.log(f"{label} search: {len(searched)} candidates, {len(tuned.pilots)} pilots of "
-                   f"{plan.tuning_samples} samples in {time.perf_counter() - began:.0f} s; tuned: "
-                   f"{tuned.candidate.label}, T={tuned.temperature:.4f}"
-                   + ("" if tuned.reached else " (the text's entropy was not reached within the tolerance)"))
-        drawn = []
-        for temperature in report_temperatures(tuned.temperature, cfg.tuning):
-            texts, nfe = draw(temperature, tuned.candidate, search.report_seed, plan.num_samples)
-            drawn += [{"policy": plan.name, **plan.fields, "nfe_budget": budget, "steps": steps, "nfe": nfe,
-                       "temperature": temperature, **tuned.candidate.fields(), "seed": search.report_seed,
-                       "index": i, "text": text} for i, text in enumerate(texts)]
-        log.budgets[budget] = BudgetTuning(drawn[0]["steps"], drawn[0]["nfe"], tuned,
-                                           sorted({r["temperature"] for r in drawn}))
-        samples += drawn
+            tuned = tune_policy(searched, measure, target, cfg.tuning, start, known, plan.pools)
+            known += tuned.pilots
+            if level == TEXT_LEVEL:
+                start = tuned.temperature
+            search.log(f"{label} search: {len(tuned.searched)} candidates, {len(tuned.pilots)} pilots of "
+                       f"{plan.tuning_samples} samples in {time.perf_counter() - began:.0f} s; tuned: "
+                       f"{tuned.candidate.label}, T={tuned.temperature:.4f}"
+                       + ("" if tuned.reached else f" (entropy {target:.3f} was not reached within the tolerance)"))
+            temperatures = report_temperatures(tuned.temperature, cfg.tuning)
+            for temperature in temperatures:
+                texts, nfe = draw(temperature, tuned.candidate, search.report_seed, plan.num_samples)
+                samples += [{"policy": plan.name, **plan.fields, "nfe_budget": budget, "level": level, "steps": steps,
+                             "nfe": nfe, "temperature": temperature, **tuned.candidate.fields(),
+                             "seed": search.report_seed, "index": i, "text": text} for i, text in enumerate(texts)]
+            levels[level] = LevelTuning(target, tuned, temperatures)
+        log.budgets[budget] = BudgetTuning(steps, nfe, levels)
     return samples, log

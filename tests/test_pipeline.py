@@ -24,7 +24,10 @@ TINY = {
                         "refreshed_samples": 1, "refreshed_steps": 4},
     "sample": {"policies": {"random": {}, "confidence": {}, "critic": {}, "critic_fused": {}},
                "nfe_budgets": [4, 8], "num_samples": 6, "length": 16, "batch_size": 4, "device": "cpu",
-               "tuning": {"num_samples": 4, "max_pilots": 3, "selections": [{"rule": "topk"}]}},
+               # the default grid compares at the text's entropy only, with no pool search (its time budget);
+               # both are tested here
+               "tuning": {"num_samples": 4, "max_pilots": 3, "selections": [{"rule": "topk"}], "second_level": 0.875,
+                          "committed_budgets": [0.0]}},
     "evaluate_samples": {"bootstrap_resamples": 100},
     "ablation": {"arms": {"mlp_head": {"model": {"critic_head": "mlp"}}},
                  "steps": 4, "eval_windows": 4, "rollout_steps": 3, "nfe": 8, "num_samples": 4},

@@ -26,7 +26,8 @@ def ckpt(tmp_path_factory):
         cfg = ModelConfig(vocab_size=tok.vocab_size, mask_id=tok.mask_id, n_layer=1, n_head=2, n_embd=16,
                           block_size=32, causal=causal)
         record = {"variant": name, "objective": "autoregressive" if causal else "diffusion", "alpha": alpha,
-                  "critic": REPO_PARAMS.critic.model_dump() if alpha > 0 else None}  # as train.py writes it
+                  "critic": REPO_PARAMS.critic.model_dump() if alpha > 0 else None,  # as train.py writes it
+                  "mask_schedule": None if causal else "linear"}
         checkpoint.save_model(root / name, DiffusionTransformer(cfg), tok, record)
     return root
 
@@ -39,6 +40,15 @@ def run(argv, capsys):
         code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def test_sample_refuses_a_schedule_the_checkpoint_was_not_trained_on(ckpt, capsys):
+    base = ["sample", "--checkpoint", str(ckpt / "multitask"), "--steps", "4", "--num-samples", "1", "--length", "12"]
+    code, _, err = run(base + ["--schedule", "cosine"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--schedule cosine" in err and "trained on the linear masking schedule" in err
+    code, out, err = run(base, capsys)  # the default: the checkpoint's own
+    assert code == 0 and json.loads(out)["schedule"] == "linear", err
 
 
 def test_sample_writes_json_lines(ckpt, capsys):

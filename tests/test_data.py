@@ -147,6 +147,27 @@ def test_prepare_writes_outputs(tmp_path):
     assert not list(tmp_path.glob(".*staged"))
 
 
+def test_a_single_file_corpus_is_split_contiguously_by_characters(tmp_path):
+    """text8 or enwik8 as one file: refused by the document split (with the option named), cut by
+    characters in order with ``data.split: contiguous``, the fractions of the characters."""
+    rng = np.random.default_rng(0)
+    text = " ".join("".join(rng.choice(list("abcdefghij"), size=rng.integers(2, 9))) for _ in range(4000))
+    (tmp_path / "text8").write_text(text, encoding="utf-8")
+    docs, _ = load_corpus(str(tmp_path / "text8"), None)
+    assert len(docs) == 1
+    cfg = REPO_PARAMS.data.with_(source=str(tmp_path / "text8"), sha256=None, val_fraction=0.05, test_fraction=0.1)
+    with pytest.raises(DataError, match="at least 3.*data.split: contiguous"):
+        prepare(docs, "abc", cfg, tmp_path / "by_document")
+    stats = prepare(docs, "abc", cfg.with_(split="contiguous"), tmp_path / "out")
+    sizes = {split: stats["splits"][split]["characters"] for split in ("train", "val", "test")}
+    assert sum(sizes.values()) == len(text)
+    assert sizes["val"] == round(0.05 * len(text)) and sizes["test"] == round(0.1 * len(text))
+    assert split_text(tmp_path / "out", "train") + split_text(tmp_path / "out", "val") \
+        + split_text(tmp_path / "out", "test") == text  # in the file's order, nothing lost or repeated
+    with pytest.raises(Exception, match="split"):
+        cfg.with_(split="by_line")
+
+
 def test_prepare_failure_leaves_previous_outputs(tmp_path):
     cfg = REPO_PARAMS.data.with_(source="fixture", sha256=None, val_fraction=0.2, test_fraction=0.2)
     prepare(make_documents(10), "abc", cfg, tmp_path)

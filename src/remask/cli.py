@@ -137,8 +137,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
         apply_tuned(args)
     if args.anneal == "constant" and args.temperature_floor != 0:
         raise UsageError("--temperature-floor is the last step's temperature of --anneal linear")
-    model, tok, _ = _load_diffusion_model(args.checkpoint, args.device, args.policy,
-                                          temperature_span(args.anneal, args.temperature, args.temperature_floor))
+    model, tok, info = _load_diffusion_model(args.checkpoint, args.device, args.policy,
+                                             temperature_span(args.anneal, args.temperature, args.temperature_floor))
+    trained_on = info.get("mask_schedule")
+    args.schedule = args.schedule or trained_on or "linear"
+    if trained_on and args.schedule != trained_on:
+        raise UsageError(f"--schedule {args.schedule}: {args.checkpoint} was trained on the {trained_on} masking "
+                         f"schedule; sample it with --schedule {trained_on}")
     args.length = args.length or model.config.block_size
     if args.length > model.config.block_size:
         raise UsageError(f"--length {args.length} exceeds the model's block_size {model.config.block_size}")
@@ -278,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="characters per sample (default: the model's block_size)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--prompt", default="", help="text fixed at the start of every sample")
-    sample.add_argument("--schedule", choices=SCHEDULES, default="linear")
+    sample.add_argument("--schedule", choices=SCHEDULES, default=None,
+                        help="the unmasking schedule over the steps (default: the one the checkpoint was trained on)")
     sample.add_argument("--temperature", type=_number("--temperature", 0, low_open=True), default=1.0)
     sample.add_argument("--anneal", choices=ANNEALING, default="constant",
                         help="the temperature over the steps: constant, or linear from --temperature to "

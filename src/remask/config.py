@@ -46,8 +46,14 @@ class _Section(BaseModel):
 
 
 class DataSection(_Section):
+    """Where the corpus comes from and how it is split: by ``documents`` (shuffled with
+    ``split_seed``, whole documents per split) or ``contiguous`` (one text cut by characters in
+    order: train, val, test; for a corpus of one big file). ``*_fraction``: of the documents, or
+    of the characters."""
+
     source: str = Field(min_length=1)
     sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$")
+    split: Literal["documents", "contiguous"] = "documents"
     val_fraction: float = Field(gt=0, lt=0.5)
     test_fraction: float = Field(gt=0, lt=0.5)
     split_seed: int = Field(ge=0)

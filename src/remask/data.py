@@ -1,8 +1,10 @@
-"""Corpus loading, the document-level split, the character tokenizer and the prepared arrays.
+"""Corpus loading, the split, the character tokenizer and the prepared arrays.
 
-A corpus is a list of documents (whole plays for the default corpus). The split is made by
-document, so no test play is ever seen in training. The tokenizer's vocabulary comes from the
-train split only; see :class:`CharTokenizer` for what happens to characters it never saw.
+A corpus is a list of documents (whole plays for the default corpus). By default the split is made
+by document (``data.split: documents``), so no test play is ever seen in training; a corpus of one
+big file (text8, enwik8) is cut by characters instead (``data.split: contiguous``: train, then
+val, then test, in the file's order). The tokenizer's vocabulary comes from the train split only;
+see :class:`CharTokenizer` for what happens to characters it never saw.
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ def split_documents(
     if len(docs) < 3:
         raise DataError(
             f"the corpus has {len(docs)} document(s); a split by document needs at least 3 "
-            "(one each for train, val and test)"
+            "(one each for train, val and test); for a single big file set data.split: contiguous"
         )
     order = np.random.default_rng(seed).permutation(len(docs))
     shuffled = [sorted(docs, key=lambda d: d.name)[i] for i in order]
@@ -213,6 +215,20 @@ def split_documents(
         "val": shuffled[n_test : n_test + n_val],
         "train": shuffled[n_test + n_val :],
     }
+
+
+def split_contiguous(docs: list[Document], val_fraction: float, test_fraction: float) -> dict[str, list[Document]]:
+    """The documents joined in order and cut by characters: the first share for train, then val,
+    then test (``*_fraction`` of the characters), each one document; the way text8 and enwik8 are
+    conventionally split."""
+    text = DOC_SEPARATOR.join(d.text for d in docs)
+    n_test, n_val = round(test_fraction * len(text)), round(val_fraction * len(text))
+    n_train = len(text) - n_val - n_test
+    if min(n_train, n_val, n_test) < 1:
+        raise DataError(f"the corpus has {len(text)} characters: too few to cut into train, val and test")
+    name = docs[0].name if len(docs) == 1 else "corpus"
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, len(text))}
+    return {split: [Document(f"{name}[{a}:{b}]", text[a:b])] for split, (a, b) in bounds.items()}
 
 
 class CharTokenizer:
@@ -295,7 +311,8 @@ def prepare(docs: list[Document], source_hash: str, cfg: DataSection, out_dir: P
     """
     from tqdm import tqdm
 
-    splits = split_documents(docs, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    splits = (split_documents(docs, cfg.val_fraction, cfg.test_fraction, cfg.split_seed) if cfg.split == "documents"
+              else split_contiguous(docs, cfg.val_fraction, cfg.test_fraction))
     train_text = DOC_SEPARATOR.join(d.text for d in splits["train"])
     tok = CharTokenizer(train_text + DOC_SEPARATOR)
     if cfg.unknown_char not in tok.stoi:

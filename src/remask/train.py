@@ -188,6 +188,7 @@ def _save(state: checkpoint.TrainingState, spec: RunSpec, tokenizer: CharTokeniz
         "variant": spec.variant, "objective": spec.objective, "alpha": spec.alpha, "step": state.step,
         "fingerprint": fingerprint, "critic": spec.critic.model_dump() if spec.uses_critic else None,
         "self_correct": spec.diffusion.self_correct if spec.diffusion else 0.0,
+        "mask_schedule": spec.diffusion.mask_schedule if spec.diffusion else None,
     })
 
 

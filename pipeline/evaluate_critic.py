@@ -46,10 +46,11 @@ def refreshed_table(scores: dict[str, np.ndarray], cfg: EvaluateCriticSection, n
     last = cfg.refreshed_steps - 1
     return {
         "policy": cfg.refreshed_policy, "steps": cfg.refreshed_steps, "implausible_below": cfg.implausible_below,
+        "samples": int(len(np.unique(scores["sample"]))),
         "states": {("final" if step == last else f"step_{step + 1}"): summarise_refreshed(
-            {k: v[scores["step"] == step] for k, v in scores.items()}, cfg.implausible_below, names)
+            {k: v[scores["step"] == step] for k, v in scores.items()}, cfg.implausible_below, names, seed=cfg.seed)
             for step in sorted(set(scores["step"].tolist()))},
-        "pooled": summarise_refreshed(scores, cfg.implausible_below, names),
+        "pooled": summarise_refreshed(scores, cfg.implausible_below, names, seed=cfg.seed),
     }
 
 

@@ -37,6 +37,9 @@ def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path
     cfg = params.sample
     device = resolve_device(cfg.device)
     model, tok, training = load_model(model_dir, device)
+    if training.get("mask_schedule") not in (None, cfg.schedule):
+        raise ConfigError(f"sample.schedule {cfg.schedule!r}: {model_dir} was trained on the "
+                          f"{training['mask_schedule']} masking schedule (train.mask_schedule)")
     for row, spec in rows.items():
         require_trained(spec.runs(row), training, tuple(cfg.tuning.temperature_range), str(model_dir))
         if spec.committed_budget is not None and get_policy(spec.runs(row)).candidates != "all":

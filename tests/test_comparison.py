@@ -148,7 +148,7 @@ def test_the_pool_is_searched_after_the_other_knobs_with_the_winners_rule_and_dr
     assert [c.candidate.label for c in tuned.searched] == [
         "top-k; T constant", "gumbel 1; T constant", "gumbel 1; T constant; just filled",
         "gumbel 1; T constant; +2% committed"]
-    sampling = REPO_PARAMS.sample
+    sampling = REPO_PARAMS.for_tier("study").sample  # the study searches pools; the quick tier has none
     plan = RowPlan.of("critic_fused", PolicySampling(), sampling, "critic_fused", Path("m"), sampling.tuning.draws)
     assert plan.pools == tuple(sampling.tuning.committed_budgets) and plan.pools
     for policy, spec in (("confidence", PolicySampling()), ("critic_fused", PolicySampling(committed_budget=0.02)),
@@ -413,3 +413,26 @@ def test_a_policy_is_refused_on_a_model_not_trained_for_it():
         require_trained("critic_fused", filled, (0.7, 2.0), "models/x")
     assert untrained_inputs("critic", {"objective": "diffusion", "alpha": 0.5}, (1.0, 1.0))  # no record: refused
     assert untrained_inputs("confidence", {"objective": "autoregressive"}, (1.0, 1.0))  # the judge is no sampler
+
+
+def test_refreshed_detection_has_intervals_over_samples_and_of_the_difference_from_confidence():
+    from remask.detection import summarise_refreshed
+
+    rng = np.random.default_rng(0)
+    samples, length = 32, 64
+    sample = np.repeat(np.arange(samples), length)
+    p_judge = rng.uniform(0, 1, samples * length)
+    implausible = p_judge < 0.2
+    scores = {"p_judge": p_judge, "sample": sample,
+              "confidence": implausible + rng.normal(0, 1.0, p_judge.size),  # weakly informative
+              "critic": implausible + rng.normal(0, 0.3, p_judge.size)}    # clearly better
+    table = summarise_refreshed(scores, 0.2, ("critic",), resamples=100)
+    critic = table["critic"]
+    assert set(table) == {"critic"}  # confidence is the reference, not a row of this table
+    for metric in ("auroc", "average_precision", "spearman"):
+        low, high = critic[f"{metric}_ci"]
+        assert low <= critic[metric] <= high and high - low < 0.2
+    low, high = critic["auroc_vs_confidence_ci"]
+    assert 0 < low <= critic["auroc_vs_confidence"] <= high
+    single = summarise_refreshed({**scores, "sample": np.zeros_like(sample)}, 0.2, ("critic",), resamples=20)
+    assert single["critic"]["auroc_ci"][0] == single["critic"]["auroc_ci"][1]  # one sample: no spread to show

@@ -47,9 +47,11 @@ def test_study_tier_adds_the_ablation_and_the_full_frontier(study_run):
         assert arms[arm]["val"] == curves["val"]
     assert arms["mlp_head"]["overrides"] == {"model": {"critic_head": "mlp"}}
     rows = [json.loads(line) for line in (p / "results/study/samples/confidence.jsonl").open()]
-    assert {r["nfe_budget"] for r in rows} == {8} and len({r["temperature"] for r in rows}) == 2
+    # the study compares at the text's entropy and at its second level, each with its own two report temperatures
+    assert {r["nfe_budget"] for r in rows} == {8} and {r["level"] for r in rows} == {"text", "second"}
+    assert all(len({r["temperature"] for r in rows if r["level"] == level}) == 2 for level in ("text", "second"))
     oracle = [json.loads(line) for line in (p / "results/study/samples/oracle_loo.jsonl").open()]
-    assert {(r["steps"], r["nfe"]) for r in oracle} == {(8, 8 + 7 * 16)} and len(oracle) == 2 * 4  # equal steps
+    assert {(r["steps"], r["nfe"]) for r in oracle} == {(8, 8 + 7 * 16)} and len(oracle) == 2 * 2 * 4  # equal steps
     # a variant: trained from scratch like multitask, sampled on its own model, scored on the same states
     info = json.loads((p / "models/study/self_correct/config.json").read_text())
     assert info["step"] == 8 and info["variant"] == "study/self_correct" and info["self_correct"] == 0.1
@@ -61,7 +63,8 @@ def test_study_tier_adds_the_ablation_and_the_full_frontier(study_run):
         "self_planning@self_correct"}
     summary = (p / "results/study/summary.md").read_text()
     assert "`study_evaluate_samples` stage of `make study`" in summary
-    assert "| 8 | `self_planning_budget@self_correct` | learned |" in summary
+    assert "| 8 | text | `self_planning_budget@self_correct` | learned |" in summary
+    assert "| 8 | second | `self_planning_budget@self_correct` | learned |" in summary
     for baseline in ("confidence@self_correct", "remdm_conf_budget@self_correct"):  # the score apart from the model
         assert f"- `self_planning_budget@self_correct` vs `{baseline}`: " in summary
     assert "| pooled | `self_planning@self_correct` |" in summary
@@ -74,8 +77,9 @@ def test_study_tier_adds_the_ablation_and_the_full_frontier(study_run):
     assert peer["step"] == 8 and peer["val"]["gen_loss"] > 0
     assert json.loads((p / "models/study/peer/config.json").read_text())["package"] == "x-transformers==2.31.10"
     drawn = [json.loads(line) for line in (p / "results/study/samples/peer_x_transformers.jsonl").open()]
-    assert {(r["steps"], r["nfe"], r["kind"]) for r in drawn} == {(4, 8, "peer")} and len(drawn) == 2 * 6
-    assert "| 8 | `peer_x_transformers` | peer (public implementation) |" in summary
+    assert {(r["steps"], r["nfe"], r["kind"]) for r in drawn} == {(4, 8, "peer")} and len(drawn) == 2 * 2 * 6
+    assert "| 8 | second | `peer_x_transformers` | peer (public implementation) |" in summary
+    assert "### NFE 8, at the second level (" in summary
     assert "## The public peer: x-transformers' self-critic" in summary
     assert "oracle_loo`" not in (p / "results/summary.md").read_text().split("## Detection against")[0]
     executed = nbformat.read(p / "reports/study/04_policy_comparison.ipynb", as_version=4)

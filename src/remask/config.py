@@ -53,7 +53,7 @@ class DataSection(_Section):
 
     source: str = Field(min_length=1)
     sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$")
-    split: Literal["documents", "contiguous"] = "documents"
+    split: Literal["documents", "contiguous"]
     val_fraction: float = Field(gt=0, lt=0.5)
     test_fraction: float = Field(gt=0, lt=0.5)
     split_seed: int = Field(ge=0)

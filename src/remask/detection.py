@@ -236,7 +236,7 @@ def refreshed_scores(model: DiffusionTransformer, judge: DiffusionTransformer, t
         with autocast(device):
             return model(seqs.to(device), head="lm").float()
 
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("p_judge", *REFRESHED_SCORES, "step", *STATE_KEYS)}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("p_judge", *REFRESHED_SCORES, "step", "sample", *STATE_KEYS)}
     for step in draw.state_steps:
         state = result.trajectory[step]
         scores = state_scores(model, state.tokens, state.masked, state.p_at_fill)
@@ -250,6 +250,7 @@ def refreshed_scores(model: DiffusionTransformer, judge: DiffusionTransformer, t
             for name in REFRESHED_SCORES:
                 parts[name].append(scores[name][row].numpy())
             parts["step"].append(np.full(length, step))
+            parts["sample"].append(np.full(length, row))  # the bootstrap's unit: a sample's tokens go together
             parts["tokens"].append(state.tokens[row].numpy())
             parts["just_filled"].append(state.masked[row].numpy())
             parts["p_at_fill"].append(state.p_at_fill[row].double().numpy())
@@ -269,15 +270,51 @@ def rescore_states(model: DiffusionTransformer, saved: Mapping[str, np.ndarray],
     return {name: scores[name].flatten().numpy() for name in names}
 
 
-def summarise_refreshed(scores: Mapping[str, np.ndarray], threshold: float,
-                        names: Sequence[str] = REFRESHED_SCORES) -> dict[str, dict]:
+RANKING = ("auroc", "average_precision", "spearman")  # what the refreshed table measures of each score
+STALE = "confidence"  # the refreshed table's reference score: fixed when the token was filled
+
+
+def _ranking(score: np.ndarray, implausible: np.ndarray, surprisal: np.ndarray) -> dict[str, float]:
+    """AUROC and average precision of ``score`` against ``implausible``, and its Spearman
+    correlation with the judge's ``surprisal`` (nan where a class is missing)."""
+    metrics = detection_metrics(score, implausible, is_probability=False)
+    spearman = spearmanr(score, surprisal).statistic if score.size > 1 else float("nan")
+    return {"auroc": metrics["auroc"], "average_precision": metrics["average_precision"],
+            "spearman": float(spearman), "n": metrics["n"], "error_rate": metrics["error_rate"]}
+
+
+def summarise_refreshed(scores: Mapping[str, np.ndarray], threshold: float, names: Sequence[str] = REFRESHED_SCORES,
+                        resamples: int = 200, level: float = 0.95, seed: int = 0) -> dict[str, dict]:
     """Per score: AUROC and average precision against "implausible" (``p_judge < threshold``) and
-    the Spearman correlation with the judge's surprisal ``-log p_judge``."""
+    the Spearman correlation with the judge's surprisal ``-log p_judge``, each with a percentile
+    interval ``<metric>_ci`` from a bootstrap over *samples* (``scores["sample"]``: a sample's
+    tokens are resampled together, as they are not independent), and its difference from the stale
+    ``confidence`` on the same resamples, ``<metric>_vs_confidence`` with ``..._ci``."""
     implausible = scores["p_judge"] < threshold
     surprisal = -np.log(np.clip(scores["p_judge"], 1e-300, 1.0))
-    out = {}
-    for name in names:
-        metrics = detection_metrics(scores[name], implausible, is_probability=False)
-        metrics["spearman"] = float(spearmanr(scores[name], surprisal).statistic)
-        out[name] = metrics
-    return out
+    compared = [*names, *([STALE] if STALE in scores and STALE not in names else [])]
+    out = {name: _ranking(scores[name], implausible, surprisal) for name in compared}
+    members = [np.flatnonzero(scores["sample"] == g) for g in np.unique(scores["sample"])]
+    rng = np.random.default_rng(seed)
+    draws = {name: {m: [] for m in RANKING} for name in compared}
+    for _ in range(resamples):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        for name in compared:
+            value = _ranking(scores[name][idx], implausible[idx], surprisal[idx])
+            for m in RANKING:
+                draws[name][m].append(value[m])
+    tail = 100 * (1 - level) / 2
+    for name in compared:
+        for m in RANKING:
+            out[name][f"{m}_ci"] = _percentiles(np.array(draws[name][m]), tail)
+            if STALE in out and name != STALE:
+                out[name][f"{m}_vs_confidence"] = out[name][m] - out[STALE][m]
+                out[name][f"{m}_vs_confidence_ci"] = _percentiles(
+                    np.array(draws[name][m]) - np.array(draws[STALE][m]), tail)
+    return {name: out[name] for name in names}
+
+
+def _percentiles(values: np.ndarray, tail: float) -> list[float] | None:
+    """The ``tail`` and ``100 - tail`` percentiles of the finite ``values`` (``None``: none is)."""
+    finite = values[np.isfinite(values)]
+    return None if finite.size == 0 else [float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))]

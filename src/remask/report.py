@@ -236,8 +236,12 @@ def render_goal(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
         learned = {k: v["auroc"] for k, v in pooled.items() if k not in ("confidence", "oracle_loo")}
         best = max(learned, key=learned.get)
         gap = learned[best] - pooled["confidence"]["auroc"]
-        lines.append(f"| refreshed-target AUROC >= the stale confidence's + 0.05 | `{best}` {learned[best]:.3f} vs "
-                     f"confidence {pooled['confidence']['auroc']:.3f} ({gap:+.3f}) | {'yes' if gap >= 0.05 else 'no'} |")
+        ci = pooled[best].get("auroc_vs_confidence_ci")
+        met = gap >= 0.05 and (ci is None or ci[0] > 0)  # and, where measured, its interval above 0
+        shown = fmt_ci(gap, ci, sign=True) if ci else f"{gap:+.3f}"
+        lines.append(f"| refreshed-target AUROC >= the stale confidence's + 0.05 (the difference's interval above 0) | "
+                     f"`{best}` {learned[best]:.3f} vs confidence {pooled['confidence']['auroc']:.3f} ({shown}) | "
+                     f"{'yes' if met else 'no'} |")
     if "generator_only" in generator_losses:
         for name, loss in generator_losses.items():
             if name == "generator_only":
@@ -375,21 +379,38 @@ def render_search(tuning: Mapping[str, TuningLog]) -> list[str]:
 
 
 def render_refreshed(refreshed: Mapping) -> list[str]:
-    """Every score against the judge's leave-one-out plausibility of the sampler's own tokens."""
+    """Every score against the judge's leave-one-out plausibility of the sampler's own tokens, with
+    intervals over samples and each score's difference from the stale confidence."""
+    samples = refreshed.get("samples")
     lines = ["## Detection against a refreshed, independent target", "",
-             f"Unconditional samples of `{refreshed['policy']}` ({refreshed['steps']} steps); every token of the fill "
+             f"Unconditional samples of `{refreshed['policy']}` ({refreshed['steps']} steps"
+             + ("" if samples is None else f", {samples} samples") + "); every token of the fill "
              "halfway through and of the final samples is labelled by the judge's leave-one-out probability "
              "p_J(token | every other token), exact by Bayes under the causal judge. *Implausible*: p_J < "
              f"{refreshed['implausible_below']:g}. AUROC and average precision rank implausible tokens; Spearman: "
              "correlation with -log p_J. `confidence` is stale (fixed when the token was filled); `oracle_loo` is the "
-             "generator's own leave-one-out probability, one pass per position: a ceiling, not a one-pass score.", "",
-             "| states | score | AUROC | AP | Spearman | implausible share | tokens |", "|---|---|---|---|---|---|---|"]
+             "generator's own leave-one-out probability, one pass per position: a ceiling, not a one-pass score. "
+             "Intervals: 95% percentile bootstrap over samples (a sample's tokens resampled together); *vs "
+             "confidence*: the AUROC difference from the stale confidence on the same resamples. With few samples "
+             "the intervals are wide: they say how little a table of this size can tell.", "",
+             "| states | score | AUROC | AUROC vs confidence | AP | Spearman | implausible share | tokens |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, block in [*refreshed["states"].items(), ("pooled", refreshed["pooled"])]:
         for name, m in block.items():
             shown = f"`{name}`" + (" (oracle)" if name == "oracle_loo" else "")
-            lines.append(f"| {label} | {shown} | {m['auroc']:.3f} | {m['average_precision']:.3f} | "
-                         f"{m['spearman']:.3f} | {m['error_rate']:.3f} | {m['n']} |")
+            gap = fmt_interval(m, "auroc_vs_confidence", sign=True)
+            lines.append(f"| {label} | {shown} | {fmt_interval(m, 'auroc')} | {gap} | "
+                         f"{fmt_interval(m, 'average_precision')} | {fmt_interval(m, 'spearman')} | "
+                         f"{m['error_rate']:.3f} | {m['n']} |")
     return lines
+
+
+def fmt_interval(m: Mapping, metric: str, sign: bool = False) -> str:
+    """``metric`` of a detection table with its bootstrap interval where it has one (``-``: absent)."""
+    if metric not in m:
+        return "-"
+    ci = m.get(f"{metric}_ci")
+    return fmt_ci(m[metric], ci, sign=sign) if ci else f"{m[metric]:{'+.3f' if sign else '.3f'}}"
 
 
 def render_seed_detection(detection: Mapping[str, Mapping]) -> list[str]:

@@ -30,6 +30,7 @@ def run_stage(name: str, body: Callable[[Params, argparse.Namespace], None], par
 
 DATA_DIR = Path("data/prepared")  # the tokenize stage's output, every later stage's input
 PEER_DIR = Path("study") / "peer"  # the public peer's model, under models/
+PEER = "peer"  # the study "variant" name of rows our sampler draws from the peer's generator (<row>@peer)
 
 
 def tier_results(tier: str, results: Path = Path("results")) -> Path:
@@ -40,6 +41,20 @@ def tier_results(tier: str, results: Path = Path("results")) -> Path:
 def samples_dir(tier: str, results: Path = Path("results")) -> Path:
     """Where a tier's samples go: ``results/samples`` (quick) or ``results/study/samples``."""
     return tier_results(tier, results) / "samples"
+
+
+def read_json(path: Path, stage: str) -> dict:
+    """A stage's JSON output; missing, an error naming the stage that writes it."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run the {stage} stage first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_samples(path: Path) -> list[dict]:
+    """Samples as the sampling stages write them (JSON lines)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; run the sample stage for it first")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def write_rows(rows: list[dict], out: Path) -> None:

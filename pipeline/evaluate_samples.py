@@ -16,13 +16,13 @@ self-critic, ``pipeline.peer``) with its training record, and the ablation arms'
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline._common import DATA_DIR, run_stage, samples_dir, tier_results
+from pipeline._common import DATA_DIR, read_json, read_samples, run_stage, tier_results
+from pipeline._rows import tier_rows
 from remask.atomic import write_csv, write_json, write_text
 from remask.checkpoint import load_model
 from remask.config import TIERS, ConfigError, Params
@@ -30,21 +30,9 @@ from remask.data import reference_texts, split_text, words
 from remask.frontier import frontier_point
 from remask.judge import judge_nll_bits
 from remask.metrics import NgramReference, setting_samples, text_metrics
-from remask.records import Candidate, FrontierPoint, Setting, TuningLog, entropy_levels
+from remask.records import Candidate, FrontierPoint, MasksLeft, Setting, entropy_levels
 from remask.report import SummaryInputs, best_training_free, compare_policies, kind_of, render_summary
 from remask.runtime import resolve_device
-
-def read_json(path: Path, stage: str) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{path}: not found; run the {stage} stage first")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def read_samples(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: not found; run the sample stage for it first")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
 
 def main(params: Params, args: argparse.Namespace) -> None:
     params = params.for_tier(args.tier)
@@ -65,22 +53,23 @@ def main(params: Params, args: argparse.Namespace) -> None:
     levels = entropy_levels(reference["char_entropy"], scfg.tuning)
     judge_row, _ = measure([r["text"] for r in read_samples(results / "samples" / "judge.jsonl")], 1)
 
-    tuning = {p: TuningLog.from_dict(read_json(tier_dir / "tuning" / f"{p}.json", f"sample@{p}"))
-              for p in scfg.policies}
-    files = [samples_dir(args.tier, results) / f"{p}.jsonl" for p in scfg.policies]
+    tuning, files = tier_rows(params, args.tier, results)
     peer = params.study.peer.row if args.tier == "study" else None
-    if peer:  # the public peer's row, sampled with its own generate() (study_peer_sample)
-        tuning[peer] = TuningLog.from_dict(read_json(tier_dir / "tuning" / f"{peer}.json", "study_peer_sample"))
-        files.append(samples_dir(args.tier, results) / f"{peer}.jsonl")
     variants = params.study.variants if args.tier == "study" else {}
-    for variant in variants:  # rows <row>@<variant>, sampled on the variant's own model
-        logs = read_json(tier_dir / "variants" / variant / "tuning.json", f"study_sample_variant@{variant}")
-        tuning.update({name: TuningLog.from_dict(raw, variant) for name, raw in logs.items()})
-        files.append(tier_dir / "variants" / variant / "samples.jsonl")
+    finalists = read_json(tier_dir / "finalists" / "finalists.json", "study_finalists") if args.tier == "study" else None
+    redrawn = set() if finalists is None else {(r, int(b), level) for b, at in finalists["rows"].items()
+                                                for level, rows in at.items() for r in rows if r in finalists["texts"]}
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for path in files:
+    for path in files:  # a finalist's report samples are replaced by its draw on more texts
         for row in read_samples(path):
+            if (row["policy"], row["nfe_budget"], row["level"]) not in redrawn:
+                groups[(row["policy"], row["nfe_budget"], row["level"], row["temperature"])].append(row)
+    if finalists is not None:
+        for row in read_samples(tier_dir / "finalists" / "samples.jsonl"):
             groups[(row["policy"], row["nfe_budget"], row["level"], row["temperature"])].append(row)
+        if peer in tuning:  # the peer's [MASK] counts of its finalist draws
+            for budget, counts in MasksLeft.from_dict(finalists["masks_left"]).counts.items():
+                tuning[peer].masks_left.counts.setdefault(budget, {}).update(counts)
     settings, samples = [], defaultdict(list)
     for (policy, budget, level, temperature), rows in tqdm(sorted(groups.items()), desc="evaluate samples",
                                                            unit="setting"):
@@ -158,7 +147,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
                    "tuning": tuning[peer]} if peer else None
     summary = render_summary(SummaryInputs(reference, judge_row, frontiers, records, best, settings, detection_view,
                                            losses, scfg.tuning_seed, scfg.seed, tuning, levels, ablation, stage,
-                                           peer_record))
+                                           peer_record, finalists))
     write_text(tier_dir / "summary.md", summary)
     print(summary)
 

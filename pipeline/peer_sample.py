@@ -7,6 +7,10 @@ counted by :func:`remask.peer.peer_generate`), as the row ``study.peer.row`` bes
 others: ``results/study/samples/<row>.jsonl`` and ``results/study/tuning/<row>.json``. A
 ``[MASK]`` its sampler leaves in a text is shown to the judge as ``data.unknown_char`` and counted
 per setting in the tuning log (``masks_left``).
+
+``--our-sampler`` (the stage ``study_sample_peer_model``) draws the rows of ``study.peer.rows`` from
+the peer's trained generator with *our* sampler and search, as ``<row>@peer`` under
+``results/study/variants/peer/``, so that the summary separates its model from its sampler.
 """
 
 from __future__ import annotations
@@ -14,17 +18,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline._common import DATA_DIR, PEER_DIR, run_stage, samples_dir, tier_results, write_rows
+from pipeline._common import DATA_DIR, PEER, PEER_DIR, run_stage, samples_dir, tier_results, write_rows
+from pipeline._sampling import sample_rows
 from remask.atomic import write_json
 from remask.checkpoint import load_judge
 from remask.config import Params
-from remask.peer import VERSION, load_peer, peer_draw_at
+from remask.peer import VERSION, load_peer, load_peer_model, peer_draw_at
 from remask.records import MasksLeft, entropy_levels
 from remask.runtime import resolve_device
 from remask.tuning import RowPlan, Search, target_entropy, tune_row
 
 
+def our_sampler(params: Params, models: Path) -> None:
+    """``--our-sampler``: the rows of ``study.peer.rows`` drawn from the peer's trained generator by
+    our sampler (``<row>@peer``), searched like every row, into ``results/study/variants/peer/``."""
+    samples, logs = sample_rows(params.for_tier("study"), params.study.peer.rows, models / PEER_DIR, models / "judge",
+                                PEER, load_peer_model)
+    out = tier_results("study") / "variants" / PEER
+    write_json(out / "tuning.json", {name: log.to_dict() for name, log in logs.items()})
+    write_rows(samples, out / "samples.jsonl")
+
+
 def main(params: Params, args: argparse.Namespace) -> None:
+    if args.our_sampler:
+        our_sampler(params, Path(args.models_dir))
+        return
     study = params.for_tier("study")
     cfg, peer, model_dir = study.sample, params.study.peer, Path(args.models_dir) / PEER_DIR
     device = resolve_device(cfg.device)
@@ -48,4 +66,6 @@ def main(params: Params, args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m pipeline.peer_sample")
     parser.add_argument("--models-dir", default="models")
+    parser.add_argument("--our-sampler", action="store_true",
+                        help="our sampler on the peer's generator: the rows of study.peer.rows, as <row>@peer")
     run_stage("peer_sample", main, parser)

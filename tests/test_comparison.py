@@ -21,7 +21,7 @@ from remask.policies import POLICIES, leave_one_out_probs, require_trained, untr
 from remask.records import Candidate, Comparison, FrontierPoint, TuningLog, entropy_levels
 from remask.report import render_goal
 from remask.tuning import (RowPlan, Search, candidates, nll_at_target, report_temperatures, trained_draws,
-                           tune_policy, tune_row, tune_temperature)
+                           rounds, tune_policy, tune_row, tune_temperature)
 
 TOPK, GUMBEL = SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperature=1.0)
 CONSTANT = DrawKnobs(anneal="constant", top_k_share=1.0, top_p=1.0)
@@ -143,7 +143,7 @@ def test_the_pool_is_searched_after_the_other_knobs_with_the_winners_rule_and_dr
         return entropy, 3.0 + rule_gain + pool_gain + (entropy - 4.6)
 
     cfg = REPO_PARAMS.sample.tuning.with_(selections=[TOPK, GUMBEL], draws=[CONSTANT], entropy_tolerance=0.02)
-    tuned = tune_policy(candidates(True, cfg, cfg.draws), measure, 4.6, cfg, pools=[0.0, 0.02])
+    tuned = tune_policy(candidates(True, cfg, cfg.draws), measure, 4.6, cfg, then=rounds(cfg, cfg.draws, [0.0, 0.02]))
     assert tuned.candidate == Candidate(GUMBEL, CONSTANT, 0.02) and tuned.judge_nll == pytest.approx(2.8)
     assert [c.candidate.label for c in tuned.searched] == [
         "top-k; T constant", "gumbel 1; T constant", "gumbel 1; T constant; just filled",
@@ -154,6 +154,25 @@ def test_the_pool_is_searched_after_the_other_knobs_with_the_winners_rule_and_dr
     for policy, spec in (("confidence", PolicySampling()), ("critic_fused", PolicySampling(committed_budget=0.02)),
                          ("oracle_loo", PolicySampling())):  # a fixed pool, a filled-only policy, the ceiling
         assert RowPlan.of(policy, spec, sampling, policy, Path("m"), sampling.tuning.draws).pools == ()
+
+
+def test_a_coordinate_search_tries_the_rules_then_the_winners_draw_knobs_then_its_pools():
+    def measure(t, candidate):
+        entropy = 2.0 + 2.0 * t
+        gain = (0.0 if candidate.selection == GUMBEL else 0.3) + (-0.1 if candidate.knobs == PEERS else 0.0)
+        return entropy, 3.0 + gain + (entropy - 4.6)
+
+    cfg = REPO_PARAMS.sample.tuning.with_(selections=[TOPK, GUMBEL], draws=[CONSTANT, PEERS], entropy_tolerance=0.02,
+                                          search="coordinate")
+    first = candidates(True, cfg, cfg.draws)
+    assert [c.label for c in first] == ["top-k; T constant", "gumbel 1; T constant"]  # the rules, on the first knobs
+    tuned = tune_policy(first, measure, 4.6, cfg, then=rounds(cfg, cfg.draws, [0.0]))
+    assert [c.candidate.label for c in tuned.searched] == [
+        "top-k; T constant", "gumbel 1; T constant", "gumbel 1; T linear to 0.7, top-k 30%",
+        "gumbel 1; T linear to 0.7, top-k 30%; just filled"]  # 2 + 1 + 1 candidates, not 2 x 2 + 1
+    assert tuned.candidate == Candidate(GUMBEL, PEERS) and tuned.judge_nll == pytest.approx(2.9)
+    grid = cfg.with_(search="grid")
+    assert len(candidates(True, grid, grid.draws)) == 4 and rounds(grid, grid.draws, []) == []
 
 
 def test_a_critic_is_never_searched_with_draw_knobs_below_its_training_temperatures():

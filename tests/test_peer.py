@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -18,9 +18,10 @@ from remask.config import SelectionRule
 from remask.data import CharTokenizer, load_meta
 from remask.errors import CheckpointError, ConfigError
 from remask.metrics import setting_samples
+from remask.policies import untrained_inputs
 from remask.records import (BudgetTuning, Candidate, FrontierPoint, LevelTuning, MasksLeft, Pilot, Searched, Setting,
                             Tuned, TuningLog)
-from remask.report import compare_policies, kind_of, render_goal, render_peer
+from remask.report import compare_policies, finalist_rows, kind_of, render_goal, render_peer
 
 needs_peer = pytest.mark.skipif(
     importlib.util.find_spec("x_transformers") is None,
@@ -216,6 +217,26 @@ def test_our_best_learned_policy_chosen_on_the_tuning_draw_is_compared_with_the_
 
 
 @needs_peer
+def test_our_sampler_draws_from_the_peers_generator_and_never_writes_mask(tmp_path):
+    """``<row>@peer``: the peer's trained generator behind our interface, sampled by our sampler;
+    its [MASK] logit is suppressed there as in our models, and no critic policy runs on it."""
+    from remask.peer import PeerConfig, load_peer_model, save_peer
+    from remask.sampling import SamplerOptions, diffusion_generate
+
+    tok = CharTokenizer("abcdefgh ")
+    torch.manual_seed(0)
+    wrapper = tiny_peer(tok)
+    cfg = PeerConfig.of(TINY, REPO_PARAMS.study.peer, tok)
+    save_peer(tmp_path, wrapper, {"peer": asdict(cfg), "tokenizer": tok.to_dict()})
+    model, loaded_tok, record = load_peer_model(tmp_path)
+    assert loaded_tok.chars == tok.chars and not model.config.causal
+    result = diffusion_generate(model, 3, 12, SamplerOptions(steps=4, policy="confidence", temperature=2.0), seed=0)
+    assert result.nfe == 4 and not (result.tokens == tok.mask_id).any()
+    assert untrained_inputs("confidence", record, (0.7, 2.0)) == []
+    assert untrained_inputs("critic_fused", record, (0.7, 2.0)) == ["a trained critic head (alpha > 0)"]
+
+
+@needs_peer
 def test_the_peers_default_loss_weight_is_negative_which_is_why_it_is_off():
     """At 2.31.10 ``use_simple_mdlm_loss_weight=True`` (its default) weights the generator's
     cross-entropy by grad / (1 - value) of its masking schedule: -1 / t for ``linear``, so the loss
@@ -248,6 +269,10 @@ def test_every_variant_row_is_compared_with_both_of_its_own_models_baselines():
     frontiers = {(row, 32, "text"): FrontierPoint(row, tuning[row].runs, kind_of(tuning[row]), 32, 32, 32, "top-k", 1.2,
                                                   True, [1.1, 1.3], {"bracketed": True}) for row in rows}
     records = compare_policies(samples, frontiers, tuning, {"text": target}, 100, 0.95, 0)
+    # the finalists: every model's baselines and each model's best learned row (tuning draw; here a tie, by name)
+    assert finalist_rows(tuning, 32, "text") == ["confidence", "confidence@generated", "confidence@loo",
+                                                "critic_fused@loo", "remdm_conf_budget@loo"]
+    assert finalist_rows(tuning, 32, "second") == [] and finalist_rows(tuning, 64, "text") == []
     for row in ("critic_fused@loo", "critic_fused_budget@loo"):
         assert {"confidence@loo", "remdm_conf_budget@loo"} <= {r.baseline for r in records if r.policy == row}
         assert "confidence@generated" not in {r.baseline for r in records if r.policy == row}  # another model

@@ -23,7 +23,7 @@ TINY = {
     "evaluate_critic": {"num_windows": 12, "mask_ratios": [0.3, 0.7], "rollout_windows": 4, "rollout_steps": 3,
                         "refreshed_samples": 1, "refreshed_steps": 4},
     "sample": {"policies": {"random": {}, "confidence": {}, "critic": {}, "critic_fused": {}},
-               "nfe_budgets": [4, 8], "num_samples": 6, "length": 16, "batch_size": 4, "device": "cpu",
+               "nfe_budgets": [4, 8], "num_samples": 6, "length": 16, "batch_size": 3, "device": "cpu",
                # the default grid compares at the text's entropy only, with no pool search (its time budget);
                # both are tested here
                "tuning": {"num_samples": 4, "max_pilots": 3, "selections": [{"rule": "topk"}], "second_level": 0.875,
@@ -31,7 +31,8 @@ TINY = {
     "evaluate_samples": {"bootstrap_resamples": 100},
     "ablation": {"arms": {"mlp_head": {"model": {"critic_head": "mlp"}}},
                  "steps": 4, "eval_windows": 4, "rollout_steps": 3, "nfe": 8, "num_samples": 4},
-    "study": {"sample": {"policies": {"confidence": {},
+    "study": {"finalists": {"num_samples": 9, "oracle_num_samples": 4},
+              "sample": {"policies": {"confidence": {},
                                       "oracle_loo": {"num_samples": 4, "tuning_samples": 2, "nfe_budgets": [8]}},
                          "nfe_budgets": [8], "tuning": {"num_samples": 4, "max_pilots": 3, "selections": [
                              {"rule": "topk"}]}},

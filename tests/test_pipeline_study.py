@@ -81,11 +81,31 @@ def test_study_tier_adds_the_ablation_and_the_full_frontier(study_run):
     assert "| 8 | second | `peer_x_transformers` | peer (public implementation) |" in summary
     assert "### NFE 8, at the second level (" in summary
     assert "## The public peer: x-transformers' self-critic" in summary
+    # our sampler on the peer's generator: its model apart from its sampler
+    ours = [json.loads(line) for line in (p / "results/study/variants/peer/samples.jsonl").open()]
+    assert {r["policy"] for r in ours} == {"confidence@peer"} and {r["level"] for r in ours} == {"text", "second"}
+    assert "- `peer_x_transformers` vs `confidence@peer`: " in summary
+    assert "- `confidence@peer` vs `confidence`: " in summary
+    assert "its generator under our sampler vs ours (`confidence@peer` vs `confidence`)" in summary
     assert "oracle_loo`" not in (p / "results/summary.md").read_text().split("## Detection against")[0]
     executed = nbformat.read(p / "reports/study/04_policy_comparison.ipynb", as_version=4)
     injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert 'summary_path = "results/study/summary.md"' in injected.source
-    assert (p / "reports/study/figures/04_policy_comparison/frontier.png").is_file()
+    # the finalists, drawn again on 9 texts: the first 6 are their report samples, the rest new
+    finalists = json.loads((p / "results/study/finalists/finalists.json").read_text())
+    assert finalists["texts"]["confidence"] == 9 and "confidence" in finalists["rows"]["8"]["text"]
+    assert "oracle_loo" in finalists["rows"]["8"]["text"] and "oracle_loo" not in finalists["texts"]  # its own 4
+    assert "peer_x_transformers" in finalists["rows"]["8"]["second"]
+    again = [json.loads(line) for line in (p / "results/study/finalists/samples.jsonl").open()]
+    for level in ("text", "second"):
+        for temperature in {r["temperature"] for r in rows if r["level"] == level}:
+            first = [r for r in rows if r["level"] == level and r["temperature"] == temperature]
+            more = [r for r in again if r["policy"] == "confidence" and r["level"] == level
+                    and r["temperature"] == temperature]
+            assert len(more) == 9 and more[:6] == first  # the seed's stream spent in the same order
+    assert "`confidence` 9" in summary and "`oracle_loo` its report draw" in summary
+    for figure in ("frontier", "verdict", "verdict_variants"):  # the variants' own panel, against their own models
+        assert (p / f"reports/study/figures/04_policy_comparison/{figure}.png").is_file(), figure
 
 
 def test_exp_run_then_exp_show_and_metrics_diff_compare_runs(study_run, tmp_path):

@@ -23,8 +23,8 @@ from remask.errors import ConfigError
 
 # Names the sections accept, each equal to its registry (tests/test_config.py checks every one): this
 # module imports no registry, so that reading params never imports torch
-PolicyName = Literal["random", "confidence", "remdm_conf", "critic", "critic_confidence", "critic_fused", "oracle_loo",
-                     "self_planning"]  # remask.policies.POLICIES
+PolicyName = Literal["random", "confidence", "remdm_conf", "critic", "critic_confidence", "critic_fused",
+                     "critic_committed", "oracle_loo", "self_planning"]  # remask.policies.POLICIES
 POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
 TargetName = Literal["differs", "loo", "generated"]  # remask.critic_targets.TARGETS
 ScheduleName = Literal["linear", "cosine"]  # remask.schedules.SCHEDULES
@@ -270,7 +270,9 @@ class Tuning(_Section):
     reach the text's entropy reach). A row whose policy may re-mask any token and whose pool the
     row does not fix also tries the winner's knobs with each re-masking pool of
     ``committed_budgets`` (0: only the tokens just filled; eta: those and a share eta of the
-    committed ones)."""
+    committed ones). ``search``: ``grid`` tries every selection rule with every draw knob;
+    ``coordinate`` every rule with the first draw knobs, then the winner's rule with the others
+    (rules + draws candidates instead of rules x draws)."""
 
     num_samples: int = Field(ge=2)
     temperature_range: list[float] = Field(min_length=2, max_length=2)
@@ -279,6 +281,7 @@ class Tuning(_Section):
     report_spread: float = Field(gt=0, lt=0.5)
     second_level: Annotated[float, Field(gt=0, lt=1)] | None
     committed_budgets: list[Annotated[float, Field(ge=0, le=1)]]  # re-masking pools tried after the rest
+    search: Literal["grid", "coordinate"]  # every rule with every draw knob, or one after the other
     selections: list[SelectionRule] = Field(min_length=1)
     draws: list[DrawKnobs] = Field(min_length=1)
 
@@ -378,7 +381,8 @@ class PeerSection(_Section):
     ``NonAutoregressiveWrapper`` with ``self_token_critic=True``, built at the ``model`` section's
     size, trained with its own loss on the ``train`` section's data, steps, batch and optimiser, and
     sampled with its own ``generate()``, tuned like every row. The keys are its own knobs, at its
-    defaults; its row is reported as ``row``."""
+    defaults; its row is reported as ``row``. ``rows``: rows of our sampler run on its generator
+    (``<row>@peer``), so that its model and its sampler read apart."""
 
     row: str = Field(pattern=r"^[A-Za-z0-9_]+$")  # letters, digits, underscores
     no_replace_prob: float = Field(ge=0, lt=1)  # masked tokens shown as themselves (BERT)
@@ -386,6 +390,18 @@ class PeerSection(_Section):
     critic_loss_weight: float = Field(ge=0)
     filter_thres: float = Field(ge=0, lt=1)  # generate(): top-k keeps ceil((1 - thres) * vocab) tokens
     attn_flash: bool  # its attention through torch's scaled_dot_product_attention (same maths, faster)
+    rows: dict[str, PolicySampling]  # rows drawn from its generator by our sampler, reported as <row>@peer
+
+
+class Finalists(_Section):
+    """The study's finalists (each model's training-free baselines, the oracle ceiling, each model's
+    best learned row chosen on the tuning draw, the public peer) drawn again on ``num_samples`` texts
+    per report setting, so that their differences decide (an interval shrinks about as 1/sqrt(n));
+    the oracle on ``oracle_num_samples``. A finalist whose report draw already holds as many is not
+    drawn again."""
+
+    num_samples: int = Field(ge=2)
+    oracle_num_samples: int = Field(ge=2)  # the oracle ceiling's (a pass per position per step)
 
 
 class StudySection(_Section):
@@ -396,6 +412,7 @@ class StudySection(_Section):
     sample: SampleGrid
     variants: dict[str, Variant]
     peer: PeerSection
+    finalists: Finalists
 
     @model_validator(mode="after")
     def _variant_names(self) -> "StudySection":

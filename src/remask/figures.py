@@ -24,6 +24,7 @@ SCORE_COLOURS = {
     "confidence": "#0173b2", "critic": "#de8f05", "critic_fused": "#029e73", "first_pass": "#d55e00",
     "remdm_conf": "#cc78bc", "random": "#949494", "oracle_loo": "#000000", "self_planning": "#ca9161",
     "critic_confidence": "#fbafe4", "entropy": "#56b4e9", "margin": "#ece133", "peer_x_transformers": "#8c564b",
+    "critic_committed": "#bcbd22",
     "confidence + critic (fitted)": "#17becf",
 }
 OTHER_COLOUR = "#7f7f7f"

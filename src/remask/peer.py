@@ -43,7 +43,7 @@ from remask import atomic, checkpoint
 from remask.config import ModelSection, PeerSection, SampleSection
 from remask.data import CharTokenizer
 from remask.errors import CheckpointError, ConfigError
-from remask.model import DiffusionTransformer, ModelConfig
+from remask.model import MASK_LOGIT, DiffusionTransformer, ModelConfig
 from remask.runtime import autocast
 
 if TYPE_CHECKING:  # the peer's training stage must not depend on the sampling records
@@ -68,6 +68,11 @@ class PeerConfig:
     random_token_prob: float
     critic_loss_weight: float
     attn_flash: bool
+
+    @property
+    def causal(self) -> bool:
+        """Bidirectional, as our samplers require of a diffusion model."""
+        return False
 
     @classmethod
     def of(cls, model: ModelSection, peer: PeerSection, tokenizer: CharTokenizer) -> "PeerConfig":
@@ -108,7 +113,9 @@ def build_peer(cfg: PeerConfig) -> nn.Module:
 
 class PeerModel(nn.Module):
     """The peer behind our model's interface (``model(idx, head=...)``, ``config.mask_id``), so that
-    our validation scores it on the same windows and masks as our models."""
+    our validation scores it on the same windows and masks as our models, and our sampler draws
+    from its generator. Like ours, its generator never writes ``[MASK]`` here (its own ``generate()``
+    can: that logit is kept there)."""
 
     def __init__(self, wrapper: nn.Module, cfg: PeerConfig):
         super().__init__()
@@ -116,7 +123,8 @@ class PeerModel(nn.Module):
 
     def forward(self, idx: torch.Tensor, head: str = "lm") -> torch.Tensor:
         if head == "lm":
-            return self.wrapper.net(idx)
+            logits = self.wrapper.net(idx)
+            return logits.index_fill(-1, torch.tensor([self.config.mask_id], device=idx.device), MASK_LOGIT)
         if head == "critic":
             return self.wrapper.token_critic(idx).squeeze(-1)
         raise ValueError(f"head must be 'lm' or 'critic', got {head!r}")
@@ -169,6 +177,17 @@ def load_peer(directory: str | Path, device: str | torch.device = "cpu") -> tupl
     checkpoint.check_state_dict(wrapper, state, path)
     wrapper.load_state_dict(state)
     return wrapper.to(device).eval(), tokenizer, raw
+
+
+def load_peer_model(directory: str | Path, device: str | torch.device = "cpu") -> tuple[PeerModel, CharTokenizer, dict]:
+    """The saved peer's generator behind our model's interface, for our sampler, with a training
+    record in our checkpoints' terms (:func:`remask.policies.untrained_inputs`): a diffusion
+    generator whose critic is not ours (its labels and fill temperatures differ), so that no policy
+    reading our critic runs on it."""
+    wrapper, tokenizer, raw = load_peer(directory, device)
+    record = {"objective": "diffusion", "alpha": 0.0, "critic": None, "self_correct": 0.0,
+              "mask_schedule": None, "peer": raw["peer"]}
+    return PeerModel(wrapper, PeerConfig(**raw["peer"])), tokenizer, record
 
 
 # ---------------------------------------------------------------------------------------------

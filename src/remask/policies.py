@@ -151,6 +151,13 @@ def critic_fused(state: StepState) -> torch.Tensor:
     return torch.where(state.just_filled, 1.0 - state.p_current, state.critic_at_fill)
 
 
+@register("critic_committed", "learned", candidates="all", extra_passes=1)
+def critic_committed(state: StepState) -> torch.Tensor:
+    """``critic_fused``'s split with a fresh pass: committed tokens by the critic reading the whole
+    new fill (one extra pass per step), the tokens just filled by 1 - p."""
+    return torch.where(state.just_filled, 1.0 - state.p_current, torch.sigmoid(state.critic(state.tokens).double()))
+
+
 @register("oracle_loo", "oracle", candidates="all", extra_passes=1, per_position=True)
 def oracle_loo(state: StepState) -> torch.Tensor:
     """Ceiling: 1 - the generator's leave-one-out probability of every current token (one pass per position)."""

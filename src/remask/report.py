@@ -77,6 +77,19 @@ def same_model_baseline(tuning: Mapping[str, TuningLog], log: TuningLog) -> list
                   and is_same_model_baseline(other))
 
 
+def finalist_rows(tuning: Mapping[str, TuningLog], budget: int, level: str) -> list[str]:
+    """The rows whose differences must decide at ``budget`` and ``level``: every model's training-free
+    baselines (:func:`is_same_model_baseline`), the oracle ceiling, the public peer, and each model's
+    best learned row, chosen on the tuning draw (never on the report draw it is then measured on)."""
+    here = {name: log for name, log in tuning.items()
+            if budget in log.budgets and level in log.budgets[budget].levels}
+    chosen = {name for name, log in here.items() if is_same_model_baseline(log) or kind_of(log) in ("oracle", "peer")}
+    for variant in {log.variant for log in here.values()}:
+        best = best_of_kind({n: log for n, log in here.items() if log.variant == variant}, budget, "learned", level)
+        chosen |= {best} if best else set()
+    return sorted(chosen)
+
+
 def best_training_free(tuning: Mapping[str, TuningLog], budget: int, level: str = TEXT_LEVEL) -> str:
     """The training-free policy with the lowest judge NLL at the entropy ``level`` on the tuning draw."""
     best = best_of_kind(tuning, budget, "training_free", level)
@@ -180,10 +193,10 @@ def render_settings(frontiers: Mapping[tuple[str, int, str], FrontierPoint], ref
 
 
 def render_verdict(records: Sequence[Comparison], best: Mapping[tuple[int, str], str],
-                   levels: Mapping[str, float]) -> list[str]:
+                   levels: Mapping[str, float], finalists: Mapping | None = None) -> list[str]:
     """One line per comparison, its differences and the outcome they imply, per budget and entropy
     level; ``best``: the best training-free policy of each budget and level (chosen on the tuning
-    draw)."""
+    draw); ``finalists``: the study's ``finalists.json`` (the rows drawn again on more texts)."""
     lines = ["## Verdict", "",
              "Differences are *policy minus baseline* at a named entropy level (the test text's, and a second, lower "
              "one that every sampler reaches, the public peer's included), with a 95% bootstrap interval of the "
@@ -199,7 +212,13 @@ def render_verdict(records: Sequence[Comparison], best: Mapping[tuple[int, str],
              "effect reads apart from the variant's generator.", ""]
     for budget, level in sorted({(r.budget, r.level) for r in records}, key=lambda k: (k[0], list(LEVELS).index(k[1]))):
         lines += [f"### NFE {budget}, at {level_title(level, levels[level])}", "",
-                  f"Best training-free policy (tuning draw): `{best[(budget, level)]}`.", ""]
+                  f"Best training-free policy (tuning draw): `{best[(budget, level)]}`."]
+        chosen = (finalists or {}).get("rows", {}).get(str(budget), {}).get(level)
+        if chosen:
+            lines[-1] += (" Finalists (each model's baselines, the oracle, each model's best learned row on the tuning "
+                          "draw, the peer), with their texts per report setting: " + ", ".join(
+                              f"`{r}` {finalists['texts'].get(r, 'its report draw')}" for r in chosen) + ".")
+        lines.append("")
         for r in (r for r in records if r.budget == budget and r.level == level):
             ceiling = " (oracle ceiling at equal steps, not a contender)" if r.kind == "oracle" else ""
             parts = "; ".join(f"{METRIC_NAMES[m]} {fmt_difference(d)}" for m, d in r.differences.items()) \
@@ -333,6 +352,23 @@ def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
             "extrapolated; judge NLL at a lower entropy is not a better text, a collapsed sampler scores well)"}[r.outcome])
     if verdicts:
         lines += ["", "Our best learned policy against the peer: " + "; ".join(verdicts) + "."]
+    return lines + render_model_and_sampler(records, row)
+
+
+def render_model_and_sampler(records: Sequence[Comparison], row: str) -> list[str]:
+    """The peer's model apart from its sampler, where our sampler also ran on its generator
+    (``<row>@peer``): its generator under our sampler against ours (the model), and its own sampler
+    against ours on its generator (the sampler and its critic)."""
+    model = [r for r in records if r.policy.endswith("@peer") and r.baseline == BASELINE]
+    sampler = [r for r in records if r.policy == row and r.baseline.endswith("@peer")]
+    if not (model or sampler):
+        return []
+    lines = ["", "Its model apart from its sampler (judge NLL, policy minus baseline):", ""]
+    for r in sorted([*model, *sampler], key=lambda r: (r.budget, list(LEVELS).index(r.level), r.policy)):
+        what = "its generator under our sampler vs ours" if r in model else "its own sampler vs ours, on its generator"
+        shown = fmt_difference(r.differences["judge_nll"]) if r.bracketed else EXTRAPOLATED
+        lines.append(f"- NFE {r.budget}, {LEVELS[r.level]}: {what} (`{r.policy}` vs `{r.baseline}`): {shown}: "
+                     f"**{r.outcome}**.")
     return lines
 
 
@@ -453,8 +489,8 @@ class SummaryInputs:
     ``frontiers[(row, budget, level)]`` and ``settings`` as in its ``metrics.json``, the comparison
     records, the best training-free row of each budget and level, the detection tables, the
     generators' validation losses, the seeds of the two draws, every row's tuning log, each entropy
-    level's value (bits), the ablation arms' metrics (study), who wrote it, and the public peer's
-    ``training`` record and :class:`TuningLog` (study)."""
+    level's value (bits), the ablation arms' metrics (study), who wrote it, the public peer's
+    ``training`` record and :class:`TuningLog` (study), and the study's finalists."""
 
     reference: Mapping
     judge_row: Mapping
@@ -471,6 +507,7 @@ class SummaryInputs:
     ablation: Sequence[Mapping] = ()
     generated_by: str = "`evaluate_samples` stage of `dvc repro`"
     peer: Mapping | None = None
+    finalists: Mapping | None = None  # the study's finalists.json
 
 
 def render_summary(inputs: SummaryInputs) -> str:
@@ -492,7 +529,7 @@ def render_summary(inputs: SummaryInputs) -> str:
         f"word validity {reference['word_validity']:.3f}, rep-4 {reference['rep_4']:.3f}. The judge's own samples "
         f"(autoregressive, temperature 1): judge NLL {fmt(judge_row, 'judge_nll')}, entropy "
         f"{judge_row['char_entropy']:.3f}, word validity {judge_row['word_validity']:.3f}.", "",
-        *render_verdict(records, inputs.best, inputs.levels), "",
+        *render_verdict(records, inputs.best, inputs.levels, inputs.finalists), "",
         *render_goal(records, frontiers, reference, detection, generator_losses), "",
     ]
     if inputs.peer is not None:

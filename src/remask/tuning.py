@@ -134,13 +134,30 @@ def nll_at_target(seen: dict[float, tuple[float, float]], target: float) -> floa
 
 def candidates(ranks: bool, cfg: Tuning, draws: Sequence[DrawKnobs] | None,
                committed_budget: float | None = None) -> list[Candidate]:
-    """The search's candidates: every selection rule with every draw knob (``draws`` ``None``: the
-    row's own sampler), on the row's re-masking pool (``committed_budget``). A sampler whose score
-    is noise (``ranks`` false: the ``random`` policy) has no selection knob: only the first rule is
-    tried."""
+    """The search's first candidates: every selection rule with every draw knob (``cfg.search``
+    ``grid``) or with the first only (``coordinate``: the others are tried next with the winner's
+    rule, :func:`rounds`); ``draws`` ``None``: the row's own sampler. All on the row's re-masking
+    pool (``committed_budget``). A sampler whose score is noise (``ranks`` false: the ``random``
+    policy) has no selection knob: only the first rule is tried."""
     rules = cfg.selections if ranks else cfg.selections[:1]
-    return [Candidate(rule, knobs, committed_budget) for knobs in (draws if draws is not None else [None])
-            for rule in rules]
+    first = draws if draws is not None else [None]
+    first = first[:1] if cfg.search == "coordinate" else first
+    return [Candidate(rule, knobs, committed_budget) for knobs in first for rule in rules]
+
+
+Round = Callable[[Candidate], list[Candidate]]  # the winner so far -> the candidates to try next
+
+
+def rounds(cfg: Tuning, draws: Sequence[DrawKnobs] | None, pools: Sequence[float]) -> list[Round]:
+    """The coordinate steps after :func:`candidates`: with ``cfg.search`` ``coordinate``, the winner's
+    rule with every draw knob; then, where the row's pool is open, the winner's rule and draw knobs
+    with every pool of ``pools``. Each costs one candidate per value instead of multiplying them."""
+    steps: list[Round] = []
+    if cfg.search == "coordinate" and draws:
+        steps.append(lambda winner: [replace(winner, knobs=knobs) for knobs in draws])
+    if pools:
+        steps.append(lambda winner: [replace(winner, committed_budget=budget) for budget in pools])
+    return steps
 
 
 def _search(searched: Sequence[Candidate], measure: Callable[[float, Candidate], tuple[float, float]], target: float,
@@ -165,7 +182,7 @@ def _search(searched: Sequence[Candidate], measure: Callable[[float, Candidate],
 
 def tune_policy(
     searched: Sequence[Candidate], measure: Callable[[float, Candidate], tuple[float, float]], target: float,
-    cfg: Tuning, start: float | None = None, known: Sequence[Pilot] = (), pools: Sequence[float] = (),
+    cfg: Tuning, start: float | None = None, known: Sequence[Pilot] = (), then: Sequence[Round] = (),
 ) -> Tuned:
     """Tune the temperature of every candidate and keep the one with the lowest judge NLL
     interpolated at ``target`` among those that reach it (none reach it: the closest entropy).
@@ -175,16 +192,16 @@ def tune_policy(
     middle of the range): neighbouring candidates land near each other, so that saves pilots. A
     candidate with ``known`` pilots (its search at another entropy level, on the same draw) starts
     from them instead, and they count in its interpolation but not among the pilots recorded here.
-    ``pools``: re-masking pools (committed budgets) tried next with the winner's rule and draw knobs,
-    a coordinate step, so that the pool costs ``len(pools)`` candidates instead of multiplying them."""
+    ``then``: coordinate steps (:func:`rounds`), each trying the candidates it makes of the winner so
+    far (those not tried yet), starting from the winner's temperature."""
     low, high = cfg.temperature_range
     start = (low + high) / 2 if start is None else start
     outcomes, pilots, ranks = _search(searched, measure, target, cfg, start, known)
-    if pools:
+    for widen in then:
         winner = outcomes[min(range(len(outcomes)), key=ranks.__getitem__)]
-        widened = [replace(winner.candidate, committed_budget=b) for b in pools
-                   if b != winner.candidate.committed_budget]
-        more = _search(widened, measure, target, cfg, winner.temperature, [*known, *pilots])
+        tried = [o.candidate for o in outcomes]
+        more = _search([c for c in widen(winner.candidate) if c not in tried], measure, target, cfg,
+                       winner.temperature, [*known, *pilots])
         outcomes, pilots, ranks = outcomes + more[0], pilots + more[1], ranks + more[2]
     best = outcomes[min(range(len(outcomes)), key=ranks.__getitem__)]
     return Tuned(best.candidate, best.temperature, best.reached, best.judge_nll, outcomes, pilots)
@@ -285,6 +302,13 @@ def sampler_draw_at(model: DiffusionTransformer, tokenizer: CharTokenizer, cfg: 
     return draw_at
 
 
+def report_rows(name: str, fields: Mapping[str, Any], texts: Sequence[str], **setting: Any) -> list[dict]:
+    """Report samples as every stage writes them: the row's ``name`` and ``fields``, where and how
+    they were drawn (``setting``: budget, level, steps, NFE, temperature, the candidate's fields,
+    seed), each text with its index in the seed's stream."""
+    return [{"policy": name, **fields, **setting, "index": i, "text": text} for i, text in enumerate(texts)]
+
+
 def tune_row(plan: RowPlan, draw_at: DrawAt, search: Search) -> tuple[list[dict], TuningLog]:
     """The search of this module for one row at each of its budgets and entropy levels, then the
     report draw: ``(report samples, tuning log)``, each sample a dict holding the row's ``fields``
@@ -296,6 +320,7 @@ def tune_row(plan: RowPlan, draw_at: DrawAt, search: Search) -> tuple[list[dict]
     log = TuningLog(plan.name, plan.fields, plan.model, search.levels[TEXT_LEVEL], cfg.tuning_seed, search.report_seed)
     samples, start = [], None
     searched = candidates(plan.ranks, cfg.tuning, plan.draws, plan.fields["committed_budget"])
+    then = rounds(cfg.tuning, plan.draws, plan.pools)
     for budget in plan.budgets:
         draw, steps = draw_at(budget)
         levels, known = {}, []
@@ -312,7 +337,7 @@ def tune_row(plan: RowPlan, draw_at: DrawAt, search: Search) -> tuple[list[dict]
                            f"(target {target:.3f}), judge NLL {nll:.3f}")
                 return entropy, nll
 
-            tuned = tune_policy(searched, measure, target, cfg.tuning, start, known, plan.pools)
+            tuned = tune_policy(searched, measure, target, cfg.tuning, start, known, then)
             known += tuned.pilots
             if level == TEXT_LEVEL:
                 start = tuned.temperature
@@ -323,9 +348,9 @@ def tune_row(plan: RowPlan, draw_at: DrawAt, search: Search) -> tuple[list[dict]
             temperatures = report_temperatures(tuned.temperature, cfg.tuning)
             for temperature in temperatures:
                 texts, nfe = draw(temperature, tuned.candidate, search.report_seed, plan.num_samples)
-                samples += [{"policy": plan.name, **plan.fields, "nfe_budget": budget, "level": level, "steps": steps,
-                             "nfe": nfe, "temperature": temperature, **tuned.candidate.fields(),
-                             "seed": search.report_seed, "index": i, "text": text} for i, text in enumerate(texts)]
+                samples += report_rows(plan.name, plan.fields, texts, nfe_budget=budget, level=level, steps=steps,
+                                       nfe=nfe, temperature=temperature, **tuned.candidate.fields(),
+                                       seed=search.report_seed)
             levels[level] = LevelTuning(target, tuned, temperatures)
         log.budgets[budget] = BudgetTuning(steps, nfe, levels)
     return samples, log

@@ -13,9 +13,11 @@ def first_screen() -> str:
     return (REPO / "README.md").read_text().split("## Two commands", 1)[0]
 
 
-def comparisons() -> dict[tuple[str, int], dict]:
-    metrics = json.loads((REPO / "results" / "evaluate_samples" / "metrics.json").read_text())
-    return {(c["policy"], c["budget"]): c for c in metrics["comparisons"] if c["baseline"] == "confidence"}
+def comparisons(tier: str = "") -> dict[tuple[str, int], dict]:
+    """Each row's comparison with `confidence` at the test text's entropy, from a tier's metrics."""
+    metrics = json.loads((REPO / "results" / tier / "evaluate_samples" / "metrics.json").read_text())
+    return {(c["policy"], c["budget"]): c for c in metrics["comparisons"]
+            if c["baseline"] == "confidence" and c.get("level", "text") == "text"}
 
 
 def test_the_first_screens_table_is_the_committed_comparison():
@@ -42,3 +44,22 @@ def test_the_first_screens_answer_is_the_committed_outcome():
         assert "Every learned score loses to confidence" in answer
     else:
         assert "Every learned score loses" not in answer, [(c["policy"], c["budget"], c["outcome"]) for c in learned]
+
+
+def test_the_study_tables_numbers_are_the_committed_study():
+    """Every cell of the README's study table that quotes one row's difference from `confidence`
+    (a backticked row, then `+d [low, high]` per budget) is what the study's metrics hold."""
+    table = (REPO / "README.md").read_text().split("### What the study answered", 1)[1].split("\n\n- ", 1)[0]
+    measured = comparisons("study")
+    checked = 0
+    for line in (line for line in table.splitlines() if line.startswith("| ")):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        row = re.fullmatch(r"`([\w@]+)`", cells[1]) if len(cells) > 4 else None
+        for budget, cell in zip((32, 64), cells[3:5]):
+            quoted = re.match(rf"{NUMBER} \[{NUMBER}, {NUMBER}\]", cell)
+            if row and quoted:
+                d = measured[(row.group(1), budget)]["differences"]["judge_nll"]
+                assert tuple(map(float, quoted.groups())) == tuple(round(v, 3) for v in (d["difference"], *d["ci"])), (
+                    row.group(1), budget)
+                checked += 1
+    assert checked >= 10

@@ -34,6 +34,21 @@ from remask.records import Candidate, FrontierPoint, MasksLeft, Setting, entropy
 from remask.report import SummaryInputs, best_training_free, compare_policies, kind_of, render_summary
 from remask.runtime import resolve_device
 
+def report_groups(files: list[Path], finalists_dir: Path | None, finalists: dict | None) -> dict[tuple, list[dict]]:
+    """The report samples of every setting, keyed ``(row, budget, level, temperature)``; a finalist's
+    (``finalists.json`` of the study) replaced by its draw on more texts."""
+    redrawn = set() if finalists is None else {(r, int(b), level) for b, at in finalists["rows"].items()
+                                                for level, rows in at.items() for r in rows if r in finalists["texts"]}
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for path in files:
+        for row in read_samples(path):
+            if (row["policy"], row["nfe_budget"], row["level"]) not in redrawn:
+                groups[(row["policy"], row["nfe_budget"], row["level"], row["temperature"])].append(row)
+    for row in read_samples(finalists_dir / "samples.jsonl") if finalists_dir else []:
+        groups[(row["policy"], row["nfe_budget"], row["level"], row["temperature"])].append(row)
+    return groups
+
+
 def main(params: Params, args: argparse.Namespace) -> None:
     params = params.for_tier(args.tier)
     cfg, scfg = params.evaluate_samples, params.sample
@@ -57,19 +72,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
     peer = params.study.peer.row if args.tier == "study" else None
     variants = params.study.variants if args.tier == "study" else {}
     finalists = read_json(tier_dir / "finalists" / "finalists.json", "study_finalists") if args.tier == "study" else None
-    redrawn = set() if finalists is None else {(r, int(b), level) for b, at in finalists["rows"].items()
-                                                for level, rows in at.items() for r in rows if r in finalists["texts"]}
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for path in files:  # a finalist's report samples are replaced by its draw on more texts
-        for row in read_samples(path):
-            if (row["policy"], row["nfe_budget"], row["level"]) not in redrawn:
-                groups[(row["policy"], row["nfe_budget"], row["level"], row["temperature"])].append(row)
-    if finalists is not None:
-        for row in read_samples(tier_dir / "finalists" / "samples.jsonl"):
-            groups[(row["policy"], row["nfe_budget"], row["level"], row["temperature"])].append(row)
-        if peer in tuning:  # the peer's [MASK] counts of its finalist draws
-            for budget, counts in MasksLeft.from_dict(finalists["masks_left"]).counts.items():
-                tuning[peer].masks_left.counts.setdefault(budget, {}).update(counts)
+    groups = report_groups(files, tier_dir / "finalists" if finalists else None, finalists)
+    if finalists and peer in tuning:  # the peer's [MASK] counts of its finalist draws
+        for budget, counts in MasksLeft.from_dict(finalists["masks_left"]).counts.items():
+            tuning[peer].masks_left.counts.setdefault(budget, {}).update(counts)
     settings, samples = [], defaultdict(list)
     for (policy, budget, level, temperature), rows in tqdm(sorted(groups.items()), desc="evaluate samples",
                                                            unit="setting"):

@@ -101,8 +101,9 @@ def _number(name: str, low: float, high: float | None = None, low_open: bool = F
 
 
 def apply_tuned(args: argparse.Namespace) -> None:
-    """``--tuned``: the temperature, selection rule and draw knobs the pipeline tuned for ``--policy``
-    at this NFE budget on this checkpoint (``results/tuning/<policy>.json``, the tuning draw's choice)."""
+    """``--tuned``: the temperature, selection rule, draw knobs and re-masking pool the pipeline tuned
+    for ``--policy`` at this NFE budget on this checkpoint (``results/tuning/<policy>.json``, the
+    tuning draw's choice)."""
     path = Path(args.results_dir) / "tuning" / f"{args.policy}.json"
     if not path.is_file():
         raise UsageError(f"--tuned: {path} not found; `dvc repro sample@{args.policy}` tunes {args.policy!r}")
@@ -119,6 +120,7 @@ def apply_tuned(args: argparse.Namespace) -> None:
     args.selection_temperature = budget["selection_temperature"]
     args.anneal, args.temperature_floor = budget["anneal"], budget["floor"]
     args.top_k_share, args.top_p = budget["top_k_share"], budget["top_p"]
+    args.committed_budget = budget.get("committed_budget", args.committed_budget)  # the tuned re-masking pool
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

@@ -186,7 +186,7 @@ def load_peer_model(directory: str | Path, device: str | torch.device = "cpu") -
     reading our critic runs on it."""
     wrapper, tokenizer, raw = load_peer(directory, device)
     record = {"objective": "diffusion", "alpha": 0.0, "critic": None, "self_correct": 0.0,
-              "mask_schedule": None, "peer": raw["peer"]}
+              "mask_schedule": "linear", "peer": raw["peer"]}  # build_peer's schedule
     return PeerModel(wrapper, PeerConfig(**raw["peer"])), tokenizer, record
 
 

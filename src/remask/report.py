@@ -62,7 +62,7 @@ def best_of_kind(tuning: Mapping[str, TuningLog], budget: int, kind: str, level:
 def is_same_model_baseline(log: TuningLog) -> bool:
     """Whether a row is one of a model's own training-free baselines: plain ``confidence``, or
     ``remdm_conf`` with a committed budget (the training-free row that revisits committed tokens
-    as the learned ``*_budget`` rows do)."""
+    as learned rows with a committed budget, or with the pool search, do)."""
     budget = log.fields.get("committed_budget")
     return (log.runs == BASELINE and budget is None) or (log.runs == REVISITING_BASELINE and budget is not None)
 
@@ -91,8 +91,9 @@ def finalist_rows(tuning: Mapping[str, TuningLog], budget: int, level: str) -> l
 
 
 def best_training_free(tuning: Mapping[str, TuningLog], budget: int, level: str = TEXT_LEVEL) -> str:
-    """The training-free policy with the lowest judge NLL at the entropy ``level`` on the tuning draw."""
-    best = best_of_kind(tuning, budget, "training_free", level)
+    """The training-free policy with the lowest judge NLL at the entropy ``level`` on the tuning draw,
+    among the rows of the grid's own model (a variant's or the peer's generator is another model)."""
+    best = best_of_kind({n: log for n, log in tuning.items() if log.variant is None}, budget, "training_free", level)
     if best is None:
         raise ValueError(f"no training-free policy was sampled at NFE {budget} at the {level} level")
     return best
@@ -197,10 +198,11 @@ def render_verdict(records: Sequence[Comparison], best: Mapping[tuple[int, str],
     """One line per comparison, its differences and the outcome they imply, per budget and entropy
     level; ``best``: the best training-free policy of each budget and level (chosen on the tuning
     draw); ``finalists``: the study's ``finalists.json`` (the rows drawn again on more texts)."""
+    second = ", and a second, lower one that every sampler reaches, the public peer's included" if len(levels) > 1 else ""
     lines = ["## Verdict", "",
-             "Differences are *policy minus baseline* at a named entropy level (the test text's, and a second, lower "
-             "one that every sampler reaches, the public peer's included), with a 95% bootstrap interval of the "
-             "difference, paired by text, and its half-width (lower judge NLL, rep-4 and 3-gram JSD, higher word validity "
+             f"Differences are *policy minus baseline* at a named entropy level (the test text's{second}), with a 95% "
+             "bootstrap interval of the difference, paired by text where both hold equally many texts, and its "
+             "half-width (lower judge NLL, rep-4 and 3-gram JSD, higher word validity "
              "are better). A policy beats its baseline when the judge-NLL interval lies below 0, the word-validity "
              "interval does not lie below 0 and the 3-gram JSD interval does not lie above 0; *disagree*: judge NLL "
              "better but 3-gram statistics further from real text (the judge rewards repetition and collapse, so "
@@ -377,12 +379,16 @@ def render_search(tuning: Mapping[str, TuningLog]) -> list[str]:
     at the level on the tuning draw, and what each draw knob did on average against the first, per
     level (the measured effect of a knob, on the tuning draw: for choosing, so noisier than the
     verdict)."""
+    seen = {level for log in tuning.values() for done in log.budgets.values() for level in done.levels}
     lines = ["## The search over each row's knobs (tuning draw)", "",
-             "Every row tries every candidate (a selection rule with draw knobs: the temperature's annealing and the "
-             "vocabulary filter) on the tuning draw, at each entropy level; each candidate's judge NLL is interpolated "
-             "at the level between its pilots, and the lowest wins (**bold**). The search at the second level starts "
-             "from each candidate's pilots at the text's (*pilots*: the runs each level added). These are the tuning "
-             "draw's few samples: they choose, the verdict above measures.", "",
+             "Every row tries its candidates on the tuning draw (selection rules with draw knobs: the temperature's "
+             "annealing and the vocabulary filter; every combination, or with `sample.tuning.search: coordinate` the "
+             "rules first, then the winner's rule with each draw knob; then, where the row's pool is open, the "
+             "winner's with each re-masking pool); each candidate's judge NLL is interpolated at the entropy level "
+             "between its pilots, and the lowest wins (**bold**). "
+             + ("The search at the second level starts from each candidate's pilots at the text's (*pilots*: the runs "
+                "each level added). " if len(seen) > 1 else "")
+             + "These are the tuning draw's few samples: they choose, the verdict above measures.", "",
              "| NFE budget | level | row | candidate | temperature | judge NLL at the level | pilots |",
              "|---|---|---|---|---|---|---|"]
     effects: dict[tuple[str, str], list[float]] = {}
@@ -391,7 +397,9 @@ def render_search(tuning: Mapping[str, TuningLog]) -> list[str]:
         for budget, done in sorted(log.budgets.items()):
             for level, tuned in done.levels.items():
                 searched = tuned.tuned.searched
-                first = {c.candidate.selection: c for c in searched if c.candidate.knobs == searched[0].candidate.knobs}
+                reference_of = (searched[0].candidate.knobs, searched[0].candidate.committed_budget)
+                first = {c.candidate.selection: c for c in searched
+                         if (c.candidate.knobs, c.candidate.committed_budget) == reference_of}
                 reference = reference or searched[0].candidate.knobs
                 for c in searched:
                     chosen = c.candidate == tuned.tuned.candidate
@@ -400,6 +408,7 @@ def render_search(tuning: Mapping[str, TuningLog]) -> list[str]:
                     lines.append(f"| {budget} | {level} | `{name}` | {label} | {c.temperature:.3f} | {nll} | {c.pilots} |")
                     base = first.get(c.candidate.selection)
                     if c.candidate.knobs is not None and base is not None and base is not c and \
+                            c.candidate.committed_budget == base.candidate.committed_budget and \
                             None not in (c.judge_nll, base.judge_nll):
                         effects.setdefault((level, c.candidate.knobs.label), []).append(c.judge_nll - base.judge_nll)
     pilots = sum(len(t.tuned.pilots) for log in tuning.values() for d in log.budgets.values() for t in d.levels.values())

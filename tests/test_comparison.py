@@ -455,3 +455,23 @@ def test_refreshed_detection_has_intervals_over_samples_and_of_the_difference_fr
     assert 0 < low <= critic["auroc_vs_confidence"] <= high
     single = summarise_refreshed({**scores, "sample": np.zeros_like(sample)}, 0.2, ("critic",), resamples=20)
     assert single["critic"]["auroc_ci"][0] == single["critic"]["auroc_ci"][1]  # one sample: no spread to show
+
+
+def test_a_draw_knobs_effect_is_measured_on_the_same_pool_only():
+    """The pool candidates carry the winner's draw knobs: the summary's knob-effect line must not
+    count a pool against the first candidate as an effect of those knobs."""
+    from remask.records import BudgetTuning, LevelTuning, Searched, Tuned
+    from remask.report import render_search
+
+    linear = DrawKnobs(anneal="linear", floor=0.7, top_k_share=1.0, top_p=1.0)
+    tried = [Searched(Candidate(GUMBEL, CONSTANT), 1.2, True, 4.0, 2),
+             Searched(Candidate(GUMBEL, linear), 1.4, True, 3.8, 2),
+             Searched(Candidate(GUMBEL, CONSTANT, 0.0), 1.2, True, 2.5, 2),
+             Searched(Candidate(GUMBEL, CONSTANT, 0.1), 1.2, True, 4.5, 2)]
+    tuned = Tuned(tried[2].candidate, 1.2, True, 2.5, tried, [])
+    log = TuningLog("critic_fused", {"runs": "critic_fused", "committed_budget": None}, "m", 4.8, 1, 0,
+                    {32: BudgetTuning(32, 32, {"text": LevelTuning(4.8, tuned, [1.1, 1.3])})})
+    text = "\n".join(render_search({"critic_fused": log}))
+    assert "`T linear to 0.7` -0.200 bits on average, better in 1 of 1" in text
+    assert "`T constant`" not in text.split("What each draw knob did", 1)[1].split(":", 1)[1]  # no pool as an effect
+    assert "| 32 | text | `critic_fused` | **gumbel 1; T constant; just filled** |" in text

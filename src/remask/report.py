@@ -159,9 +159,8 @@ def fmt_difference(d: Mapping, digits: int = 3) -> str:
     return fmt_ci(d["difference"], d["ci"], digits, sign=True)
 
 
-def level_order(key: tuple) -> tuple:
-    """Sort key of ``(row, budget, level)``: by budget, then level (the text's first), then row."""
-    row, budget, level = key
+def level_order(budget: int, level: str, row: str = "") -> tuple:
+    """The order of every table and list of the summary: by budget, then level (the text's first), then row."""
     return budget, list(LEVELS).index(level), row
 
 
@@ -180,7 +179,7 @@ def render_settings(frontiers: Mapping[tuple[str, int, str], FrontierPoint], ref
              "is the floor at this sample size).", "",
              "| NFE budget | level | policy | kind | steps | NFE | knobs | report temperatures | judge NLL | word validity "
              "| rep-4 | 3-gram JSD | frontier |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (policy, budget, level), f in sorted(frontiers.items(), key=lambda kv: level_order(kv[0])):
+    for (policy, budget, level), f in sorted(frontiers.items(), key=lambda kv: level_order(kv[0][1], kv[0][2], kv[0][0])):
         kind = f.kind.replace("_", "-") + {"oracle": " (ceiling, equal steps)",
                                            "peer": " (public implementation)"}.get(f.kind, "")
         lines.append(
@@ -212,7 +211,7 @@ def render_verdict(records: Sequence[Comparison], best: Mapping[tuple[int, str],
              "judge NLL on the tuning draw. `<row>@<variant>`: a row sampled on a study variant's model, also compared "
              f"with `{BASELINE}@<variant>` and `remdm_conf_budget@<variant>` (the same model), so that the score's "
              "effect reads apart from the variant's generator.", ""]
-    for budget, level in sorted({(r.budget, r.level) for r in records}, key=lambda k: (k[0], list(LEVELS).index(k[1]))):
+    for budget, level in sorted({(r.budget, r.level) for r in records}, key=lambda k: level_order(*k)):
         lines += [f"### NFE {budget}, at {level_title(level, levels[level])}", "",
                   f"Best training-free policy (tuning draw): `{best[(budget, level)]}`."]
         chosen = (finalists or {}).get("rows", {}).get(str(budget), {}).get(level)
@@ -342,7 +341,7 @@ def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
               "word validity | rep-4 | 3-gram JSD | outcome |", "|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
     for r in sorted((r for r in records if r.baseline_kind == "peer"),
-                    key=lambda r: (r.budget, list(LEVELS).index(r.level))):
+                    key=lambda r: level_order(r.budget, r.level)):
         # an extrapolated difference is no measurement: its cells say so instead of showing numbers
         cells = [fmt_difference(r.differences[m]) if r.bracketed and m in r.differences else
                  "-" if r.bracketed else f"- ({EXTRAPOLATED})" for m in ("judge_nll", "word_validity", "rep_4", "ngram_jsd")]
@@ -366,7 +365,7 @@ def render_model_and_sampler(records: Sequence[Comparison], row: str) -> list[st
     if not (model or sampler):
         return []
     lines = ["", "Its model apart from its sampler (judge NLL, policy minus baseline):", ""]
-    for r in sorted([*model, *sampler], key=lambda r: (r.budget, list(LEVELS).index(r.level), r.policy)):
+    for r in sorted([*model, *sampler], key=lambda r: level_order(r.budget, r.level, r.policy)):
         what = "its generator under our sampler vs ours" if r in model else "its own sampler vs ours, on its generator"
         shown = fmt_difference(r.differences["judge_nll"]) if r.bracketed else EXTRAPOLATED
         lines.append(f"- NFE {r.budget}, {LEVELS[r.level]}: {what} (`{r.policy}` vs `{r.baseline}`): {shown}: "
@@ -480,7 +479,7 @@ def render_report_settings(settings: Sequence[Setting], reference: Mapping) -> l
     lines = ["## Every report setting", "",
              "| NFE budget | level | policy | knobs | temperature | steps | NFE | entropy | judge NLL | word validity | "
              "distinct-2 | rep-4 | 3-gram JSD |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for s in sorted(settings, key=lambda s: (*level_order((s.row, s.budget, s.level)), s.temperature)):
+    for s in sorted(settings, key=lambda s: (*level_order(s.budget, s.level, s.row), s.temperature)):
         m = s.metrics
         lines.append(
             f"| {s.budget} | {s.level} | {s.row} | {s.selection_label} | {s.temperature:.3f} | {s.steps} | {s.nfe} | "

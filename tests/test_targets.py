@@ -1,6 +1,7 @@
 """Critic targets, the self-correcting generator, `self_planning` and the committed-budget sampler option."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,16 +82,22 @@ def test_target_levers_are_validated():
         tiny_params(critic={"fill_share": 0.5})
     with pytest.raises(ConfigError, match="label_scope must be all"):
         tiny_params(critic={"target": "generated"})
-    with pytest.raises(ConfigError, match="levers of target differs"):
-        tiny_params(critic={"target": "generated", "label_scope": "all", "rollout_share": 0.5})
+    with pytest.raises(ValueError, match="rollout_share is a lever of targets differs and generated, not loo"):
+        critic_section(target="loo", fill_share=0.5, rollout_share=0.5)
+    assert critic_section(target="generated", label_scope="all", rollout_share=0.5).rollout_share == 0.5
     # an ablation arm whose lever does not apply to the chosen target is refused, naming the arm
-    with pytest.raises(ConfigError, match="ablation.arms.replace_visible: critic: rollout_share and replace_visible"):
+    with pytest.raises(ConfigError, match="ablation.arms.replace_visible: critic: replace_visible is a lever of"):
         tiny_params(critic={"target": "loo", "fill_share": 0.1})
     with pytest.raises(ConfigError, match="study.variants.bad.overrides: critic.target must be one of"):
-        params_with({"study": {"variants": {"bad": {"overrides": {"critic": {"target": "nope"}},
+        params_with({"study": {"variants": {"bad": {"frozen_generator": None, "overrides": {"critic": {"target": "nope"}},
                                                      "policies": {"critic_fused": {}, **SAME_MODEL}}}}})
     with pytest.raises(ConfigError, match="study.variants.alone: policies: a variant samples its own model's baselines"):
-        params_with({"study": {"variants": {"alone": {"overrides": {}, "policies": {"critic_fused": {}}}}}})
+        params_with({"study": {"variants": {"alone": {"frozen_generator": None, "overrides": {},
+                                                       "policies": {"critic_fused": {}}}}}})
+    with pytest.raises(ConfigError, match="overrides.model.n_layer: a variant with frozen_generator generator_only"):
+        params_with({"study": {"variants": {"wider": {"frozen_generator": "generator_only",
+                                                       "overrides": {"model": {"n_layer": 8}},
+                                                       "policies": {"critic_fused": {}, **SAME_MODEL}}}}})
     with pytest.raises(ConfigError, match="not a registered policy"):
         params_with({"sample": {"policies": {"confidence": {}, "mine": {}}}})
 
@@ -214,3 +221,61 @@ def test_a_study_variant_trains_from_scratch_and_records_what_it_was_trained_for
     else:
         assert training["critic"]["target"] == variant
         assert untrained_inputs("self_planning", training, (0.7, 2.0))  # no self-correction: refused
+
+
+def test_generated_with_rollout_refills_the_least_confident_half_of_the_fills_and_labels_every_fill():
+    """generated + rollout_share: the rows rolled out differ from the first fill only at filled
+    positions, at most half of them; labels stay "written by the generator", and the rest is clean."""
+    torch.manual_seed(0)
+    model, clean = tiny_model(length=12), torch.randint(0, 10, (6, 12))
+    cfg = critic_section(target="generated", label_scope="all", rollout_share=1.0)
+    noise = draw_noise(6, 12, "linear", 1e-3, torch.Generator().manual_seed(3), cfg)
+    fill_logits = model(clean.masked_fill(noise.mask, MASK))[noise.mask].float()
+    rolled, labels = TARGETS["generated"](model, clean, noise, fill_logits, cfg)
+    noise.rollout = None
+    first, first_labels = TARGETS["generated"](model, clean, noise, fill_logits, cfg)
+    assert torch.equal(labels, first_labels) and torch.equal(labels, noise.filled.float())
+    changed = rolled != first
+    assert not (changed & ~noise.filled).any() and changed.any()
+    assert (changed.sum(1) <= torch.round(0.5 * noise.filled.sum(1))).all()
+    assert torch.equal(rolled[~noise.mask], clean[~noise.mask])
+
+
+def test_critic_blocks_are_registered_last_so_a_model_without_them_draws_the_same_weights():
+    torch.manual_seed(0)
+    plain = DiffusionTransformer(ModelConfig(vocab_size=11, mask_id=MASK, n_layer=1, n_head=2, n_embd=16, block_size=8))
+    torch.manual_seed(0)
+    deeper = DiffusionTransformer(ModelConfig(vocab_size=11, mask_id=MASK, n_layer=1, n_head=2, n_embd=16, block_size=8,
+                                              critic_layers=1))
+    extra = set(deeper.state_dict()) - set(plain.state_dict())
+    assert extra and all(name.startswith("critic_blocks.") for name in extra)
+    assert all(torch.equal(tensor, deeper.state_dict()[name]) for name, tensor in plain.state_dict().items())
+    # the blocks sit between the body and the critic head only: the generator's logits are the same
+    tokens = torch.randint(0, 10, (2, 8))
+    assert torch.equal(plain(tokens, head="lm"), deeper(tokens, head="lm"))
+
+
+@pytest.mark.parametrize("variant", ["posthoc_head", "posthoc_block"])
+def test_a_post_hoc_critic_leaves_its_frozen_generator_unchanged(variant, tiny_data, tmp_path, monkeypatch):
+    """The post-hoc family costs the generator nothing: every tensor but the critic's is the frozen
+    generator's, byte for byte, so is the validation loss; the critic trained and is allowed to
+    steer critic_fused."""
+    from remask.checkpoint import read_weights
+    from remask.train import run_spec, train
+
+    monkeypatch.chdir(tmp_path)
+    params = tiny_params()
+    meta = load_meta(tiny_data)
+    generator = train(run_spec(params, "generator_only", meta), tiny_data, progress=False)
+    spec = study_run_spec(params, variant, meta)
+    assert spec.frozen_generator and spec.init_from.as_posix() == "models/generator_only"
+    posthoc = train(spec, tiny_data, progress=False)
+    assert posthoc.metrics["gen_loss"] == generator.metrics["gen_loss"]
+    before, after = read_weights(Path("models/generator_only/model.safetensors")), read_weights(spec.out_dir / "model.safetensors")
+    critic = [name for name in after if name.startswith(("critic_head.", "critic_blocks."))]
+    assert all(torch.equal(after[name], before[name]) for name in after if name not in critic)
+    assert any(name not in before or not torch.equal(after[name], before[name]) for name in critic)
+    assert any(name.startswith("critic_blocks.") for name in critic) == (variant == "posthoc_block")
+    _, _, training = load_model(spec.out_dir, torch.device("cpu"))
+    assert training["frozen_generator"] == "models/generator_only"
+    assert untrained_inputs("critic_fused", training, (0.7, 2.0)) == []

@@ -28,7 +28,7 @@ from safetensors.torch import save_model as save_safetensors_model
 from remask import atomic
 from remask.data import CharTokenizer, sha256_of
 from remask.errors import CheckpointError
-from remask.model import DiffusionTransformer, ModelConfig
+from remask.model import CRITIC_PARAMETERS, DiffusionTransformer, ModelConfig
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -101,16 +101,18 @@ def load_weights(model: DiffusionTransformer, path: Path) -> None:
 def init_from_checkpoint(model: DiffusionTransformer, directory: str | Path) -> list[str]:
     """Copy the weights saved in ``directory`` into ``model``, to continue training from them.
 
-    A critic head of another architecture (``linear`` vs ``mlp``) keeps its fresh initial values;
-    every other tensor must fit. Returns the names of the tensors left fresh.
+    A critic of another architecture (a ``linear`` vs ``mlp`` head, other ``critic_layers``) keeps
+    its fresh initial values; every other tensor must fit. Returns the names of the tensors left fresh.
     """
     path = Path(directory) / WEIGHTS
     state = read_weights(path)
     expected = model.state_dict()
-    head = [k for k in expected if k.startswith("critic_head.")]
-    fresh = [] if all(k in state and state[k].shape == expected[k].shape for k in head) else head
+    critic = [k for k in expected if k.startswith(CRITIC_PARAMETERS)]
+    saved = [k for k in state if k.startswith(CRITIC_PARAMETERS)]
+    fits = set(saved) == set(critic) and all(state[k].shape == expected[k].shape for k in critic)
+    fresh = [] if fits else critic
     if fresh:
-        state = {k: v for k, v in state.items() if not k.startswith("critic_head.")}
+        state = {k: v for k, v in state.items() if not k.startswith(CRITIC_PARAMETERS)}
         state.update({k: expected[k] for k in fresh})
     check_state_dict(model, state, path)
     model.load_state_dict(state, strict=False)

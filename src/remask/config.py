@@ -68,6 +68,7 @@ class ModelSection(_Section):
     dropout: float = Field(ge=0, lt=1)
     rope_base: float = Field(gt=1)
     critic_head: CriticHead
+    critic_layers: int = Field(ge=0, le=8)  # blocks of the critic's own on the body (a post-hoc critic's)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelSection":
@@ -141,8 +142,11 @@ class CriticSection(_Section):
         if self.target == "generated" and self.label_scope != "all":
             raise ValueError("target generated labels every shown position (was it generated?): label_scope must "
                              "be all")
-        if self.target != "differs" and (self.rollout_share > 0 or self.replace_visible > 0):
-            raise ValueError(f"rollout_share and replace_visible are levers of target differs, not {self.target}")
+        if self.target != "differs" and self.replace_visible > 0:
+            raise ValueError(f"replace_visible is a lever of target differs, not {self.target}")
+        if self.target == "loo" and self.rollout_share > 0:
+            raise ValueError("rollout_share is a lever of targets differs and generated, not loo (whose context is "
+                             "real text)")
         return self
 
 
@@ -356,13 +360,37 @@ def _check_overrides(where: str, overrides: Overrides) -> None:
         raise ValueError(f"{where}.{wrong[0]}: overrides change only the {', '.join(OVERRIDABLE)} sections")
 
 
+# the critic's own keys of the model section: all a post-hoc critic may change of its frozen generator's model
+CRITIC_MODEL_KEYS = ("critic_head", "critic_layers")
+
+
 class Variant(_Section):
     """A model of the study trained from scratch exactly like ``models/multitask`` (same data, steps
     and seed), with ``overrides`` of the ``model``, ``train`` and ``critic`` sections, and sampled with
-    its own ``policies`` rows on the study's grid. Rows are reported as ``<row>@<variant>``."""
+    its own ``policies`` rows on the study's grid. Rows are reported as ``<row>@<variant>``.
 
+    ``frozen_generator`` (a post-hoc critic): instead of from scratch, the variant starts from that
+    quick-tier model's weights with its generator frozen (body and generator head), so only the
+    critic's head and blocks train, on the frozen generator's own fills; it cannot cost the
+    generator anything. Its ``train`` overrides then set the critic's own run (steps, schedule)."""
+
+    frozen_generator: Literal["generator_only"] | None
     overrides: Overrides
     policies: dict[str, PolicySampling] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _frozen(self) -> "Variant":
+        if self.frozen_generator is None:
+            return self
+        changed = sorted(set(self.overrides.get("model", {})) - set(CRITIC_MODEL_KEYS))
+        if changed:
+            raise ValueError(f"overrides.model.{changed[0]}: a variant with frozen_generator "
+                             f"{self.frozen_generator} keeps its generator's model; only {', '.join(CRITIC_MODEL_KEYS)} "
+                             f"may change")
+        if self.overrides.get("train", {}).get("self_correct", 0) or self.overrides.get("train", {}).get("alpha") == 0:
+            raise ValueError("overrides.train: a variant with frozen_generator trains a critic only (alpha > 0, "
+                             "self_correct 0)")
+        return self
 
     @model_validator(mode="after")
     def _rows(self) -> "Variant":

@@ -20,7 +20,9 @@ again by ``critic.input: partial``).
 - ``generated`` (Token-Critic, Lezama et al. 2022): label 1 on every generated token, also where
   the fill equals the clean token, 0 on clean ones (``label_scope: all``). Its best score is the
   sampler-vs-data density ratio of the whole shown sequence, which can see tokens that are
-  plausible alone but incoherent together.
+  plausible alone but incoherent together. With ``critic.rollout_share`` its rows are shown after a
+  two-step rollout too (:func:`rollout_refill`): committed tokens with a stale confidence, the
+  sampler's own states, as a post-hoc critic on a frozen generator learns from.
 
 Training (:mod:`remask.objectives`) builds the batch here; validation's critic numbers use the
 seed's label on full fills for every target, so that runs compare on one yardstick.
@@ -67,14 +69,31 @@ def _fill_temperature(noise: DiffusionNoise, cfg: CriticSection) -> float | torc
 
 def _partial_fill(model: DiffusionTransformer, clean: torch.Tensor, noise: DiffusionNoise, fill_logits: torch.Tensor,
                   cfg: CriticSection) -> torch.Tensor:
-    """Clean visible text, generator samples at the filled share of the masked positions, [MASK]
-    at the rest and at the positions masked again (``critic.input: partial``)."""
-    fills = sample_from_logits(fill_logits, noise.uniform[noise.mask], _fill_temperature(noise, cfg))
+    """Clean visible text, generator samples at the filled share of the masked positions (on the
+    rows of ``critic.rollout_share``, after a two-step rollout), [MASK] at the rest and at the
+    positions masked again (``critic.input: partial``)."""
+    temperature = _fill_temperature(noise, cfg)
+    fills = sample_from_logits(fill_logits, noise.uniform[noise.mask], temperature)
     shown = torch.where(noise.filled, clean.masked_scatter(noise.mask, fills), clean)
-    hidden = noise.mask & ~noise.filled
-    if noise.remask is not None:
-        hidden = hidden | noise.remask
-    return shown.masked_fill(hidden, model.config.mask_id)
+    shown = shown.masked_fill(noise.mask & ~noise.filled, model.config.mask_id)
+    shown = _rolled_out(model, shown, noise.filled, fill_logits, fills, noise, cfg)
+    return shown if noise.remask is None else shown.masked_fill(noise.remask, model.config.mask_id)
+
+
+def _rolled_out(model: DiffusionTransformer, shown: torch.Tensor, filled: torch.Tensor, fill_logits: torch.Tensor,
+                fills: torch.Tensor, noise: DiffusionNoise, cfg: CriticSection) -> torch.Tensor:
+    """``shown`` with the rows of ``noise.rollout`` taken one more sampler step (:func:`rollout_refill`
+    of their ``filled`` positions); ``fills`` are the first fill's samples at every masked position."""
+    if noise.rollout is None or not noise.rollout.any():
+        return shown
+    rows, temperature = noise.rollout, _fill_temperature(noise, cfg)
+    p_fill = token_probs(tempered_probs(fill_logits, temperature, 1.0), fills)
+    p_sampled = torch.zeros(noise.mask.shape, dtype=p_fill.dtype, device=shown.device).masked_scatter(noise.mask, p_fill)
+    row_temperature = cfg.sample_temperature if noise.temperature is None else noise.temperature[rows][:, None, None]
+    shown = shown.clone()
+    shown[rows] = rollout_refill(model, shown[rows], filled[rows], p_sampled[rows], noise.uniform_refill[rows],
+                                 row_temperature)
+    return shown
 
 
 @register("loo")
@@ -121,19 +140,10 @@ def differs_target(
     """The seed's target with the ``critic`` levers: ``(critic_input, labels)`` from the clean
     window, the batch's noise and the generator's (detached) logits at the masked positions,
     ``(n_masked, V)`` in the row-major order of ``noise.mask``."""
-    mask, per_row = noise.mask, noise.temperature
-    temperature = _fill_temperature(noise, cfg)
-    fills = sample_from_logits(fill_logits, noise.uniform[mask], temperature)
-    critic_input, target = critic_batch(clean, mask, clean.masked_scatter(mask, fills))
-    if noise.rollout is not None and noise.rollout.any():
-        rows = noise.rollout
-        p_fill = token_probs(tempered_probs(fill_logits, temperature, 1.0), fills)
-        p_sampled = torch.zeros(mask.shape, dtype=p_fill.dtype, device=mask.device).masked_scatter(mask, p_fill)
-        row_temperature = cfg.sample_temperature if per_row is None else per_row[rows][:, None, None]
-        critic_input = critic_input.clone()
-        critic_input[rows] = rollout_refill(model, critic_input[rows], mask[rows], p_sampled[rows],
-                                            noise.uniform_refill[rows], row_temperature)
-        target = (critic_input != clean).float()
+    mask = noise.mask
+    fills = sample_from_logits(fill_logits, noise.uniform[mask], _fill_temperature(noise, cfg))
+    critic_input = _rolled_out(model, clean.masked_scatter(mask, fills), mask, fill_logits, fills, noise, cfg)
+    target = (critic_input != clean).float()
     if noise.replace is not None:
         critic_input = torch.where(noise.replace, noise.replacement, critic_input)
         target = (critic_input != clean).float()

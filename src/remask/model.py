@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 Head = Literal["lm", "critic", "both"]
 MASK_LOGIT = -1.0e4
+CRITIC_PARAMETERS = ("critic_head.", "critic_blocks.")  # names of the critic's own tensors (critic_logits)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class ModelConfig:
     rope_base: float = 10000.0
     causal: bool = False
     critic_head: Literal["linear", "mlp"] = "linear"
+    critic_layers: int = 0  # blocks of the critic's own on top of the shared body (0 before this key existed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,10 +139,17 @@ class DiffusionTransformer(nn.Module):
             self.critic_head = nn.Sequential(nn.Linear(cfg.n_embd, cfg.n_embd), nn.GELU(), nn.Linear(cfg.n_embd, 1))
         else:
             self.critic_head = nn.Linear(cfg.n_embd, 1)
-        self.apply(self._init_weights)
-        for name, param in self.named_parameters():
+        self._init(self)
+        # built and drawn after everything else, so that a model without them draws the same weights as before
+        self.critic_blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.critic_layers))
+        self._init(self.critic_blocks)
+
+    def _init(self, module: nn.Module) -> None:
+        """GPT-2's initialisation of ``module``, the residual projections scaled by the depth."""
+        module.apply(self._init_weights)
+        for name, param in module.named_parameters():
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
-                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -168,6 +177,14 @@ class DiffusionTransformer(nn.Module):
         logits = self.lm_head(x)
         return logits.index_fill(-1, torch.tensor([self.config.mask_id], device=x.device), MASK_LOGIT)
 
+    def critic_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Critic logits ``(B, T)`` of the body's hidden states ``(B, T, n_embd)``: through the
+        critic's own blocks (``critic_layers``; a post-hoc critic trains them on a frozen body),
+        then its head. The generator never reads them, so the fill pass still yields both heads."""
+        for block in self.critic_blocks:
+            x = block(x)
+        return self.critic_head(x).squeeze(-1)
+
     def forward(
         self, idx: torch.Tensor, head: Head = "lm", detach_critic: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +197,7 @@ class DiffusionTransformer(nn.Module):
         x = self.body(idx)
         if head == "lm":
             return self.lm_logits(x)
-        critic = self.critic_head(x.detach() if detach_critic else x).squeeze(-1)
+        critic = self.critic_logits(x.detach() if detach_critic else x)
         if head == "critic":
             return critic
         if head == "both":

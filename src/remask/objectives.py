@@ -69,7 +69,7 @@ class DiffusionObjective(nn.Module):
         if cfg.detach_body:
             with torch.no_grad():
                 hidden = self.model.body(critic_input)
-            critic_logits = self.model.critic_head(hidden).squeeze(-1)
+            critic_logits = self.model.critic_logits(hidden)
         else:
             critic_logits = self.model(critic_input, head="critic")
         pos_weight = None if cfg.pos_weight == 1.0 else torch.tensor(cfg.pos_weight, device=critic_logits.device)

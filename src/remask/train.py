@@ -27,7 +27,7 @@ from tqdm import tqdm
 from remask import checkpoint
 from remask.config import ConfigError, CriticSection, OptimSection, Params, TrainSection
 from remask.data import CharTokenizer, fixed_windows, load_meta, load_split, sample_windows
-from remask.model import DiffusionTransformer, ModelConfig
+from remask.model import CRITIC_PARAMETERS, DiffusionTransformer, ModelConfig
 from remask.noise import draw_noise
 from remask.objectives import AutoregressiveObjective, DiffusionObjective
 from remask.runtime import World, autocast, barrier, close_world, init_world
@@ -66,6 +66,7 @@ class RunSpec:
     diffusion: TrainSection | None = None
     critic: CriticSection | None = None
     init_from: Path | None = None  # start from this model directory's weights (a fresh run only)
+    frozen_generator: bool = False  # train the critic only: init_from's body and generator head stay as they are
 
     @property
     def alpha(self) -> float:
@@ -88,6 +89,8 @@ class RunSpec:
             "code": _code_digest(),
             "init_from": checkpoint.weights_digest(self.init_from) if self.init_from else None,
         }
+        if self.frozen_generator:  # a key only where set: the fingerprints of every other run stay as they were
+            payload["frozen_generator"] = True
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -123,14 +126,25 @@ def run_spec(params: Params, variant: str, meta: dict, models_dir: Path = Path("
     return RunSpec(objective="diffusion", optim=diffusion, diffusion=diffusion, critic=YARDSTICK_CRITIC, **common)
 
 
-def study_run_spec(params: Params, name: str, meta: dict) -> RunSpec:
+def study_run_spec(params: Params, name: str, meta: dict, models_dir: Path = Path("models")) -> RunSpec:
     """A study variant: trained from scratch exactly like ``multitask`` (same data, steps and seed),
-    with its overrides, into ``models/study/<name>``."""
+    with its overrides, into ``models/study/<name>``; a post-hoc critic (``frozen_generator``) starts
+    from that model's weights instead and trains its critic only."""
     if name not in params.study.variants:
         raise ConfigError(f"--study-variant {name!r} is not in study.variants: {', '.join(params.study.variants)}")
     spec = run_spec(params.for_variant(name), "multitask", meta)
-    return replace(spec, variant=f"study/{name}", out_dir=Path("models/study") / name,
+    spec = replace(spec, variant=f"study/{name}", out_dir=models_dir / "study" / name,
                    live_dir=Path("results/study/train") / name)
+    frozen = params.study.variants[name].frozen_generator
+    return spec if frozen is None else replace(spec, init_from=models_dir / frozen, frozen_generator=True)
+
+
+def freeze_generator(model: DiffusionTransformer) -> None:
+    """Leave only the critic's parameters trainable (its head and blocks, ``model.critic_logits``):
+    the body and the generator head keep the weights they start from, so a post-hoc critic costs
+    the generator nothing. Called before the optimiser is built, which then holds the critic's only."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(CRITIC_PARAMETERS))
 
 
 def learning_rate(step: int, cfg: OptimSection) -> float:
@@ -189,6 +203,7 @@ def _save(state: checkpoint.TrainingState, spec: RunSpec, tokenizer: CharTokeniz
         "fingerprint": fingerprint, "critic": spec.critic.model_dump() if spec.uses_critic else None,
         "self_correct": spec.diffusion.self_correct if spec.diffusion else 0.0,
         "mask_schedule": spec.diffusion.mask_schedule if spec.diffusion else None,
+        **({"frozen_generator": str(spec.init_from)} if spec.frozen_generator else {}),
     })
 
 
@@ -268,6 +283,8 @@ def _restore_or_start(spec: RunSpec, fingerprint: str, world: World) -> checkpoi
     cfg = spec.optim
     torch.manual_seed(cfg.seed)
     model = DiffusionTransformer(spec.model)
+    if spec.frozen_generator:
+        freeze_generator(model)
     state = checkpoint.TrainingState(model, make_optimizer(model, cfg), torch.Generator().manual_seed(cfg.seed))
     say = print if world.is_main else (lambda *_: None)
     path = spec.out_dir / checkpoint.TRAIN_STATE

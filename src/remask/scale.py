@@ -56,13 +56,14 @@ class Cell:
 
 def scale_cells(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int, str], FrontierPoint],
                 variant_of: Mapping[str, tuple[str, str]]) -> list[Cell]:
-    """Every non-baseline row of every model against its own model's baselines; ``variant_of[row]``:
-    the row's ``(point, model)``."""
+    """Every learned row and oracle ceiling of every model against its own model's baselines;
+    ``variant_of[row]``: the row's ``(point, model)``."""
     mine = {(r.policy, r.budget, r.level, r.baseline): r for r in records if r.policy in variant_of}
     cells = []
     for (row, budget, level, baseline), record in sorted(mine.items()):
         point, model = variant_of[row]
-        if not baseline.startswith(f"{BASELINE}@") or variant_of.get(baseline) != (point, model):
+        if record.kind not in ("learned", "oracle") or not baseline.startswith(f"{BASELINE}@") \
+                or variant_of.get(baseline) != (point, model):
             continue
         revisiting = [r for (p, b, lv, base), r in mine.items() if (p, b, lv) == (row, budget, level)
                       and base != baseline and variant_of.get(base) == (point, model)]
@@ -78,6 +79,7 @@ def render_scale(cells: Sequence[Cell], points: Sequence[PointRecord], reference
     (and ``remdm_conf_budget``) with the interval and its half-width, the 3-gram divergence's, rep-4
     and the verdict; the oracle's row is the ceiling's headroom."""
     limit = REP4_LIMIT * reference["rep_4"]
+    points = sorted(points, key=lambda p: p.flops)  # in the order of compute, whatever their names
     lines = ["# The scale axis: learned re-masking against confidence over generator compute", "",
              f"Written by the {stage}. Every learned row is compared with `confidence` (and `remdm_conf_budget`) on "
              "its own model, at matched entropy and NFE: 95% bootstrap intervals of the difference, paired by text, "
@@ -117,7 +119,7 @@ def render_trend(cells: Sequence[Cell], points: Sequence[PointRecord], limit: fl
     if not cells:
         return "No row was compared: nothing to say about the trend."
     budget = min(c.budget for c in cells)
-    order = [p.name for p in points]
+    order = [p.name for p in sorted(points, key=lambda p: p.flops)]
     text = [f"**Over the axis** (NFE {budget}, the text's entropy):"]
     for model in sorted({c.model for c in cells if c.kind != "oracle"}):
         mine = {c.point: c for c in cells if c.model == model and c.budget == budget and c.level == TEXT_LEVEL

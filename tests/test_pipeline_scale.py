@@ -68,3 +68,9 @@ def test_the_summary_gives_a_verdict_per_point_and_family_against_its_own_model(
     assert summary.index("| steps500 |") < summary.index("| steps1500 |") < summary.index("| steps4500 |")
     assert "| steps4500 | 12 |" in summary and "| `posthoc` |" in summary and "+0.00% |" in summary
     assert "ceiling (oracle): its headroom" in summary
+
+
+def test_notebook_05_draws_the_curve(scale_run):
+    p = scale_run
+    assert (p / "reports/05_scale_axis.html").is_file()
+    assert {f.stem for f in (p / "reports/figures/05_scale_axis").glob("*.png")} == {"curve", "generator_cost"}

@@ -148,9 +148,10 @@ def scale_run_spec(params: Params, point: str, name: str, meta: dict) -> RunSpec
     ``scale.models``: trained like ``multitask`` with both overrides, or a post-hoc critic on the
     point's own frozen generator) into ``models/scale/<point>/<name>``."""
     axis = params.scale
-    for key, value, names in (("--scale-point", point, axis.points), ("--scale-model", name, axis.models)):
-        if value not in names:
-            raise ConfigError(f"{key} {value!r} is not in scale.{key[8:]}s: {', '.join(names)}")
+    if point not in axis.points:
+        raise ConfigError(f"--scale-point {point!r} is not in scale.points: {', '.join(axis.points)}")
+    if name not in axis.models:
+        raise ConfigError(f"--scale-model {name!r} is not in scale.models: {', '.join(axis.models)}")
     spec = run_spec(params.for_scale(point, name), "multitask", meta)
     spec = replace(spec, variant=f"scale/{point}/{name}", out_dir=SCALE_MODELS / point / name,
                    live_dir=SCALE_RESULTS / "train" / point / name)

@@ -86,8 +86,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
         return "one-step fills (pooled ratios)" if key == "one_step" else \
             f"sampler states ({key.replace('_policy', '')} rollouts)"
 
+    refreshed = detection["refreshed"] if args.tier == "quick" else \
+        read_json(tier_dir / "detection" / "refreshed.json", "study_detection")  # the study's, on more runs
     detection_view = {
-        "refreshed": detection["refreshed"],
+        "refreshed": refreshed,
         "seed": {label("one_step"): detection["one_step"]["pooled"],
                  **{label(k): v for k, v in detection["rollout"].items()}},
         "added": {label(k): v for k, v in detection["added_information"].items()},

@@ -441,6 +441,7 @@ class StudySection(_Section):
     variants: dict[str, Variant]
     peer: PeerSection
     finalists: Finalists
+    detection_samples: int = Field(ge=2)  # sampler runs of the study's refreshed-target detection
 
     @model_validator(mode="after")
     def _variant_names(self) -> "StudySection":

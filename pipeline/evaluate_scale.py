@@ -38,6 +38,7 @@ def point_record(params: Params, point: str, models: Path) -> PointRecord:
 
 def main(params: Params, args: argparse.Namespace) -> None:
     grid, cfg = params.scale_grid(), params.evaluate_samples
+    params.scale_judge()  # the judge still outranks every point's generator (points may have grown since it trained)
     models = Path(args.models_dir)
     judge, tok, _ = load_model(models / "scale" / "judge", resolve_device(grid.sample.device))
     scorer = Scorer(judge, tok, set(words(split_text(DATA_DIR, "train"))), NgramReference.of(split_text(DATA_DIR, "val")),

@@ -21,9 +21,9 @@ def comparison(policy: str, baseline: str, better: int, value: float | None = -0
 
 def test_the_axis_judge_must_be_as_long_trained_as_the_longest_generator():
     with pytest.raises(ConfigError, match="scale.judge: the axis's judge .* must be at least as large and trained"):
-        params_with({"scale": {"judge": {"train": {"max_steps": 1000}}}})
+        params_with({"scale": {"judge": {"train": {"max_steps": 1000}}}}).scale_judge()
     with pytest.raises(ConfigError, match="at least as large"):
-        params_with({"scale": {"judge": {"model": {"n_layer": 1}}}})
+        params_with({"scale": {"judge": {"model": {"n_layer": 1}}}}).scale_judge()
     assert REPO_PARAMS.scale_judge().train.max_steps >= max(
         REPO_PARAMS.for_scale(p, "generator_only").train.max_steps for p in REPO_PARAMS.scale.points)
 

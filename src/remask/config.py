@@ -563,19 +563,6 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
-    def _scale_judge(self) -> "Params":
-        judge = self.scale_judge()
-        for point in self.scale.points if self.scale.models else ():
-            generator = self.for_scale(point, next(iter(self.scale.models)))
-            if judge.train.max_steps < generator.train.max_steps or \
-                    judge.model.n_layer * judge.model.n_embd ** 2 < generator.model.n_layer * generator.model.n_embd ** 2:
-                raise ValueError(f"scale.judge: the axis's judge ({judge.model.n_layer} layers of {judge.model.n_embd}, "
-                                 f"{judge.train.max_steps} steps) must be at least as large and trained at least as "
-                                 f"long as the generators it scores (point {point}: {generator.model.n_layer} of "
-                                 f"{generator.model.n_embd}, {generator.train.max_steps} steps)")
-        return self
-
-    @model_validator(mode="after")
     def _ablation_seed(self) -> "Params":
         if self.ablation.seed == self.sample.tuning_seed:
             raise ValueError(f"ablation.seed must differ from sample.tuning_seed ({self.sample.tuning_seed}): the "
@@ -602,8 +589,20 @@ class Params(_Section):
         return study.model_copy(update={"sample": study.sample.model_copy(update={"nfe_budgets": self.scale.nfe_budgets})})
 
     def scale_judge(self) -> JudgeSection:
-        """The scale axis's judge: the ``judge`` section with ``scale.judge``'s overrides."""
-        return JudgeSection.model_validate(overlay(self.judge.model_dump(), self.scale.judge, JudgeSection))
+        """The scale axis's judge: the ``judge`` section with ``scale.judge``'s overrides, refused
+        unless at least as large (layers x width squared) and trained at least as long as every
+        generator of the axis. Checked where the axis runs, not when params load: a smaller
+        ``judge`` section for the quick tier is no error of the axis's."""
+        judge = JudgeSection.model_validate(overlay(self.judge.model_dump(), self.scale.judge, JudgeSection))
+        for point in self.scale.points:
+            generator = self.for_scale(point, "generator_only")
+            if judge.train.max_steps < generator.train.max_steps or \
+                    judge.model.n_layer * judge.model.n_embd ** 2 < generator.model.n_layer * generator.model.n_embd ** 2:
+                raise ConfigError(f"scale.judge: the axis's judge ({judge.model.n_layer} layers of {judge.model.n_embd}, "
+                                  f"{judge.train.max_steps} steps) must be at least as large and trained at least as "
+                                  f"long as the generators it scores (point {point}: {generator.model.n_layer} of "
+                                  f"{generator.model.n_embd}, {generator.train.max_steps} steps)")
+        return judge
 
     def for_arm(self, arm: str) -> "Params":
         """These params with the overrides of ablation arm ``arm`` applied."""

@@ -3,13 +3,14 @@
 #   make test    set up .venv with the test extras and run the tests (the slow tier aside)
 #   make test-slow  the slow tier: the study pipeline, reproducibility from scratch, kill/resume, DDP, make lab
 #   make study   the opt-in study tier (after make repro)
+#   make scale   the opt-in scale axis: the verdict at three generator compute points (scale/dvc.yaml)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 # DVC stages call `python`; this makes it the project's environment
 export PATH := $(BIN):$(PATH)
 
-.PHONY: repro study test test-slow lab bench clean-venv
+.PHONY: repro study scale test test-slow lab bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,11 @@ repro: $(VENV)/.installed-base
 # (x-transformers, the `peer` extra), after the quick tier
 study: $(VENV)/.installed-peer
 	$(BIN)/dvc repro study/dvc.yaml
+
+# the opt-in scale axis (scale/dvc.yaml): the finalist rows at several generator compute points, each
+# against its own model's confidence, with its own judge (on the quick tier's prepared data)
+scale: $(VENV)/.installed-base
+	$(BIN)/dvc repro scale/dvc.yaml
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -31,6 +31,13 @@ def run_stage(name: str, body: Callable[[Params, argparse.Namespace], None], par
 DATA_DIR = Path("data/prepared")  # the tokenize stage's output, every later stage's input
 PEER_DIR = Path("study") / "peer"  # the public peer's model, under models/
 PEER = "peer"  # the study "variant" name of rows our sampler draws from the peer's generator (<row>@peer)
+SCALE_RESULTS = Path("results/scale")  # the scale axis's results (its models: models/scale, remask.train)
+SCALE_SAMPLES = SCALE_RESULTS / "samples"  # <point>/<model>/{samples.jsonl,tuning.json}
+
+
+def scale_variant(model: str, point: str) -> str:
+    """The "variant" a scale axis row was sampled on: ``<model>-<point>`` (rows ``<row>@<model>-<point>``)."""
+    return f"{model}-{point}"
 
 
 def tier_results(tier: str, results: Path = Path("results")) -> Path:

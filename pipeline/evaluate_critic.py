@@ -7,9 +7,10 @@ together, and ``refreshed``: every score against the judge's leave-one-out plaus
 token of the sampler's own states, with the generator's leave-one-out oracle), the labelled states
 (``refreshed_states.npz``) and plot data under ``results/evaluate_critic/plots/``.
 
-``--variant <name>`` (the study's ``study_evaluate_critic@<name>``): the one-pass scores a study
-variant's model is trained for, on those same labelled states, into
-``results/study/variants/<name>/refreshed.json``.
+``--study`` (the study's ``study_detection``): the refreshed-target part again on
+``study.detection_samples`` sampler runs, into ``results/study/detection/``. ``--variant <name>``
+(``study_evaluate_critic@<name>``): the one-pass scores a study variant's model is trained for, on
+the study's labelled states, into ``results/study/variants/<name>/refreshed.json``.
 """
 
 from __future__ import annotations
@@ -60,14 +61,43 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+def refreshed_detection(params: Params, model, judge, tok, samples: int, out: Path) -> dict:
+    """Every score of :data:`REFRESHED_SCORES` against the refreshed target on ``samples`` sampler
+    runs (their fill halfway through and their final samples, labelled by the judge), with intervals
+    over samples; the labelled states go to ``out/refreshed_states.npz``, for the study variants."""
+    cfg = params.evaluate_critic
+    states = (cfg.refreshed_steps // 2 - 1, cfg.refreshed_steps - 1)
+    options = SamplerOptions(steps=cfg.refreshed_steps, policy=cfg.refreshed_policy, temperature=cfg.temperature,
+                             **params.sample.sampler_options())
+    refreshed = refreshed_scores(model, judge, tok, options,
+                                 StateDraw(samples, model.config.block_size, states, cfg.seed), progress=True)
+    write_bytes(out / REFRESHED_STATES, _npz(refreshed))
+    return refreshed_table(refreshed, cfg, REFRESHED_SCORES)
+
+
+def study_detection(params: Params, models: Path, results: Path) -> None:
+    """The study's refreshed-target detection: the quick tier's, on ``study.detection_samples``
+    sampler runs (intervals over samples that can decide), into ``results/study/detection/``."""
+    device = resolve_device(params.sample.device)
+    model_dir = models / "multitask"
+    model, tok, training = load_model(model_dir, device)
+    require_trained(params.evaluate_critic.refreshed_policy, training, (params.evaluate_critic.temperature,) * 2,
+                    str(model_dir))
+    judge = load_judge(models / "judge", tok, model_dir, device)
+    out = results / "study" / "detection"
+    table = refreshed_detection(params, model, judge, tok, params.study.detection_samples, out)
+    write_json(out / "refreshed.json", table)
+    print(json.dumps({n: round(m["auroc"], 4) for n, m in table["pooled"].items()}, indent=2))
+
+
 def evaluate_variant(params: Params, variant: str, models: Path, results: Path) -> None:
-    """A study variant's one-pass scores against the refreshed target of the quick tier's states."""
+    """A study variant's one-pass scores against the refreshed target of the study's states."""
     cfg = params.evaluate_critic
     if variant not in params.study.variants:
         raise ConfigError(f"--variant {variant!r} is not in study.variants: {', '.join(params.study.variants)}")
-    states = results / "evaluate_critic" / REFRESHED_STATES
+    states = results / "study" / "detection" / REFRESHED_STATES
     if not states.is_file():
-        raise ConfigError(f"{states}: not found; run the evaluate_critic stage first")
+        raise ConfigError(f"{states}: not found; run the study_detection stage first")
     model, _, training = load_model(models / "study" / variant, resolve_device(params.sample.device))
     temperatures = (cfg.temperature, cfg.temperature)
     names = tuple(n for n in VARIANT_SCORES if not untrained_inputs(n, training, temperatures))
@@ -85,6 +115,9 @@ def evaluate_variant(params: Params, variant: str, models: Path, results: Path) 
 def main(params: Params, args: argparse.Namespace) -> None:
     if args.variant:
         evaluate_variant(params, args.variant, Path(args.models_dir), Path("results"))
+        return
+    if args.study:
+        study_detection(params, Path(args.models_dir), Path("results"))
         return
     cfg = params.evaluate_critic
     out = Path(args.out_dir)
@@ -132,13 +165,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
             per_step.append({"step": int(step), **{n: round(part[n]["auroc"], 5) for n in part}})
         write_csv(out / "plots" / f"rollout_auroc_by_step_{policy}.csv", per_step)
 
-    states = (cfg.refreshed_steps // 2 - 1, cfg.refreshed_steps - 1)
-    options = SamplerOptions(steps=cfg.refreshed_steps, policy=cfg.refreshed_policy, temperature=cfg.temperature,
-                             **params.sample.sampler_options())
-    refreshed = refreshed_scores(model, judge, tok, options, StateDraw(cfg.refreshed_samples, block, states, cfg.seed),
-                                 progress=True)
-    metrics["refreshed"] = refreshed_table(refreshed, cfg, REFRESHED_SCORES)
-    write_bytes(out / REFRESHED_STATES, _npz(refreshed))
+    metrics["refreshed"] = refreshed_detection(params, model, judge, tok, cfg.refreshed_samples, out)
 
     write_csv(out / "plots" / "auroc_vs_mask_ratio.csv", by_ratio)
     for kind, scores in [("one_step", one_step)] + [(f"rollout_{p}", s) for p, s in rollouts.items()]:
@@ -158,5 +185,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate_critic")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--out-dir", default="results/evaluate_critic")
-    parser.add_argument("--variant", default=None, help="a study variant: its scores against the saved refreshed states")
+    parser.add_argument("--variant", default=None, help="a study variant: its scores against the study's refreshed states")
+    parser.add_argument("--study", action="store_true",
+                        help="the study's refreshed-target detection on study.detection_samples sampler runs")
     run_stage("evaluate_critic", main, parser)

@@ -16,37 +16,19 @@ self-critic, ``pipeline.peer``) with its training record, and the ablation arms'
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from pathlib import Path
-
-from tqdm import tqdm
 
 from pipeline._common import DATA_DIR, read_json, read_samples, run_stage, tier_results
 from pipeline._rows import tier_rows
+from pipeline._scoring import Scorer, report_groups
 from remask.atomic import write_csv, write_json, write_text
 from remask.checkpoint import load_model
-from remask.config import TIERS, ConfigError, Params
+from remask.config import TIERS, Params
 from remask.data import reference_texts, split_text, words
-from remask.frontier import frontier_point
-from remask.judge import judge_nll_bits
-from remask.metrics import NgramReference, setting_samples, text_metrics
-from remask.records import Candidate, FrontierPoint, MasksLeft, Setting, entropy_levels
-from remask.report import SummaryInputs, best_training_free, compare_policies, kind_of, render_summary
+from remask.metrics import NgramReference
+from remask.records import MasksLeft, entropy_levels
+from remask.report import SummaryInputs, best_training_free, compare_policies, render_summary
 from remask.runtime import resolve_device
-
-def report_groups(files: list[Path], finalists_dir: Path | None, finalists: dict | None) -> dict[tuple, list[dict]]:
-    """The report samples of every setting, keyed ``(row, budget, level, temperature)``; a finalist's
-    (``finalists.json`` of the study) replaced by its draw on more texts."""
-    redrawn = set() if finalists is None else {(r, int(b), level) for b, at in finalists["rows"].items()
-                                                for level, rows in at.items() for r in rows if r in finalists["texts"]}
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for path in files:
-        for row in read_samples(path):
-            if (row["policy"], row["nfe_budget"], row["level"]) not in redrawn:
-                groups[(row["policy"], row["nfe_budget"], row["level"], row["temperature"])].append(row)
-    for row in read_samples(finalists_dir / "samples.jsonl") if finalists_dir else []:
-        groups[(row["policy"], row["nfe_budget"], row["level"], row["temperature"])].append(row)
-    return groups
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
@@ -56,17 +38,12 @@ def main(params: Params, args: argparse.Namespace) -> None:
     tier_dir = tier_results(args.tier, results)
     out = tier_dir / "evaluate_samples"
     judge, tok, _ = load_model(Path(args.models_dir) / "judge", resolve_device(scfg.device))
-    vocabulary = set(words(split_text(DATA_DIR, "train")))
-    held_out = NgramReference.of(split_text(DATA_DIR, "val"))  # what ngram_jsd measures the samples against
-    ci = (cfg.bootstrap_resamples, cfg.confidence_level)
-
-    def measure(texts: list[str], offset: int) -> tuple[dict, list[float]]:
-        nll = judge_nll_bits(judge, tok, texts)
-        return text_metrics(texts, vocabulary, nll, *ci, cfg.seed + offset, held_out), nll
-
-    reference, _ = measure(reference_texts(DATA_DIR, tok, scfg.num_samples, scfg.length), 0)
+    scorer = Scorer(judge, tok, set(words(split_text(DATA_DIR, "train"))),
+                    NgramReference.of(split_text(DATA_DIR, "val")),  # what ngram_jsd measures the samples against
+                    cfg.bootstrap_resamples, cfg.confidence_level, cfg.seed)
+    reference, _ = scorer.measure(reference_texts(DATA_DIR, tok, scfg.num_samples, scfg.length), 0)
     levels = entropy_levels(reference["char_entropy"], scfg.tuning)
-    judge_row, _ = measure([r["text"] for r in read_samples(results / "samples" / "judge.jsonl")], 1)
+    judge_row, _ = scorer.measure([r["text"] for r in read_samples(results / "samples" / "judge.jsonl")], 1)
 
     tuning, files = tier_rows(params, args.tier, results)
     peer = params.study.peer.row if args.tier == "study" else None
@@ -76,31 +53,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
     if finalists and peer in tuning:  # the peer's [MASK] counts of its finalist draws
         for budget, counts in MasksLeft.from_dict(finalists["masks_left"]).counts.items():
             tuning[peer].masks_left.counts.setdefault(budget, {}).update(counts)
-    settings, samples = [], defaultdict(list)
-    for (policy, budget, level, temperature), rows in tqdm(sorted(groups.items()), desc="evaluate samples",
-                                                           unit="setting"):
-        texts = [r["text"] for r in rows]
-        metrics, nll = measure(texts, 2)
-        drawn_with = Candidate.from_fields(rows[0])
-        settings.append(Setting(policy, budget, rows[0]["steps"], rows[0]["nfe"], temperature, drawn_with.label,
-                                metrics, level))
-        samples[(policy, budget, level)].append(setting_samples(texts, nll, vocabulary, tok.chars, held_out))
-
-    frontiers = {}
-    for (policy, budget, level), parts in tqdm(sorted(samples.items()), desc="frontiers", unit="policy"):
-        done = tuning[policy].budgets.get(budget)
-        if done is None or level not in done.levels:
-            raise ConfigError(f"{tier_dir / 'tuning' / f'{policy}.json'} has no NFE {budget} at the {level} level; "
-                              f"rerun sample@{policy}")
-        tuned = done.levels[level]
-        if abs(tuned.target - levels[level]) > 1e-6 * levels[level]:
-            raise ConfigError(f"{tier_dir / 'tuning' / f'{policy}.json'} was tuned for entropy {tuned.target:.4f} at "
-                              f"the {level} level, not {levels[level]:.4f}; rerun sample@{policy}")
-        frontiers[(policy, budget, level)] = FrontierPoint(
-            policy, tuning[policy].runs, kind_of(tuning[policy]), budget, done.steps, done.nfe,
-            tuned.tuned.candidate.label, tuned.tuned.temperature, tuned.tuned.reached, tuned.report_temperatures,
-            frontier_point(parts, levels[level], *ci, cfg.seed + 3), level)
-    records = compare_policies(samples, frontiers, tuning, levels, *ci, cfg.seed + 4)
+    settings, samples = scorer.settings(groups)
+    frontiers = scorer.frontiers(samples, tuning, levels, lambda row: f"the tuning log of {row} under {tier_dir}")
+    records = compare_policies(samples, frontiers, tuning, levels, cfg.bootstrap_resamples, cfg.confidence_level,
+                               cfg.seed + 4)
     best = {(budget, level): best_training_free(tuning, budget, level) for _, budget, level in frontiers}
 
     write_json(out / "metrics.json", {
@@ -130,8 +86,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
         return "one-step fills (pooled ratios)" if key == "one_step" else \
             f"sampler states ({key.replace('_policy', '')} rollouts)"
 
+    refreshed = detection["refreshed"] if args.tier == "quick" else \
+        read_json(tier_dir / "detection" / "refreshed.json", "study_detection")  # the study's, on more runs
     detection_view = {
-        "refreshed": detection["refreshed"],
+        "refreshed": refreshed,
         "seed": {label("one_step"): detection["one_step"]["pooled"],
                  **{label(k): v for k, v in detection["rollout"].items()}},
         "added": {label(k): v for k, v in detection["added_information"].items()},

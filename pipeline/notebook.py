@@ -49,6 +49,7 @@ def notebook_parameters(name: str, params: Params, tier: str = "quick") -> dict:
         "03_critic_as_error_detector": {"passage_length": nb.passage_length},
         "04_policy_comparison": {"num_examples": nb.num_examples, "nfe": nb.nfe, "length": params.sample.length,
                                  "sampler": params.sample.sampler_options()},
+        "05_scale_axis": {"scale_dir": "results/scale"},  # the scale axis (scale/dvc.yaml's scale_notebook)
     }
     if name not in per_notebook:
         raise ConfigError(f"--name {name!r}: valid notebooks are {', '.join(per_notebook)}")

@@ -8,6 +8,8 @@ selection rule, and the best rule by judge NLL there), then draws the report sam
 ``--tier study`` does the same on the study's grid (``study.sample``) under ``results/study/``;
 ``--variant <name>`` samples every row of a study variant (``study.variants``) on its own model
 ``models/study/<name>`` into ``results/study/variants/<name>/``, rows named ``<row>@<name>``.
+``scale_sample@<point>-<model>`` (``--scale-point <point> --variant <model>``) samples every row of
+a model of the scale axis on the study's grid settings into ``results/scale/samples/<point>/<model>/``.
 ``sample_judge`` writes ``results/samples/judge.jsonl``: unconditional samples of the causal
 judge, the reference row. Every row goes through the one search, :func:`remask.tuning.tune_row`, as the public peer's row
 does (``pipeline.peer_sample``).
@@ -18,7 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline._common import run_stage, samples_dir, tier_results, write_rows
+from pipeline._common import SCALE_SAMPLES, run_stage, samples_dir, scale_variant, tier_results, write_rows
 from pipeline._sampling import sample_rows
 from remask.atomic import write_json
 from remask.checkpoint import load_model
@@ -36,12 +38,29 @@ def sample_judge(params: Params, model_dir: Path, out: Path) -> None:
     write_rows(rows, out)
 
 
+def scale_sample(params: Params, point: str, name: str | None, models: Path) -> None:
+    """Every row of the scale axis's model ``name`` at ``point``, on the study's grid settings at the
+    axis's budgets, scored by the axis's judge; rows ``<row>@<name>-<point>``."""
+    axis = params.scale
+    if point not in axis.points or name not in axis.models:
+        raise ConfigError(f"--scale-point {point!r} --variant {name!r}: a point of scale.points ({', '.join(axis.points)}) "
+                          f"and a model of scale.models ({', '.join(axis.models)})")
+    samples, logs = sample_rows(params.scale_grid(), axis.models[name].policies, models / "scale" / point / name,
+                                models / "scale" / "judge", variant=scale_variant(name, point))
+    out = SCALE_SAMPLES / point / name
+    write_json(out / "tuning.json", {row: log.to_dict() for row, log in logs.items()})
+    write_rows(samples, out / "samples.jsonl")
+
+
 def main(params: Params, args: argparse.Namespace) -> None:
     models = Path(args.models_dir)
     if sum(map(bool, (args.row, args.variant, args.judge))) != 1:
         raise ConfigError("name one of --row (a row of the tier's grid), --variant or --judge")
     if args.judge:
         sample_judge(params, models / "judge", Path(args.out_dir or samples_dir(args.tier)) / "judge.jsonl")
+        return
+    if args.scale_point:
+        scale_sample(params, args.scale_point, args.variant, models)
         return
     if args.variant:
         variants = params.study.variants
@@ -66,7 +85,9 @@ def main(params: Params, args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m pipeline.sample")
     parser.add_argument("--row", default=None, help="a row of the tier's grid (sample.policies or study.sample.policies)")
-    parser.add_argument("--variant", default=None, help="sample every row of this study variant on its model")
+    parser.add_argument("--variant", default=None, help="sample every row of this study variant (with --scale-point: "
+                        "this model of scale.models) on its model")
+    parser.add_argument("--scale-point", default=None, help="a point of the scale axis (scale.points)")
     parser.add_argument("--judge", action="store_true", help="the causal judge's own samples, the reference row")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--tier", choices=TIERS, default="quick", help="whose grid: quick (sample) or study (study.sample)")

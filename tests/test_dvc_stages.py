@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-PIPELINES = [REPO / "dvc.yaml", REPO / "study" / "dvc.yaml"]
+PIPELINES = [REPO / "dvc.yaml", REPO / "study" / "dvc.yaml", REPO / "scale" / "dvc.yaml"]
 PACKAGES = {"pipeline": REPO / "pipeline", "remask": REPO / "src" / "remask"}
 
 
@@ -90,3 +90,18 @@ def test_stage_depends_on_every_module_it_runs(name, stage, pipeline):
     unused = sorted(str(p.relative_to(REPO)) for p in code_deps - needed)
     assert not missing, f"{name}: runs {missing} but does not depend on them"
     assert not unused, f"{name}: depends on {unused} but never runs them"
+
+
+def test_the_scale_matrices_name_the_points_and_models_of_params():
+    """scale/dvc.yaml's matrices list scale.points and scale.models by name (DVC names a matrix of
+    dicts by index): every point is trained and sampled, and each model by the stage that can train it."""
+    from remask.config import load_params
+
+    axis = load_params(REPO / "params.yaml").scale
+    matrices = {name: stage["matrix"] for name, stage in yaml.safe_load((REPO / "scale" / "dvc.yaml").read_text())["stages"].items()
+                if "matrix" in stage}
+    assert all(m["point"] == list(axis.points) for m in matrices.values())
+    frozen = [name for name, model in axis.models.items() if model.frozen_generator]
+    assert matrices["scale_train"]["model"] == [name for name in axis.models if name not in frozen]
+    assert matrices["scale_train_posthoc"]["model"] == frozen
+    assert matrices["scale_sample"]["model"] == list(axis.models)

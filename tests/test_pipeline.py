@@ -31,18 +31,41 @@ TINY = {
     "evaluate_samples": {"bootstrap_resamples": 100},
     "ablation": {"arms": {"mlp_head": {"model": {"critic_head": "mlp"}}},
                  "steps": 4, "eval_windows": 4, "rollout_steps": 3, "nfe": 8, "num_samples": 4},
-    "study": {"finalists": {"num_samples": 9, "oracle_num_samples": 4},
+    "study": {"finalists": {"num_samples": 9, "oracle_num_samples": 4}, "detection_samples": 2,
               "sample": {"policies": {"confidence": {},
                                       "oracle_loo": {"num_samples": 4, "tuning_samples": 2, "nfe_budgets": [8]}},
                          "nfe_budgets": [8], "tuning": {"num_samples": 4, "max_pilots": 3, "selections": [
                              {"rule": "topk"}]}},
               # one variant (each costs three stages); the critic targets' training is tested in test_targets.py
-              "variants": {"self_correct": {"overrides": {"train": {"self_correct": 0.1, "alpha": 0.0}},
+              "variants": {"self_correct": {"frozen_generator": None,
+                                            "overrides": {"train": {"self_correct": 0.1, "alpha": 0.0}},
                                             "policies": {"confidence": {},
                                                          "remdm_conf_budget": {"policy": "remdm_conf",
                                                                                "committed_budget": 0.1},
                                                          "self_planning_budget": {"policy": "self_planning",
                                                                                   "committed_budget": 0.1}}}}},
+    # the scale axis at tiny points (their names are scale/dvc.yaml's), tested in tests/test_pipeline_scale.py
+    "scale": {"points": {"steps500": {"train": {"max_steps": 4, "eval_every": 4, "checkpoint_every": 4}}, "steps1500": {},
+                         "steps4500": {"train": {"max_steps": 12, "eval_every": 6, "checkpoint_every": 6}}},
+              "models": {"generator_only": {"frozen_generator": None, "overrides": {"train": {"alpha": 0.0}},
+                                            "policies": {"confidence": {},
+                                                         "remdm_conf_budget": {"policy": "remdm_conf",
+                                                                               "committed_budget": 0.1},
+                                                         "oracle_loo": {"num_samples": 4, "tuning_samples": 2}}},
+                         "multitask": {"frozen_generator": None, "overrides": {},
+                                       "policies": {"confidence": {},
+                                                    "remdm_conf_budget": {"policy": "remdm_conf", "committed_budget": 0.1},
+                                                    "critic_fused": {}}},
+                         "posthoc": {"frozen_generator": "generator_only",
+                                     "overrides": {"train": {"max_steps": 4, "warmup_steps": 1, "alpha": 1.0,
+                                                             "alpha_warmup_steps": 0, "eval_every": 4,
+                                                             "checkpoint_every": 4},
+                                                   "critic": {"target": "generated", "label_scope": "all",
+                                                              "rollout_share": 0.5, "row_share": 1.0}},
+                                     "policies": {"confidence": {},
+                                                  "remdm_conf_budget": {"policy": "remdm_conf", "committed_budget": 0.1},
+                                                  "critic_fused": {}}}},
+              "judge": {"train": {"max_steps": 12}}, "nfe_budgets": [8]},
     "notebooks": {"num_examples": 2, "steps": 4, "nfe": 8, "passage_length": 40, "cell_timeout": 300},
 }
 NOTEBOOKS = {
@@ -75,6 +98,8 @@ def make_project(root: Path) -> Path:
     shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
     (project / "study").mkdir()
     shutil.copy(REPO / "study" / "dvc.yaml", project / "study" / "dvc.yaml")
+    (project / "scale").mkdir()
+    shutil.copy(REPO / "scale" / "dvc.yaml", project / "scale" / "dvc.yaml")
     shutil.copy(REPO / ".gitignore", project / ".gitignore")
     shutil.copytree(REPO / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

@@ -441,6 +441,7 @@ class StudySection(_Section):
     variants: dict[str, Variant]
     peer: PeerSection
     finalists: Finalists
+    detection_samples: int = Field(ge=2)  # sampler runs of the study's refreshed-target detection
 
     @model_validator(mode="after")
     def _variant_names(self) -> "StudySection":
@@ -451,6 +452,38 @@ class StudySection(_Section):
         if clash or bad:
             raise ValueError(f"variants: {(clash or bad)[0]!r} cannot name a variant (letters, digits, underscores; "
                              "not a quick-tier model)")
+        return self
+
+
+class ScaleSection(_Section):
+    """The opt-in scale axis (``scale/dvc.yaml``, ``make scale``): the study's finalist rows at
+    several generator compute points. A point is these params plus its ``points`` overrides of the
+    ``model`` and ``train`` sections (each run with its own schedule to its end); at every point each
+    of ``models`` (a :class:`Variant`: its overrides, its rows, and ``frozen_generator`` naming the
+    point's own model it starts from) is trained, sampled on the study's grid settings at
+    ``nfe_budgets``, and compared with its own model's ``confidence``. ``judge``: overrides of the
+    ``judge`` section for the axis's judge, which must be at least as large and trained at least as
+    long as the largest generator it scores."""
+
+    points: dict[str, Overrides]
+    models: dict[str, Variant]
+    judge: Overrides
+    nfe_budgets: list[int] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names(self) -> "ScaleSection":
+        bad = [n for n in (*self.points, *self.models) if not n.replace("_", "").isalnum()]
+        if bad:
+            raise ValueError(f"{bad[0]!r} cannot name a scale point or model (letters, digits, underscores)")
+        for where, overrides in self.points.items():
+            _check_overrides(f"points.{where}", overrides)
+        wrong = sorted(set(self.judge) - {"model", "train"})
+        if wrong:
+            raise ValueError(f"judge.{wrong[0]}: the axis's judge overrides only the judge's model and train")
+        if self.points and "generator_only" not in self.models:
+            raise ValueError("models: the axis needs a model named generator_only (overrides {train: {alpha: 0.0}}): "
+                             "every point's generator cost and compute are measured against it, and a post-hoc "
+                             "critic (frozen_generator: generator_only) freezes its point's")
         return self
 
 
@@ -508,6 +541,7 @@ class Params(_Section):
     notebooks: NotebooksSection
     ablation: AblationSection
     study: StudySection
+    scale: ScaleSection
 
     @model_validator(mode="after")
     def _notebook_budget(self) -> "Params":
@@ -519,6 +553,8 @@ class Params(_Section):
                 )
         overridden = [(f"ablation.arms.{arm}", o) for arm, o in self.ablation.arms.items() if o]
         overridden += [(f"study.variants.{name}.overrides", v.overrides) for name, v in self.study.variants.items()]
+        overridden += [(f"scale.points.{point}, scale.models.{name}", overlay(o, v.overrides))
+                       for point, o in self.scale.points.items() for name, v in self.scale.models.items()]
         for where, overrides in overridden:
             try:
                 self.with_overrides(overrides)
@@ -543,16 +579,42 @@ class Params(_Section):
         """These params with the overrides of study variant ``variant`` applied."""
         return self.with_overrides(self.study.variants[variant].overrides)
 
+    def for_scale(self, point: str, model: str) -> "Params":
+        """These params at scale point ``point`` with the overrides of the axis's model ``model``."""
+        return self.with_overrides(overlay(self.scale.points[point], self.scale.models[model].overrides))
+
+    def scale_grid(self) -> "Params":
+        """The study's sampling settings at the scale axis's NFE budgets: what every axis row is tuned and drawn with."""
+        study = self.for_tier("study")
+        return study.model_copy(update={"sample": study.sample.model_copy(update={"nfe_budgets": self.scale.nfe_budgets})})
+
+    def scale_judge(self) -> JudgeSection:
+        """The scale axis's judge: the ``judge`` section with ``scale.judge``'s overrides, refused
+        unless at least as large (layers x width squared) and trained at least as long as every
+        generator of the axis. Checked where the axis runs, not when params load: a smaller
+        ``judge`` section for the quick tier is no error of the axis's."""
+        judge = JudgeSection.model_validate(overlay(self.judge.model_dump(), self.scale.judge, JudgeSection))
+        for point in self.scale.points:
+            generator = self.for_scale(point, "generator_only")
+            if judge.train.max_steps < generator.train.max_steps or \
+                    judge.model.n_layer * judge.model.n_embd ** 2 < generator.model.n_layer * generator.model.n_embd ** 2:
+                raise ConfigError(f"scale.judge: the axis's judge ({judge.model.n_layer} layers of {judge.model.n_embd}, "
+                                  f"{judge.train.max_steps} steps) must be at least as large and trained at least as "
+                                  f"long as the generators it scores (point {point}: {generator.model.n_layer} of "
+                                  f"{generator.model.n_embd}, {generator.train.max_steps} steps)")
+        return judge
+
     def for_arm(self, arm: str) -> "Params":
         """These params with the overrides of ablation arm ``arm`` applied."""
         return self.with_overrides(self.ablation.arms[arm])
 
     def with_overrides(self, overrides: Overrides) -> "Params":
         """These params with ``overrides`` (section -> key -> value) applied, validated; the copy has
-        no arms or variants of its own (validating them would override again)."""
+        no arms, variants or scale points of its own (validating them would override again)."""
         raw = overlay(self.model_dump(), overrides)
         raw["ablation"]["arms"] = {"baseline": {}}
         raw["study"]["variants"] = {}
+        raw["scale"]["points"], raw["scale"]["models"] = {}, {}
         return Params.model_validate(raw)
 
 

@@ -124,7 +124,10 @@ def compare_policies(
             rows = sorted(p for p, b, lv in samples if b == budget and lv == at)
             if not rows:
                 continue
-            baselines = [BASELINE, REVISITING_BASELINE, best_training_free(tuning, budget, at)]
+            # the grid's baselines where the tier has a grid on the quick tier's model (the scale axis has none:
+            # each of its rows is compared with its own model's baselines only)
+            grid = any(tuning[p].variant is None for p in rows)
+            baselines = [BASELINE, REVISITING_BASELINE, best_training_free(tuning, budget, at)] if grid else []
             for policy in rows:
                 # a row on a study variant's model is also compared with `confidence` and `remdm_conf` with a
                 # committed budget on that same model (where sampled): the score apart from the variant's generator

@@ -139,6 +139,33 @@ def study_run_spec(params: Params, name: str, meta: dict, models_dir: Path = Pat
     return spec if frozen is None else replace(spec, init_from=models_dir / frozen, frozen_generator=True)
 
 
+SCALE_MODELS = Path("models/scale")  # models/scale/<point>/<model>, and the axis's judge in models/scale/judge
+SCALE_RESULTS = Path("results/scale")
+
+
+def scale_run_spec(params: Params, point: str, name: str, meta: dict) -> RunSpec:
+    """Model ``name`` of the scale axis at compute point ``point`` (``scale.points`` and
+    ``scale.models``: trained like ``multitask`` with both overrides, or a post-hoc critic on the
+    point's own frozen generator) into ``models/scale/<point>/<name>``."""
+    axis = params.scale
+    if point not in axis.points:
+        raise ConfigError(f"--scale-point {point!r} is not in scale.points: {', '.join(axis.points)}")
+    if name not in axis.models:
+        raise ConfigError(f"--scale-model {name!r} is not in scale.models: {', '.join(axis.models)}")
+    spec = run_spec(params.for_scale(point, name), "multitask", meta)
+    spec = replace(spec, variant=f"scale/{point}/{name}", out_dir=SCALE_MODELS / point / name,
+                   live_dir=SCALE_RESULTS / "train" / point / name)
+    frozen = axis.models[name].frozen_generator
+    return spec if frozen is None else replace(spec, init_from=SCALE_MODELS / point / frozen, frozen_generator=True)
+
+
+def scale_judge_spec(params: Params, meta: dict) -> RunSpec:
+    """The scale axis's judge (``scale.judge`` over the ``judge`` section) into ``models/scale/judge``."""
+    judge = params.scale_judge()
+    spec = run_spec(params.model_copy(update={"judge": judge}), "judge", meta)
+    return replace(spec, variant="scale/judge", out_dir=SCALE_MODELS / "judge", live_dir=SCALE_RESULTS / "train" / "judge")
+
+
 def freeze_generator(model: DiffusionTransformer) -> None:
     """Leave only the critic's parameters trainable (its head and blocks, ``model.critic_logits``):
     the body and the generator head keep the weights they start from, so a post-hoc critic costs

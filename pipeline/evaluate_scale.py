@@ -1,0 +1,82 @@
+"""DVC stage ``scale_evaluate``: the scale axis's verdict, ``results/scale/summary.md``.
+
+Reads every model's rows at every compute point (``results/scale/samples/<point>/<model>/``, rows
+``<row>@<model>-<point>``), scores them with the axis's judge (``models/scale/judge``) and the text
+metrics exactly as ``evaluate_samples`` does (:mod:`pipeline._scoring`), compares every row with its
+own model's ``confidence`` and ``remdm_conf_budget`` (:func:`remask.report.compare_policies`), and
+writes the verdict per point, family and entropy level (:mod:`remask.scale`) with each point's
+validation numbers and generator compute, plus ``results/scale/metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline._common import DATA_DIR, SCALE_RESULTS, SCALE_SAMPLES, read_json, run_stage, scale_variant
+from pipeline._scoring import Scorer, report_groups
+from remask.atomic import write_json, write_text
+from remask.checkpoint import load_model
+from remask.config import Params
+from remask.data import reference_texts, split_text, words
+from remask.metrics import NgramReference
+from remask.records import TuningLog, entropy_levels
+from remask.report import REP4_LIMIT, compare_policies
+from remask.runtime import resolve_device
+from remask.scale import PointRecord, render_scale, scale_cells
+
+
+def point_record(params: Params, point: str, models: Path) -> PointRecord:
+    """A compute point's steps, its generator's training compute and each model's validation numbers."""
+    run = params.for_scale(point, "generator_only")
+    generator, _, _ = load_model(models / "scale" / point / "generator_only", resolve_device("cpu"))
+    characters = run.train.max_steps * run.train.batch_size * run.model.block_size
+    val = {name: read_json(SCALE_RESULTS / "train" / point / name / "metrics.json",
+                           f"scale_train@{point}-{name}")["val"] for name in params.scale.models}
+    return PointRecord(point, run.train.max_steps, 6.0 * generator.num_parameters() * characters, val)
+
+
+def main(params: Params, args: argparse.Namespace) -> None:
+    grid, cfg = params.scale_grid(), params.evaluate_samples
+    params.scale_judge()  # the judge still outranks every point's generator (points may have grown since it trained)
+    models = Path(args.models_dir)
+    judge, tok, _ = load_model(models / "scale" / "judge", resolve_device(grid.sample.device))
+    scorer = Scorer(judge, tok, set(words(split_text(DATA_DIR, "train"))), NgramReference.of(split_text(DATA_DIR, "val")),
+                    cfg.bootstrap_resamples, cfg.confidence_level, cfg.seed)
+    reference, _ = scorer.measure(reference_texts(DATA_DIR, tok, grid.sample.num_samples, grid.sample.length), 0)
+    levels = entropy_levels(reference["char_entropy"], grid.sample.tuning)
+
+    tuning, files, variant_of = {}, [], {}
+    for point in params.scale.points:
+        for name in params.scale.models:
+            where = SCALE_SAMPLES / point / name
+            logs = read_json(where / "tuning.json", f"scale_sample@{point}-{name}")
+            tuning.update({row: TuningLog.from_dict(raw, scale_variant(name, point)) for row, raw in logs.items()})
+            variant_of.update({row: (point, name) for row in logs})
+            files.append(where / "samples.jsonl")
+    settings, samples = scorer.settings(report_groups(files))
+    frontiers = scorer.frontiers(samples, tuning, levels, lambda row: f"{SCALE_SAMPLES}/{'/'.join(variant_of[row])}/tuning.json")
+    records = compare_policies(samples, frontiers, tuning, levels, cfg.bootstrap_resamples, cfg.confidence_level,
+                               cfg.seed + 4)
+    cells = scale_cells(records, frontiers, variant_of)
+    points = [point_record(params, point, models) for point in params.scale.points]
+    judge_val = read_json(SCALE_RESULTS / "train" / "judge" / "metrics.json", "scale_judge")["val"]
+    write_json(SCALE_RESULTS / "metrics.json", {
+        "reference": reference, "levels": levels, "judge": judge_val,
+        "points": [{"point": p.name, "steps": p.steps, "flops": p.flops, "val": dict(p.val)} for p in points],
+        "frontier": {f.key: f.to_dict() for f in frontiers.values()},
+        "settings": {s.key: s.to_dict() for s in settings},
+        "comparisons": [r.to_dict() for r in records],
+        "cells": [{"point": c.point, "model": c.model, "row": c.row, "kind": c.kind, "budget": c.budget,
+                   "level": c.level, "verdict": c.verdict(REP4_LIMIT * reference["rep_4"]),
+                   "judge_nll": dict(c.vs_confidence.differences["judge_nll"])} for c in cells],
+    })
+    summary = render_scale(cells, points, reference, levels, judge_val, "`scale_evaluate` stage of `make scale`")
+    write_text(SCALE_RESULTS / "summary.md", summary)
+    print(summary)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate_scale")
+    parser.add_argument("--models-dir", default="models")
+    run_stage("evaluate_scale", main, parser)

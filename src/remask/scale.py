@@ -1,0 +1,130 @@
+"""The scale axis's summary: does a learned re-masking score beat its own model's ``confidence``,
+and by how much does the oracle ceiling, at each generator compute point?
+
+Computes from the comparisons the report already makes (:func:`remask.report.compare_policies`:
+every row of a model against that model's ``confidence`` and ``remdm_conf_budget``) one verdict
+per compute point, family and entropy level, and renders ``results/scale/summary.md``. A family is
+a model of ``scale.models`` (the joint critic, the post-hoc critic, ...); the oracle ceiling is
+shown as such, never as a contender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from remask.records import TEXT_LEVEL, Comparison, FrontierPoint, level_title
+from remask.report import BASELINE, EXTRAPOLATED, REP4_LIMIT, fmt_difference, level_order
+
+
+@dataclass(frozen=True)
+class PointRecord:
+    """What the axis knows of one compute point: its steps, the generator's training compute and
+    the validation numbers of each of its models (``val`` of their training metrics)."""
+
+    name: str
+    steps: int
+    flops: float  # the generator's training compute: 6 x parameters x characters seen
+    val: Mapping[str, Mapping[str, float]]  # model -> its validation metrics
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of one model at one point, budget and entropy level, against its own model's baselines."""
+
+    point: str
+    model: str
+    row: str
+    kind: str
+    budget: int
+    level: str
+    vs_confidence: Comparison
+    vs_revisiting: Comparison | None
+    rep_4: float | None
+
+    def verdict(self, rep_limit: float) -> str:
+        """``beats`` (judge NLL below both own baselines, the 3-gram statistics not further from the
+        text, word validity not worse, rep-4 within the limit), ``loses`` (above its own
+        ``confidence``), ``level``, or the comparison's own word where it cannot say (``no verdict``:
+        extrapolated; ``disagree``; ``mixed``)."""
+        outcome = self.vs_confidence.outcome
+        if outcome == "beats":
+            others = self.vs_revisiting is None or self.vs_revisiting.outcome == "beats"
+            return "beats" if others and self.rep_4 is not None and self.rep_4 <= rep_limit else "level"
+        return {"loses": "loses", "no significant difference": "level"}.get(outcome, outcome)
+
+
+def scale_cells(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int, str], FrontierPoint],
+                variant_of: Mapping[str, tuple[str, str]]) -> list[Cell]:
+    """Every learned row and oracle ceiling of every model against its own model's baselines;
+    ``variant_of[row]``: the row's ``(point, model)``."""
+    mine = {(r.policy, r.budget, r.level, r.baseline): r for r in records if r.policy in variant_of}
+    cells = []
+    for (row, budget, level, baseline), record in sorted(mine.items()):
+        point, model = variant_of[row]
+        if record.kind not in ("learned", "oracle") or not baseline.startswith(f"{BASELINE}@") \
+                or variant_of.get(baseline) != (point, model):
+            continue
+        revisiting = [r for (p, b, lv, base), r in mine.items() if (p, b, lv) == (row, budget, level)
+                      and base != baseline and variant_of.get(base) == (point, model)]
+        cells.append(Cell(point, model, row, record.kind, budget, level, record, revisiting[0] if revisiting else None,
+                          frontiers[(row, budget, level)].value("rep_4")))
+    return cells
+
+
+def render_scale(cells: Sequence[Cell], points: Sequence[PointRecord], reference: Mapping, levels: Mapping[str, float],
+                 judge_val: Mapping[str, float], stage: str) -> str:
+    """``results/scale/summary.md``: the compute points, then one table per budget and entropy level
+    with a row per point and family: its judge-NLL difference from its own model's ``confidence``
+    (and ``remdm_conf_budget``) with the interval and its half-width, the 3-gram divergence's, rep-4
+    and the verdict; the oracle's row is the ceiling's headroom."""
+    limit = REP4_LIMIT * reference["rep_4"]
+    points = sorted(points, key=lambda p: p.flops)  # in the order of compute, whatever their names
+    lines = ["# The scale axis: learned re-masking against confidence over generator compute", "",
+             f"Written by the {stage}. Every learned row is compared with `confidence` (and `remdm_conf_budget`) on "
+             "its own model, at matched entropy and NFE: 95% bootstrap intervals of the difference, paired by text, "
+             "with their half-width (±). *beats*: judge NLL below both, word validity not worse, the 3-gram "
+             f"statistics not further from held-out text, rep-4 at most {REP4_LIMIT}x the text's ({limit:.3f}). "
+             f"The axis's judge: {judge_val.get('bpc', float('nan')):.3f} bits per character on validation text.", "",
+             "## Compute points", "",
+             "| point | steps | generator compute (FLOPs) | model | validation loss (nats) | bits per character "
+             "(ELBO bound) | generator cost vs generator_only |", "|---|---|---|---|---|---|---|"]
+    for point in points:
+        base = point.val.get("generator_only", {}).get("gen_loss")
+        for model, val in point.val.items():
+            cost = "-" if base is None or model == "generator_only" else f"{val['gen_loss'] / base - 1:+.2%}"
+            lines.append(f"| {point.name} | {point.steps:,} | {point.flops:.2e} | `{model}` | {val['gen_loss']:.4f} | "
+                         f"{val.get('bpc_bound', float('nan')):.3f} | {cost} |")
+    order = {p.name: i for i, p in enumerate(points)}
+    for budget, level in sorted({(c.budget, c.level) for c in cells}, key=lambda k: level_order(*k)):
+        lines += ["", f"## NFE {budget}, {level_title(level, levels[level])}", "",
+                  "| point | family (model) | row | judge NLL vs own `confidence` | vs own `remdm_conf_budget` | "
+                  "3-gram JSD vs own `confidence` | rep-4 | verdict |", "|---|---|---|---|---|---|---|---|"]
+        here = sorted((c for c in cells if (c.budget, c.level) == (budget, level)),
+                      key=lambda c: (order[c.point], c.kind == "oracle", c.model))
+        for c in here:
+            revisiting = fmt_difference(c.vs_revisiting.differences["judge_nll"]) if c.vs_revisiting else "-"
+            jsd = c.vs_confidence.differences.get("ngram_jsd")
+            verdict = "ceiling (oracle): its headroom" if c.kind == "oracle" else c.verdict(limit)
+            lines.append(f"| {c.point} | `{c.model}` | `{c.row}` | {fmt_difference(c.vs_confidence.differences['judge_nll'])} "
+                         f"| {revisiting} | {fmt_difference(jsd, 4) if jsd else '-'} | "
+                         f"{EXTRAPOLATED if c.rep_4 is None else f'{c.rep_4:.3f}'} | {verdict} |")
+    lines += ["", render_trend(cells, points, limit)]
+    return "\n".join(lines) + "\n"
+
+
+def render_trend(cells: Sequence[Cell], points: Sequence[PointRecord], limit: float) -> str:
+    """The answer over the axis in one paragraph, computed: per family, the verdict at each point in
+    compute order (at the text's entropy, the first budget), and whether it moves with compute."""
+    if not cells:
+        return "No row was compared: nothing to say about the trend."
+    budget = min(c.budget for c in cells)
+    order = [p.name for p in sorted(points, key=lambda p: p.flops)]
+    text = [f"**Over the axis** (NFE {budget}, the text's entropy):"]
+    for model in sorted({c.model for c in cells if c.kind != "oracle"}):
+        mine = {c.point: c for c in cells if c.model == model and c.budget == budget and c.level == TEXT_LEVEL
+                and c.kind != "oracle"}
+        walk = ", ".join(f"{p}: {mine[p].verdict(limit)} "
+                         f"({fmt_difference(mine[p].vs_confidence.differences['judge_nll'])})" for p in order if p in mine)
+        text.append(f"`{model}` {walk}.")
+    return " ".join(text)

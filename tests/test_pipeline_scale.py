@@ -1,0 +1,76 @@
+"""The opt-in scale axis's DVC pipeline (``make scale``), end to end on the tiny configs of
+tests/test_pipeline.py: three compute points (4, 8 and 12 steps) with their generator, joint critic
+and post-hoc critic, the axis's own judge, and the summary's verdict per point and family.
+
+In the slow tier (``make test-slow``): about five minutes of a 2-core CPU.
+"""
+
+import json
+
+import pytest
+import torch
+
+from test_pipeline import dvc, make_project
+from remask.checkpoint import read_weights
+
+pytestmark = pytest.mark.slow
+POINTS = {"steps500": 4, "steps1500": 8, "steps4500": 12}
+
+
+@pytest.fixture(scope="module")
+def scale_run(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("scale"))
+    result = dvc(project, "repro", "scale/dvc.yaml")  # the quick tier's tokenize stage runs first, nothing else of it
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return project
+
+
+def test_every_point_trains_its_models_each_with_its_own_schedule(scale_run):
+    p = scale_run
+    assert not (p / "models/multitask").exists()  # the axis trains its own models only
+    for point, steps in POINTS.items():
+        for model in ("generator_only", "multitask"):
+            info = json.loads((p / f"models/scale/{point}/{model}/config.json").read_text())
+            assert info["step"] == steps and info["variant"] == f"scale/{point}/{model}"
+        assert json.loads((p / f"models/scale/{point}/generator_only/config.json").read_text())["alpha"] == 0.0
+    judge = json.loads((p / "models/scale/judge/config.json").read_text())
+    assert judge["step"] == max(POINTS.values()) and judge["model"]["causal"]  # as long as the longest generator
+
+
+def test_the_post_hoc_critic_leaves_each_points_generator_as_it_was(scale_run):
+    p = scale_run
+    for point in POINTS:
+        frozen = read_weights(p / f"models/scale/{point}/generator_only/model.safetensors")
+        posthoc = read_weights(p / f"models/scale/{point}/posthoc/model.safetensors")
+        assert all(torch.equal(t, frozen[k]) for k, t in posthoc.items() if not k.startswith("critic_"))
+        info = json.loads((p / f"models/scale/{point}/posthoc/config.json").read_text())
+        assert info["frozen_generator"] == f"models/scale/{point}/generator_only" and info["step"] == 4
+        val = {m: json.loads((p / f"results/scale/train/{point}/{m}/metrics.json").read_text())["val"]["gen_loss"]
+               for m in ("generator_only", "posthoc")}
+        assert val["posthoc"] == val["generator_only"]
+
+
+def test_the_summary_gives_a_verdict_per_point_and_family_against_its_own_model(scale_run):
+    p = scale_run
+    rows = [json.loads(line) for line in (p / "results/scale/samples/steps1500/posthoc/samples.jsonl").open()]
+    assert {r["policy"] for r in rows} == {f"{row}@posthoc-steps1500" for row in
+                                           ("confidence", "remdm_conf_budget", "critic_fused")}
+    metrics = json.loads((p / "results/scale/metrics.json").read_text())
+    cells = {(c["point"], c["model"], c["level"]) for c in metrics["cells"]}
+    assert cells == {(point, model, level) for point in POINTS for model in ("multitask", "posthoc", "generator_only")
+                     for level in ("text", "second")}
+    assert all(c["verdict"] in ("beats", "level", "loses", "no verdict", "disagree", "mixed") for c in metrics["cells"])
+    comparisons = {(c["policy"], c["baseline"]) for c in metrics["comparisons"]}
+    assert ("critic_fused@posthoc-steps500", "confidence@posthoc-steps500") in comparisons
+    assert not any(base.split("@")[-1] != row.split("@")[-1] for row, base in comparisons)  # own model only
+    summary = (p / "results/scale/summary.md").read_text()
+    assert "`scale_evaluate` stage of `make scale`" in summary and "**Over the axis**" in summary
+    assert summary.index("| steps500 |") < summary.index("| steps1500 |") < summary.index("| steps4500 |")
+    assert "| steps4500 | 12 |" in summary and "| `posthoc` |" in summary and "+0.00% |" in summary
+    assert "ceiling (oracle): its headroom" in summary
+
+
+def test_notebook_05_draws_the_curve(scale_run):
+    p = scale_run
+    assert (p / "reports/05_scale_axis.html").is_file()
+    assert {f.stem for f in (p / "reports/figures/05_scale_axis").glob("*.png")} == {"curve", "generator_cost"}

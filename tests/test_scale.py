@@ -1,0 +1,84 @@
+"""The scale axis: its params are checked where they would mislead (a judge weaker than what it
+judges, a post-hoc critic without its generator), and its summary gives a verdict per compute point
+and family against the family's own model, in the order of compute, never an extrapolated number."""
+
+import pytest
+
+from conftest import REPO_PARAMS, params_with
+from remask.config import ConfigError
+from remask.records import Comparison
+from remask.scale import Cell, PointRecord, render_scale, scale_cells
+
+
+def comparison(policy: str, baseline: str, better: int, value: float | None = -0.1, bracketed: bool = True,
+               kind: str = "learned") -> Comparison:
+    nll = {"difference": value, "ci": None if value is None else [value - 0.04, value + 0.04], "better": better}
+    rest = {"difference": None, "ci": None, "better": 0} if value is None else {"difference": 0.0, "ci": [0.0, 0.0],
+                                                                              "better": 0}
+    return Comparison(32, policy, baseline, {"judge_nll": nll, "word_validity": rest, "ngram_jsd": rest}, bracketed,
+                      kind)
+
+
+def test_the_axis_judge_must_be_as_long_trained_as_the_longest_generator():
+    with pytest.raises(ConfigError, match="scale.judge: the axis's judge .* must be at least as large and trained"):
+        params_with({"scale": {"judge": {"train": {"max_steps": 1000}}}}).scale_judge()
+    with pytest.raises(ConfigError, match="at least as large"):
+        params_with({"scale": {"judge": {"model": {"n_layer": 1}}}}).scale_judge()
+    assert REPO_PARAMS.scale_judge().train.max_steps >= max(
+        REPO_PARAMS.for_scale(p, "generator_only").train.max_steps for p in REPO_PARAMS.scale.points)
+
+
+def test_a_post_hoc_critic_of_the_axis_names_a_model_of_its_own_point():
+    models = REPO_PARAMS.model_dump()["scale"]["models"]
+    with pytest.raises(ConfigError, match="scale.models.posthoc.frozen_generator must be one of 'generator_only'"):
+        params_with({"scale": {"models": {**models, "posthoc": {**models["posthoc"],
+                                                                "frozen_generator": "multitask_only"}}}})
+    with pytest.raises(ConfigError, match="the axis needs a model named generator_only"):
+        params_with({"scale": {"models": {"multitask": models["multitask"]}}})
+    # a point is params plus overrides; its post-hoc critic keeps the critic's own run (steps) whatever the point's
+    assert REPO_PARAMS.for_scale("steps4500", "posthoc").train.max_steps == 500
+    assert REPO_PARAMS.for_scale("steps4500", "multitask").train.max_steps == 4500
+
+
+def cell(point: str, better: int, rep: float | None = 0.02, revisiting: int = 1, value: float | None = -0.1,
+         bracketed: bool = True) -> Cell:
+    row, own = f"critic_fused@multitask-{point}", f"confidence@multitask-{point}"
+    return Cell(point, "multitask", row, "learned", 32, "text", comparison(row, own, better, value, bracketed),
+                comparison(row, f"remdm_conf_budget@multitask-{point}", revisiting, value, bracketed), rep)
+
+
+def test_a_cell_beats_only_below_both_own_baselines_with_rep_4_within_the_limit():
+    assert cell("a", 1).verdict(0.06) == "beats"
+    assert cell("a", 1, revisiting=0).verdict(0.06) == "level"  # not below its own remdm_conf_budget
+    assert cell("a", 1, rep=0.09).verdict(0.06) == "level"  # repeats more than 1.5x the text
+    assert cell("a", -1).verdict(0.06) == "loses" and cell("a", 0).verdict(0.06) == "level"
+    assert cell("a", 0, value=None, bracketed=False).verdict(0.06) == "no verdict"
+
+
+def test_the_summary_orders_points_by_compute_and_prints_no_extrapolated_number():
+    points = [PointRecord("big", 4500, 3e13, {"generator_only": {"gen_loss": 2.0, "bpc_bound": 2.9},
+                                               "multitask": {"gen_loss": 2.02, "bpc_bound": 2.92}}),
+              PointRecord("small", 500, 3e12, {"generator_only": {"gen_loss": 2.5, "bpc_bound": 3.6},
+                                                "multitask": {"gen_loss": 2.5, "bpc_bound": 3.6}})]
+    cells = [cell("big", 1), cell("small", 0, value=None, bracketed=False, rep=None)]
+    text = render_scale(cells, points, {"rep_4": 0.04}, {"text": 4.8}, {"bpc": 2.5}, "test")
+    assert text.index("| small | 500 |") < text.index("| big | 4,500 |")
+    assert "| big | 4,500 | 3.00e+13 | `multitask` | 2.0200 | 2.920 | +1.00% |" in text
+    small = next(line for line in text.splitlines() if line.startswith("| small | `multitask` |"))
+    assert "extrapolated" in small and "no verdict" in small
+    assert not any(ch.isdigit() for part in small.split("|")[4:8] for ch in part)
+    assert "`multitask` small: no verdict (extrapolated), big: beats (-0.100 [-0.140, -0.060] (±0.040))." in text
+
+
+def test_cells_keep_learned_rows_and_the_oracle_against_their_own_models_confidence():
+    variant_of = {f"{r}@{m}-p": ("p", m) for r, m in (("confidence", "multitask"), ("critic_fused", "multitask"),
+                                                      ("confidence", "generator_only"), ("oracle_loo", "generator_only"),
+                                                      ("remdm_conf_budget", "multitask"))}
+    records = [comparison("critic_fused@multitask-p", "confidence@multitask-p", 0),
+               comparison("critic_fused@multitask-p", "confidence@generator_only-p", 1),  # another model's: not kept
+               comparison("oracle_loo@generator_only-p", "confidence@generator_only-p", 1, kind="oracle"),
+               comparison("remdm_conf_budget@multitask-p", "confidence@multitask-p", 0, kind="training_free")]
+    frontiers = {(r, 32, "text"): type("F", (), {"value": staticmethod(lambda m: 0.02)})() for r in variant_of}
+    cells = scale_cells(records, frontiers, variant_of)
+    assert [(c.row, c.vs_confidence.baseline) for c in cells] == [
+        ("critic_fused@multitask-p", "confidence@multitask-p"), ("oracle_loo@generator_only-p", "confidence@generator_only-p")]

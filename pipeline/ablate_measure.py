@@ -55,7 +55,9 @@ def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
 
     target = target_entropy(DATA_DIR, tok, params.sample.num_samples, params.sample.length)
     search = Search(judge, tok, {TEXT_LEVEL: target}, params.sample, cfg.seed, lambda m: print(f"[ablate {arm}] {m}", flush=True))
-    arm_grid = params.sample.model_copy(update={"nfe_budgets": [cfg.nfe], "num_samples": cfg.num_samples})
+    pools = params.sample.tuning.model_copy(update={"committed_budgets": cfg.committed_budgets})
+    arm_grid = params.sample.model_copy(update={"nfe_budgets": [cfg.nfe], "num_samples": cfg.num_samples,
+                                                "tuning": pools})
     samples, frontier, tuned = {}, {}, {}
     for policy in policies:
         draws = trained_draws(policy, training, params.sample.tuning, search.log)

@@ -475,3 +475,18 @@ def test_a_draw_knobs_effect_is_measured_on_the_same_pool_only():
     assert "`T linear to 0.7` -0.200 bits on average, better in 1 of 1" in text
     assert "`T constant`" not in text.split("What each draw knob did", 1)[1].split(":", 1)[1]  # no pool as an effect
     assert "| 32 | text | `critic_fused` | **gumbel 1; T constant; just filled** |" in text
+
+
+def test_the_ablation_table_names_the_pool_each_open_row_chose():
+    from remask.report import render_ablation
+
+    point = {"judge_nll": 3.9, "judge_nll_ci": [3.8, 4.0], "bracketed": True}
+    diff = {"judge_nll": {"difference": 0.1, "ci": [0.05, 0.15], "better": -1},
+            "word_validity": {"difference": 0.0, "ci": [0.0, 0.0], "better": 0}}
+    arm = {"arm": "label_scope_all", "overrides": {"critic": {"label_scope": "all"}}, "nfe": 32, "val": {"gen_loss": 2.5},
+           "rollout_auroc": {"critic": 0.7, "confidence": 0.8}, "frontier": {"confidence": point, "critic_fused": point},
+           "differences": {"critic_fused": diff}, "tuned": {"critic_fused": {"committed_budget": 0.02}},
+           "not_trained_for": {}}
+    row = render_ablation([arm])[-1]
+    assert "| label_scope_all | critic.label_scope=all |" in row and "+0.100 [+0.050, +0.150]" in row
+    assert row.endswith("loses (+2% committed) |")

@@ -517,6 +517,7 @@ class AblationSection(_Section):
     nfe: int = Field(ge=2)
     num_samples: int = Field(ge=2)
     seed: int = Field(ge=0)
+    committed_budgets: list[Annotated[float, Field(ge=0, le=1)]]  # the pools an arm's open rows search
 
     @model_validator(mode="after")
     def _arm_names(self) -> "AblationSection":

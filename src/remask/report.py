@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from remask.frontier import difference
 from remask.policies import get_policy
-from remask.records import LEVELS, TEXT_LEVEL, Comparison, FrontierPoint, Setting, TuningLog, level_title
+from remask.records import LEVELS, TEXT_LEVEL, Comparison, FrontierPoint, Setting, TuningLog, level_title, pool_label
 
 BASELINE = "confidence"
 REVISITING_BASELINE = "remdm_conf"  # the training-free policy that also revisits committed tokens
@@ -626,7 +626,8 @@ def render_ablation(arms: Sequence[Mapping]) -> list[str]:
         f"Every arm continues `models/multitask` for the same number of steps with one lever changed (`baseline`: none). "
         f"Rollout AUROC: detection of \"differs from the clean text\" on the confidence policy's infilling states. "
         f"Samples at NFE {first['nfe']}, every policy tuned on the tuning draw and reported on a fresh one; cells: "
-        "judge NLL at the text's entropy; differences: policy minus the same arm's `confidence`, 95% interval. "
+        "judge NLL at the text's entropy; differences: policy minus the same arm's `confidence`, 95% interval, "
+        "with the re-masking pool its search chose where the policy may re-mask any token. "
         "*Not trained for it*: the arm's lever removes an input the policy reads, so it is not run there.", "",
         "| arm | lever | val gen loss | AUROC critic | AUROC critic_fused | AUROC confidence | "
         + " | ".join(f"`{p}`" for p in [BASELINE, *policies]) + " | "
@@ -645,7 +646,9 @@ def render_ablation(arms: Sequence[Mapping]) -> list[str]:
                 continue
             r = Comparison(arm["nfe"], p, BASELINE, arm["differences"][p],
                            arm["frontier"][p]["bracketed"] and arm["frontier"][BASELINE]["bracketed"])
-            diffs.append(f"{fmt_difference(r.differences['judge_nll'])}: {r.outcome}")
+            budget = arm.get("tuned", {}).get(p, {}).get("committed_budget")
+            pool = "" if budget is None else f" ({pool_label(budget)})"  # the pool its search chose, where open
+            diffs.append(f"{fmt_difference(r.differences['judge_nll'])}: {r.outcome}{pool}")
         lines.append(
             f"| {arm['arm']} | {lever} | {arm['val']['gen_loss']:.4f} | {auroc['critic']:.3f} | "
             f"{auroc.get('critic_fused', float('nan')):.3f} | {auroc['confidence']:.3f} | " + " | ".join(cells) + " | "

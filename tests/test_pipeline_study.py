@@ -140,6 +140,7 @@ def test_exp_run_then_exp_show_and_metrics_diff_compare_runs(study_run, tmp_path
 
 
 def test_after_the_study_both_tiers_are_up_to_date(study_run):
-    status = dvc(study_run, "status")
+    # the scale axis (scale/dvc.yaml) is a pipeline of its own, not run here: tests/test_pipeline_scale.py
+    status = dvc(study_run, "status", "dvc.yaml", "study/dvc.yaml")
     assert status.returncode == 0
     assert "up to date" in status.stdout, status.stdout

@@ -10,15 +10,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline._common import read_samples
-from remask.config import ConfigError
-from remask.data import CharTokenizer
+from pipeline._common import DATA_DIR, read_samples
+from remask.checkpoint import load_model
+from remask.config import ConfigError, Params, SampleSection
+from remask.data import CharTokenizer, reference_texts, split_text, words
 from remask.frontier import frontier_point
 from remask.judge import judge_nll_bits
 from remask.metrics import NgramReference, SettingSamples, setting_samples, text_metrics
 from remask.model import DiffusionTransformer
-from remask.records import Candidate, FrontierPoint, Setting, TuningLog
+from remask.records import Candidate, FrontierPoint, Setting, TuningLog, entropy_levels
 from remask.report import kind_of
+from remask.runtime import resolve_device
 
 Group = tuple[str, int, str, float]  # (row, budget, level, temperature): one report setting
 
@@ -51,6 +53,21 @@ class Scorer:
     resamples: int
     level: float
     seed: int
+
+    @classmethod
+    def of(cls, judge_dir: Path, params: Params) -> "Scorer":
+        """The scorer of every evaluation stage: the judge in ``judge_dir``, the train split's
+        vocabulary, the validation split's 3-grams (what ``ngram_jsd`` measures samples against),
+        the ``evaluate_samples`` section's bootstrap."""
+        cfg = params.evaluate_samples
+        judge, tok, _ = load_model(judge_dir, resolve_device(params.sample.device))
+        return cls(judge, tok, set(words(split_text(DATA_DIR, "train"))), NgramReference.of(split_text(DATA_DIR, "val")),
+                   cfg.bootstrap_resamples, cfg.confidence_level, cfg.seed)
+
+    def reference(self, sample: SampleSection) -> tuple[dict, dict[str, float]]:
+        """The held-out text's metrics (the reference row) and the entropy levels rows are compared at."""
+        reference, _ = self.measure(reference_texts(DATA_DIR, self.tok, sample.num_samples, sample.length), 0)
+        return reference, entropy_levels(reference["char_entropy"], sample.tuning)
 
     def measure(self, texts: list[str], offset: int) -> tuple[dict, list[float]]:
         """The metrics of ``texts`` (their intervals drawn with ``seed + offset``) and each text's judge NLL."""

@@ -18,17 +18,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline._common import DATA_DIR, read_json, read_samples, run_stage, tier_results
+from pipeline._common import read_json, read_samples, run_stage, tier_results
 from pipeline._rows import tier_rows
 from pipeline._scoring import Scorer, report_groups
 from remask.atomic import write_csv, write_json, write_text
-from remask.checkpoint import load_model
 from remask.config import TIERS, Params
-from remask.data import reference_texts, split_text, words
-from remask.metrics import NgramReference
-from remask.records import MasksLeft, entropy_levels
+from remask.records import MasksLeft
 from remask.report import SummaryInputs, best_training_free, compare_policies, render_summary
-from remask.runtime import resolve_device
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
@@ -37,12 +33,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
     results = Path(args.results_dir)
     tier_dir = tier_results(args.tier, results)
     out = tier_dir / "evaluate_samples"
-    judge, tok, _ = load_model(Path(args.models_dir) / "judge", resolve_device(scfg.device))
-    scorer = Scorer(judge, tok, set(words(split_text(DATA_DIR, "train"))),
-                    NgramReference.of(split_text(DATA_DIR, "val")),  # what ngram_jsd measures the samples against
-                    cfg.bootstrap_resamples, cfg.confidence_level, cfg.seed)
-    reference, _ = scorer.measure(reference_texts(DATA_DIR, tok, scfg.num_samples, scfg.length), 0)
-    levels = entropy_levels(reference["char_entropy"], scfg.tuning)
+    scorer = Scorer.of(Path(args.models_dir) / "judge", params)
+    reference, levels = scorer.reference(scfg)
     judge_row, _ = scorer.measure([r["text"] for r in read_samples(results / "samples" / "judge.jsonl")], 1)
 
     tuning, files = tier_rows(params, args.tier, results)

@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline._common import DATA_DIR, SCALE_RESULTS, SCALE_SAMPLES, read_json, run_stage, scale_variant
+from pipeline._common import SCALE_RESULTS, SCALE_SAMPLES, read_json, run_stage, scale_variant
 from pipeline._scoring import Scorer, report_groups
 from remask.atomic import write_json, write_text
 from remask.checkpoint import load_model
 from remask.config import Params
-from remask.data import reference_texts, split_text, words
-from remask.metrics import NgramReference
-from remask.records import TuningLog, entropy_levels
+from remask.records import TuningLog
 from remask.report import REP4_LIMIT, compare_policies
 from remask.runtime import resolve_device
 from remask.scale import PointRecord, render_scale, scale_cells
@@ -40,11 +38,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
     grid, cfg = params.scale_grid(), params.evaluate_samples
     params.scale_judge()  # the judge still outranks every point's generator (points may have grown since it trained)
     models = Path(args.models_dir)
-    judge, tok, _ = load_model(models / "scale" / "judge", resolve_device(grid.sample.device))
-    scorer = Scorer(judge, tok, set(words(split_text(DATA_DIR, "train"))), NgramReference.of(split_text(DATA_DIR, "val")),
-                    cfg.bootstrap_resamples, cfg.confidence_level, cfg.seed)
-    reference, _ = scorer.measure(reference_texts(DATA_DIR, tok, grid.sample.num_samples, grid.sample.length), 0)
-    levels = entropy_levels(reference["char_entropy"], grid.sample.tuning)
+    scorer = Scorer.of(models / "scale" / "judge", grid)
+    reference, levels = scorer.reference(grid.sample)
 
     tuning, files, variant_of = {}, [], {}
     for point in params.scale.points:

@@ -114,12 +114,13 @@ def render_scale(cells: Sequence[Cell], points: Sequence[PointRecord], reference
 
 
 def render_trend(cells: Sequence[Cell], points: Sequence[PointRecord], limit: float) -> str:
-    """The answer over the axis in one paragraph, computed: per family, the verdict at each point in
-    compute order (at the text's entropy, the first budget), and whether it moves with compute."""
+    """The answer over the axis in one paragraph, computed: per family, the verdict at each point
+    (``points`` in the order of compute, as :func:`render_scale` sorts them), at the text's entropy
+    and the first budget."""
     if not cells:
         return "No row was compared: nothing to say about the trend."
     budget = min(c.budget for c in cells)
-    order = [p.name for p in sorted(points, key=lambda p: p.flops)]
+    order = [p.name for p in points]
     text = [f"**Over the axis** (NFE {budget}, the text's entropy):"]
     for model in sorted({c.model for c in cells if c.kind != "oracle"}):
         mine = {c.point: c for c in cells if c.model == model and c.budget == budget and c.level == TEXT_LEVEL

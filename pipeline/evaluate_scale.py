@@ -53,7 +53,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     frontiers = scorer.frontiers(samples, tuning, levels, lambda row: f"{SCALE_SAMPLES}/{'/'.join(variant_of[row])}/tuning.json")
     records = compare_policies(samples, frontiers, tuning, levels, cfg.bootstrap_resamples, cfg.confidence_level,
                                cfg.seed + 4)
-    cells = scale_cells(records, frontiers, variant_of)
+    cells = scale_cells(records, frontiers, tuning, variant_of)
     points = [point_record(params, point, models) for point in params.scale.points]
     judge_val = read_json(SCALE_RESULTS / "train" / "judge" / "metrics.json", "scale_judge")["val"]
     write_json(SCALE_RESULTS / "metrics.json", {

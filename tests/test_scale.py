@@ -6,7 +6,7 @@ import pytest
 
 from conftest import REPO_PARAMS, params_with
 from remask.config import ConfigError
-from remask.records import Comparison
+from remask.records import Comparison, TuningLog
 from remask.scale import Cell, PointRecord, render_scale, scale_cells
 
 
@@ -77,8 +77,13 @@ def test_cells_keep_learned_rows_and_the_oracle_against_their_own_models_confide
     records = [comparison("critic_fused@multitask-p", "confidence@multitask-p", 0),
                comparison("critic_fused@multitask-p", "confidence@generator_only-p", 1),  # another model's: not kept
                comparison("oracle_loo@generator_only-p", "confidence@generator_only-p", 1, kind="oracle"),
-               comparison("remdm_conf_budget@multitask-p", "confidence@multitask-p", 0, kind="training_free")]
+               comparison("remdm_conf_budget@multitask-p", "confidence@multitask-p", 0, kind="training_free"),
+               comparison("critic_fused@multitask-p", "remdm_conf_budget@multitask-p", 0)]
     frontiers = {(r, 32, "text"): type("F", (), {"value": staticmethod(lambda m: 0.02)})() for r in variant_of}
-    cells = scale_cells(records, frontiers, variant_of)
+    tuning = {row: TuningLog(row, {"runs": "remdm_conf" if row.startswith("remdm") else row.split("@")[0],
+                                   "committed_budget": 0.02 if row.startswith("remdm") else None}, "m", 4.8, 1, 0)
+              for row in variant_of}
+    cells = scale_cells(records, frontiers, tuning, variant_of)
     assert [(c.row, c.vs_confidence.baseline) for c in cells] == [
         ("critic_fused@multitask-p", "confidence@multitask-p"), ("oracle_loo@generator_only-p", "confidence@generator_only-p")]
+    assert cells[0].vs_revisiting.baseline == "remdm_conf_budget@multitask-p" and cells[1].vs_revisiting is None

@@ -10,11 +10,13 @@ shown as such, never as a contender.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from remask.records import TEXT_LEVEL, Comparison, FrontierPoint, level_title
-from remask.report import BASELINE, EXTRAPOLATED, REP4_LIMIT, fmt_difference, level_order
+from remask.records import TEXT_LEVEL, Comparison, FrontierPoint, TuningLog, level_title
+from remask.report import (BASELINE, EXTRAPOLATED, REP4_LIMIT, REVISITING_BASELINE, fmt_difference,
+                           is_same_model_baseline, level_order)
 
 
 @dataclass(frozen=True)
@@ -55,21 +57,18 @@ class Cell:
 
 
 def scale_cells(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int, str], FrontierPoint],
-                variant_of: Mapping[str, tuple[str, str]]) -> list[Cell]:
-    """Every learned row and oracle ceiling of every model against its own model's baselines;
+                tuning: Mapping[str, TuningLog], variant_of: Mapping[str, tuple[str, str]]) -> list[Cell]:
+    """Every learned row and oracle ceiling of every model against its own model's baselines (told
+    apart by their tuning logs, :func:`remask.report.is_same_model_baseline`, not by their names);
     ``variant_of[row]``: the row's ``(point, model)``."""
-    mine = {(r.policy, r.budget, r.level, r.baseline): r for r in records if r.policy in variant_of}
-    cells = []
-    for (row, budget, level, baseline), record in sorted(mine.items()):
-        point, model = variant_of[row]
-        if record.kind not in ("learned", "oracle") or not baseline.startswith(f"{BASELINE}@") \
-                or variant_of.get(baseline) != (point, model):
-            continue
-        revisiting = [r for (p, b, lv, base), r in mine.items() if (p, b, lv) == (row, budget, level)
-                      and base != baseline and variant_of.get(base) == (point, model)]
-        cells.append(Cell(point, model, row, record.kind, budget, level, record, revisiting[0] if revisiting else None,
-                          frontiers[(row, budget, level)].value("rep_4")))
-    return cells
+    own: dict[tuple[str, int, str], dict[str, Comparison]] = defaultdict(dict)
+    for r in records:
+        if r.kind in ("learned", "oracle") and r.policy in variant_of and \
+                variant_of.get(r.baseline) == variant_of[r.policy] and is_same_model_baseline(tuning[r.baseline]):
+            own[(r.policy, r.budget, r.level)][tuning[r.baseline].runs] = r
+    return [Cell(*variant_of[row], row, found[BASELINE].kind, budget, level, found[BASELINE],
+                 found.get(REVISITING_BASELINE), frontiers[(row, budget, level)].value("rep_4"))
+            for (row, budget, level), found in sorted(own.items()) if BASELINE in found]
 
 
 def render_scale(cells: Sequence[Cell], points: Sequence[PointRecord], reference: Mapping, levels: Mapping[str, float],

@@ -24,7 +24,7 @@ from pipeline._scoring import Scorer, report_groups
 from remask.atomic import write_csv, write_json, write_text
 from remask.config import TIERS, Params
 from remask.records import MasksLeft
-from remask.report import SummaryInputs, best_training_free, compare_policies, render_summary
+from remask.report import SummaryInputs, answers, best_training_free, compare_policies, render_summary
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
@@ -58,6 +58,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
         "levels": levels,
         "best_training_free": {f"nfe{b}/{level}": p for (b, level), p in best.items()},
         "comparisons": [r.to_dict() for r in records],
+        "answers": [a.to_dict() for a in answers(records, frontiers, tuning, reference)],
         "settings": {s.key: s.to_dict() for s in settings},
         "search": {f"{row}/nfe{budget}/{level}": [c.to_dict() for c in done.levels[level].tuned.searched]
                    for row, log in tuning.items() for budget, done in log.budgets.items() for level in done.levels},

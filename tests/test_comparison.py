@@ -19,7 +19,7 @@ from remask.judge import judge_leave_one_out, judge_nll_bits
 from remask.model import DiffusionTransformer, ModelConfig
 from remask.policies import POLICIES, leave_one_out_probs, require_trained, untrained_inputs
 from remask.records import Candidate, Comparison, FrontierPoint, TuningLog, entropy_levels
-from remask.report import render_goal
+from remask.report import kind_of, render_goal
 from remask.tuning import (RowPlan, Search, candidates, nll_at_target, report_temperatures, trained_draws,
                            rounds, tune_policy, tune_row, tune_temperature)
 
@@ -490,3 +490,49 @@ def test_the_ablation_table_names_the_pool_each_open_row_chose():
     row = render_ablation([arm])[-1]
     assert "| label_scope_all | critic.label_scope=all |" in row and "+0.100 [+0.050, +0.150]" in row
     assert row.endswith("loses (+2% committed) |")
+
+
+def test_the_answer_names_the_tuning_draws_best_learned_row_and_its_share_of_the_oracles_headroom():
+    from remask.records import BudgetTuning, LevelTuning, Pilot, Searched, Tuned
+    from remask.report import answers, render_answer
+
+    def log(row, runs, tuned_nll, budget=None, variant=None):
+        chosen = Candidate(SelectionRule(rule="topk"), None)
+        tuned = Tuned(chosen, 1.2, True, tuned_nll, [Searched(chosen, 1.2, True, tuned_nll, 1)],
+                      [Pilot(chosen, 1.2, 4.8, tuned_nll)])
+        return TuningLog(row, {"runs": runs, "committed_budget": budget}, "m", 4.8, 1, 0,
+                         {32: BudgetTuning(32, 32, {"text": LevelTuning(4.8, tuned, [1.1, 1.3])})}, variant=variant)
+
+    tuning = {"confidence": log("confidence", "confidence", 3.0), "oracle_loo": log("oracle_loo", "oracle_loo", 2.0),
+              "remdm_conf_budget": log("remdm_conf_budget", "remdm_conf", 3.1, budget=0.02),
+              "critic_fused": log("critic_fused", "critic_fused", 3.2),  # the tuning draw's best learned row
+              "critic_fused@v": log("critic_fused@v", "critic_fused", 3.5, variant="v"),
+              "confidence@v": log("confidence@v", "confidence", 3.4, variant="v")}
+    frontiers = {(row, 32, "text"): point(row, {"rep_4": 0.05}, kind=kind_of(tuning[row])) for row in tuning}
+
+    def record(policy, baseline, gap, low, high, better, kind="learned"):
+        diff = {"judge_nll": {"difference": gap, "ci": [low, high], "better": better},
+                "word_validity": {"difference": 0, "ci": [0, 0], "better": 0}}
+        return Comparison(32, policy, baseline, diff, True, kind)
+
+    def answer(gap, low, high, better, oracle=(-0.4, -0.6, -0.2, 1), rep_4=0.05):
+        records = [record("critic_fused", "confidence", gap, low, high, better),
+                   record("critic_fused", "remdm_conf_budget", gap, low, high, better),
+                   record("critic_fused@v", "confidence", 0.5, 0.4, 0.6, -1),
+                   record("critic_fused@v", "confidence@v", -0.2, -0.3, -0.1, 1),
+                   record("oracle_loo", "confidence", *oracle, kind="oracle")]
+        frontiers[("critic_fused", 32, "text")] = point("critic_fused", {"rep_4": rep_4})
+        found = answers(records, frontiers, tuning, {"rep_4": 0.04})
+        assert [(a.row, [r.baseline for r in a.against]) for a in found] == [
+            ("critic_fused", ["confidence", "remdm_conf_budget"])]  # never the other model's row, never vs its own
+        return found[0], "\n".join(render_answer(found, {"text": 4.8}))
+
+    won, text = answer(-0.2, -0.3, -0.1, 1)
+    assert won.beats and "`critic_fused` **beats**" in text
+    assert not answer(-0.2, -0.3, -0.1, 1, rep_4=0.07)[0].beats  # rep-4 above 1.5x the text's 0.04
+    behind, text = answer(0.1, 0.05, 0.15, -1)
+    assert not behind.beats and behind.headroom_share == 0.0 and "0% of its headroom reached" in text
+    assert answer(-0.1, -0.2, 0.0, 0)[0].headroom_share == pytest.approx(0.25)
+    assert answer(-0.6, -0.7, -0.5, 1, oracle=(-0.4, -0.6, -0.2, 1), rep_4=0.07)[0].headroom_share == 1.0  # clipped
+    level, text = answer(0.0, -0.1, 0.1, 0, oracle=(-0.1, -0.3, 0.1, 0))  # the oracle's interval crosses 0
+    assert level.headroom_share is None and "no headroom measured above 0" in text

@@ -87,7 +87,8 @@ def test_target_levers_are_validated():
     assert critic_section(target="generated", label_scope="all", rollout_share=0.5).rollout_share == 0.5
     # an ablation arm whose lever does not apply to the chosen target is refused, naming the arm
     with pytest.raises(ConfigError, match="ablation.arms.replace_visible: critic: replace_visible is a lever of"):
-        tiny_params(critic={"target": "loo", "fill_share": 0.1})
+        tiny_params(critic={"target": "loo", "fill_share": 0.1},
+                    ablation={"arms": {"replace_visible": {"critic": {"replace_visible": 0.05}}}})
     with pytest.raises(ConfigError, match="study.variants.bad.overrides: critic.target must be one of"):
         params_with({"study": {"variants": {"bad": {"frozen_generator": None, "overrides": {"critic": {"target": "nope"}},
                                                      "policies": {"critic_fused": {}, **SAME_MODEL}}}}})
@@ -199,11 +200,24 @@ def test_committed_budget_zero_is_the_pool_of_the_tokens_just_filled():
     assert torch.equal(run.tokens, reference.tokens)  # 1 - p at fill = 1 - p now for the tokens just filled
 
 
+# the targets the study's params left out for its 120 minutes (docs/architecture.md), as a user adds them back
+LEFT_OUT_VARIANTS = {
+    "loo": {"frozen_generator": None,
+            "overrides": {"critic": {"target": "loo", "fill_share": 0.1, "rollout_share": 0.0, "replace_visible": 0.0}},
+            "policies": {"critic_fused": {}, **SAME_MODEL}},
+    "generated": {"frozen_generator": None,
+                  "overrides": {"critic": {"target": "generated", "label_scope": "all", "rollout_share": 0.0,
+                                           "replace_visible": 0.0}},
+                  "policies": {"critic_fused": {}, **SAME_MODEL}},
+}
+
+
 @pytest.mark.parametrize("variant", ["loo", "generated", "self_correct"])
 def test_a_study_variant_trains_from_scratch_and_records_what_it_was_trained_for(variant, tiny_data, tmp_path,
                                                                                  monkeypatch):
     monkeypatch.chdir(tmp_path)
-    params = tiny_params(train={"max_steps": 3, "eval_every": 3, "checkpoint_every": 3})
+    params = tiny_params(train={"max_steps": 3, "eval_every": 3, "checkpoint_every": 3},
+                         study={"variants": {**REPO_PARAMS.model_dump()["study"]["variants"], **LEFT_OUT_VARIANTS}})
     spec = study_run_spec(params, variant, load_meta(tiny_data))
     assert spec.out_dir.as_posix() == f"models/study/{variant}" and spec.init_from is None
     assert spec.optim.max_steps == params.train.max_steps  # the multitask run's steps, never a continuation

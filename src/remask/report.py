@@ -125,9 +125,11 @@ def compare_policies(
             if not rows:
                 continue
             # the grid's baselines where the tier has a grid on the quick tier's model (the scale axis has none:
-            # each of its rows is compared with its own model's baselines only)
-            grid = any(tuning[p].variant is None for p in rows)
-            baselines = [BASELINE, REVISITING_BASELINE, best_training_free(tuning, budget, at)] if grid else []
+            # each of its rows is compared with its own model's baselines only): `confidence`, `remdm_conf`, the
+            # grid's fixed-pool `remdm_conf_budget` where sampled, and the best training-free row
+            grid = [p for p in rows if tuning[p].variant is None]
+            baselines = [BASELINE, REVISITING_BASELINE, *(p for p in grid if is_same_model_baseline(tuning[p])),
+                         best_training_free(tuning, budget, at)] if grid else []
             for policy in rows:
                 # a row on a study variant's model is also compared with `confidence` and `remdm_conf` with a
                 # committed budget on that same model (where sampled): the score apart from the variant's generator
@@ -138,6 +140,120 @@ def compare_policies(
             if best is not None:
                 records += [compare(budget, at, best, peer) for peer in rows if kind_of(tuning[peer]) == "peer"]
     return records
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The question's answer at one budget and entropy level: the best learned row (chosen on the
+    tuning draw), its comparisons with the grid's training-free baselines (``against``: ``confidence``,
+    ``remdm_conf`` and its fixed-pool row where sampled) and with its own model's (``own``), its rep-4,
+    and the oracle ceiling's comparison with ``confidence`` (``oracle``) where one was sampled."""
+
+    budget: int
+    level: str
+    row: str
+    against: tuple[Comparison, ...]
+    own: tuple[Comparison, ...]
+    rep_4: float | None  # None: extrapolated
+    rep_4_limit: float
+    oracle: Comparison | None
+
+    @property
+    def beats(self) -> bool:
+        """Beats every grid baseline (judge NLL, word validity and 3-gram JSD agreeing: ``Comparison.outcome``)
+        with rep-4 within :data:`REP4_LIMIT` times the text's."""
+        return bool(self.against) and all(r.outcome == "beats" for r in self.against) and \
+            self.rep_4 is not None and self.rep_4 <= self.rep_4_limit
+
+    @property
+    def gap(self) -> Comparison | None:
+        """The row's comparison with ``confidence``."""
+        return next((r for r in self.against if r.baseline == BASELINE), None)
+
+    @property
+    def headroom_share(self) -> float | None:
+        """The share of the oracle's headroom over ``confidence`` (judge NLL, point estimates) that the row
+        reaches, in [0, 1]; ``None`` where the oracle's headroom is not measured as above 0 (its interval
+        against ``confidence`` does not lie below 0) or a frontier is extrapolated."""
+        gap, oracle = self.gap, self.oracle
+        if gap is None or oracle is None or not (gap.bracketed and oracle.bracketed):
+            return None
+        headroom = -oracle.differences["judge_nll"]["difference"]
+        if oracle.differences["judge_nll"]["ci"][1] >= 0 or headroom <= 0:
+            return None
+        return min(1.0, max(0.0, -gap.differences["judge_nll"]["difference"] / headroom))
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "level": self.level, "row": self.row, "beats": self.beats,
+                "outcomes": {r.baseline: r.outcome for r in self.against + self.own},
+                "judge_nll_vs_confidence": None if self.gap is None else self.gap.differences["judge_nll"],
+                "oracle_vs_confidence": None if self.oracle is None else self.oracle.differences["judge_nll"],
+                "headroom_share": self.headroom_share, "rep_4": self.rep_4, "rep_4_limit": self.rep_4_limit}
+
+
+def answers(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int, str], FrontierPoint],
+            tuning: Mapping[str, TuningLog], reference: Mapping) -> list[Answer]:
+    """Per budget and entropy level with a grid on the quick tier's model, the best learned row
+    (the tuning draw's, :func:`best_of_kind`, across every model) and what the report draw says of it."""
+    out = []
+    for budget, level in sorted({(r.budget, r.level) for r in records}, key=lambda k: level_order(*k)):
+        here = {p: tuning[p] for p, b, lv in frontiers if b == budget and lv == level}
+        grid = {p for p, log in here.items() if log.variant is None}
+        best = best_of_kind(here, budget, "learned", level)
+        if best is None or not grid:
+            continue
+        own = set(same_model_baseline(tuning, tuning[best]))
+        mine = [r for r in records if r.budget == budget and r.level == level and r.policy == best]
+        oracle = [r for r in records if r.budget == budget and r.level == level and r.kind == "oracle"
+                  and r.baseline == BASELINE]
+        out.append(Answer(budget, level, best,
+                          tuple(r for r in mine if r.baseline in grid and r.baseline_kind == "training_free"
+                                and is_grid_baseline(tuning[r.baseline])),
+                          tuple(r for r in mine if r.baseline in own), frontiers[(best, budget, level)].value("rep_4"),
+                          REP4_LIMIT * reference["rep_4"], oracle[0] if oracle else None))
+    return out
+
+
+def is_grid_baseline(log: TuningLog) -> bool:
+    """``confidence``, ``remdm_conf`` or a fixed-pool ``remdm_conf``: the training-free rows a learned
+    row must beat to answer the question."""
+    return (log.runs == BASELINE and log.fields.get("committed_budget") is None) or log.runs == REVISITING_BASELINE
+
+
+def render_answer(found: Sequence[Answer], levels: Mapping[str, float]) -> list[str]:
+    """The answer, one line per budget and level: the best learned row and **beats**, or its measured
+    gap to ``confidence`` and the share of the oracle's headroom it reaches; a blank line closes it."""
+    if not found:
+        return []
+    lines = ["## The answer, per budget and entropy level", "",
+             "The best learned row at each budget and level, chosen on the tuning draw among every model's learned "
+             f"rows, measured on the report draw. It **beats** when its judge-NLL interval lies below 0 against "
+             f"every training-free baseline of the grid (`{BASELINE}`, `{REVISITING_BASELINE}` and its fixed pool "
+             f"where sampled) with word validity no worse and 3-gram JSD no further from real text, and rep-4 at most "
+             f"{REP4_LIMIT}x the text's; otherwise its gap to `{BASELINE}` and the share of the oracle ceiling's "
+             "headroom over it that the row reaches (point estimates; none where the oracle's own interval does not "
+             "lie below 0).", ""]
+    for a in found:
+        where = f"NFE {a.budget}, {level_title(a.level, levels[a.level])}"
+        against = "; ".join(f"vs `{r.baseline}` {r.outcome}" for r in a.against)
+        own = "; ".join(f"vs `{r.baseline}` {r.outcome}" for r in a.own)
+        rep = EXTRAPOLATED if a.rep_4 is None else f"{a.rep_4:.3f}"
+        tail = f" On its own model: {own}." if own else ""
+        if a.beats:
+            lines.append(f"- {where}: `{a.row}` **beats** ({against}; rep-4 {rep}, limit {a.rep_4_limit:.3f}).{tail}")
+            continue
+        gap = EXTRAPOLATED if a.gap is None else fmt_difference(a.gap.differences["judge_nll"])
+        if a.oracle is None:
+            ceiling = "no oracle sampled here"
+        elif not a.oracle.bracketed:
+            ceiling = f"the oracle's headroom is {EXTRAPOLATED}"
+        else:
+            share = a.headroom_share
+            ceiling = (f"the oracle ceiling vs `{BASELINE}` {fmt_difference(a.oracle.differences['judge_nll'])}: "
+                       + ("no headroom measured above 0" if share is None else f"{share:.0%} of its headroom reached"))
+        lines.append(f"- {where}: `{a.row}` does not beat them ({against}; rep-4 {rep}, limit {a.rep_4_limit:.3f}); "
+                     f"judge NLL vs `{BASELINE}` {gap}; {ceiling}.{tail}")
+    return lines + [""]
 
 
 def fmt_ci(value: float | None, ci: Sequence[float] | None, digits: int = 3, sign: bool = False) -> str:
@@ -540,6 +656,7 @@ def render_summary(inputs: SummaryInputs) -> str:
         f"word validity {reference['word_validity']:.3f}, rep-4 {reference['rep_4']:.3f}. The judge's own samples "
         f"(autoregressive, temperature 1): judge NLL {fmt(judge_row, 'judge_nll')}, entropy "
         f"{judge_row['char_entropy']:.3f}, word validity {judge_row['word_validity']:.3f}.", "",
+        *render_answer(answers(records, frontiers, inputs.tuning, reference), inputs.levels),
         *render_verdict(records, inputs.best, inputs.levels, inputs.finalists), "",
         *render_goal(records, frontiers, reference, detection, generator_losses), "",
     ]

@@ -159,7 +159,7 @@ def _settings(rng, offset, n=96):
     return out
 
 
-def test_our_best_learned_policy_chosen_on_the_tuning_draw_is_compared_with_the_peer():
+def test_our_best_learned_and_training_free_rows_chosen_on_the_tuning_draw_are_compared_with_the_peer():
     rng = np.random.default_rng(0)
     offsets = {"confidence": 0.3, "remdm_conf": 0.6, "critic": 0.4, "critic_fused": 0.0, "peer_x_transformers": 0.5}
     tuning_nll = {"confidence": 4.3, "remdm_conf": 4.6, "critic": 4.4, "critic_fused": 4.0, "peer_x_transformers": 3.9}
@@ -182,9 +182,9 @@ def test_our_best_learned_policy_chosen_on_the_tuning_draw_is_compared_with_the_
                  for row in offsets}
     records = compare_policies(samples, frontiers, tuning, {"text": target}, 300, 0.95, 0)
     against_peer = [r for r in records if r.baseline_kind == "peer"]
-    # the peer's low tuning NLL does not make it "our best": only learned rows are candidates
+    # the peer's low tuning NLL does not make it "our best": only our learned and training-free rows are candidates
     assert [(r.policy, r.baseline, r.outcome) for r in against_peer] == [
-        ("critic_fused", "peer_x_transformers", "beats")]
+        ("critic_fused", "peer_x_transformers", "beats"), ("confidence", "peer_x_transformers", "beats")]
     assert {(r.baseline, r.kind) for r in records if r.policy == "peer_x_transformers"} == {
         ("confidence", "peer"), ("remdm_conf", "peer")}
     # the goal is about our training-free baselines; the peer is reported apart
@@ -212,7 +212,8 @@ def test_our_best_learned_policy_chosen_on_the_tuning_draw_is_compared_with_the_
     assert "T=1.80: entropy 4.170, judge NLL 3.100; T=2.00: entropy 4.200" in text
     assert "3 `[MASK]` tokens left in its texts" in text  # the report draw's, not the tuning draw's
     assert "NFE 32 (16 steps): its sampler reaches the second level (4.200 bits). Report draw (gumbel 0.5): T=1.60" in text
-    assert "at NFE 32, the test text's entropy, `critic_fused` beats it." in text
+    assert "at NFE 32, the test text's entropy, `critic_fused` beats it; at NFE 32, the test text's entropy, " \
+           "`confidence` beats it." in text
     assert json.dumps([r.to_dict() for r in against_peer])  # serialisable into metrics.json
 
 

@@ -8,8 +8,8 @@ report samples), and a study variant's row also against ``confidence`` on the va
 the difference of each metric at each entropy level (the test text's, and a second, lower one that
 every sampler reaches: :func:`remask.records.entropy_levels`) with a bootstrap interval of the
 difference. Where the study's public peer (x-transformers' self-critic, :mod:`remask.peer`) was
-sampled, our best learned policy (chosen on the tuning draw, like the best training-free one) is
-compared with it too; it is a baseline of its own kind (``peer``), not one of the goal's. The
+sampled, our best learned and best training-free rows (chosen on the tuning draw) are compared
+with it too; it is a baseline of its own kind (``peer``), not one of the goal's. The
 renderers turn records into ``results/summary.md``; no conclusion is a fixed sentence.
 
 Rules, so that no single metric can be gamed:
@@ -104,8 +104,8 @@ def compare_policies(
     tuning: Mapping[str, TuningLog], levels: Mapping[str, float], resamples: int, level: float, seed: int,
 ) -> list[Comparison]:
     """Every policy against ``confidence`` and against the best training-free policy, per budget
-    and entropy level, and our best learned policy (chosen on the tuning draw) against the public
-    peer's row.
+    and entropy level, and our best learned and best training-free rows (chosen on the tuning draw)
+    against the public peer's row.
 
     ``samples[(policy, budget, level)]``: its report settings for that level
     (:class:`remask.metrics.SettingSamples`); ``frontiers``: the :class:`FrontierPoint` of each;
@@ -136,9 +136,10 @@ def compare_policies(
                 own = same_model_baseline(tuning, tuning[policy])
                 records += [compare(budget, at, policy, baseline) for baseline in dict.fromkeys(baselines + own)
                             if policy != baseline and (baseline, budget, at) in samples]
-            best = best_of_kind({p: tuning[p] for p in rows}, budget, "learned", at)
-            if best is not None:
-                records += [compare(budget, at, best, peer) for peer in rows if kind_of(tuning[peer]) == "peer"]
+            # our best rows of each kind (tuning draw, every model's) against the public peer's
+            ours = [best_of_kind({p: tuning[p] for p in rows}, budget, kind, at) for kind in ("learned", "training_free")]
+            records += [compare(budget, at, mine, peer) for mine in ours if mine is not None
+                        for peer in rows if kind_of(tuning[peer]) == "peer"]
     return records
 
 
@@ -426,8 +427,8 @@ def render_closest(records: Sequence[Comparison], frontiers: Mapping[tuple[str, 
 def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int, str], FrontierPoint],
                 settings: Sequence[Setting], peer: Mapping, generator_losses: Mapping[str, float]) -> list[str]:
     """The public peer's row: what it is, how it was trained, where its own sampler lands at each
-    entropy level, and whether our best learned policy (chosen on the tuning draw) beats it at each
-    budget and level. ``peer``: ``training`` (its training metrics) and ``tuning`` (its
+    entropy level, and whether our best learned and best training-free rows (chosen on the tuning draw)
+    beat it at each budget and level. ``peer``: ``training`` (its training metrics) and ``tuning`` (its
     :class:`TuningLog`)."""
     rows = sorted({p for (p, _, _), f in frontiers.items() if f.kind == "peer"})
     if not rows:
@@ -456,7 +457,7 @@ def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
             lines.append(f"- NFE {budget} ({done.steps} steps): its sampler {reach}. Report draw "
                          f"({mine[0].selection_label}): {drawn}; {masks} `[MASK]` tokens left in its texts (shown to the "
                          f"judge as {log.extra['mask_stand_in']!r}).")
-    lines += ["", "| NFE budget | level | our best learned policy (tuning draw) | peer | judge NLL difference | "
+    lines += ["", "| NFE budget | level | our best learned and best training-free row (tuning draw) | peer | judge NLL difference | "
               "word validity | rep-4 | 3-gram JSD | outcome |", "|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
     for r in sorted((r for r in records if r.baseline_kind == "peer"),
@@ -471,7 +472,8 @@ def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
             "disagree": "has a better judge NLL but 3-gram statistics further from real text than it", "no verdict": "cannot be compared with it there (a frontier is "
             "extrapolated; judge NLL at a lower entropy is not a better text, a collapsed sampler scores well)"}[r.outcome])
     if verdicts:
-        lines += ["", "Our best learned policy against the peer: " + "; ".join(verdicts) + "."]
+        lines += ["", "Our best rows against the peer (each row's annealing and vocabulary filter searched like the peer's "
+                  "start temperature): " + "; ".join(verdicts) + "."]
     return lines + render_model_and_sampler(records, row)
 
 

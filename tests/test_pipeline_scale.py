@@ -6,9 +6,14 @@ In the slow tier (``make test-slow``): about five minutes of a 2-core CPU.
 """
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
+import yaml
 
 from test_pipeline import dvc, make_project
 from remask.checkpoint import read_weights
@@ -74,3 +79,31 @@ def test_notebook_05_draws_the_curve(scale_run):
     p = scale_run
     assert (p / "reports/05_scale_axis.html").is_file()
     assert {f.stem for f in (p / "reports/figures/05_scale_axis").glob("*.png")} == {"curve", "generator_cost"}
+
+
+def test_sampling_sharded_over_two_torchrun_processes_writes_what_one_process_writes(scale_run, tmp_path):
+    """sample.streams per_batch: two CPU (gloo) processes share every draw's batches (the tiny draws hold
+    two batches each), and the first writes the tuning log and samples one process writes, byte for byte;
+    the sequential stream is refused under torchrun."""
+    project = tmp_path / "shard"
+    shutil.copytree(scale_run, project, ignore=shutil.ignore_patterns(".dvc", ".git", "reports"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    out = project / "results/scale/samples/steps500/multitask"
+    command = ["-m", "pipeline.sample", "--scale-point", "steps500", "--variant", "multitask"]
+    env = {**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{project / 'src'}", "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+    refused = subprocess.run([*torchrun, *command], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "sample.streams: per_batch" in refused.stderr
+    params["sample"]["streams"] = "per_batch"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    drawn = {}
+    for name, launcher in (("one", [sys.executable]), ("two", torchrun)):
+        run = subprocess.run([*launcher, *command], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        drawn[name] = {f: (out / f).read_bytes() for f in ("samples.jsonl", "tuning.json")}
+        shutil.rmtree(out)
+    assert drawn["one"] == drawn["two"]
+    before = [json.loads(line)["text"] for line in (scale_run / out.relative_to(project) / "samples.jsonl").open()]
+    after = [json.loads(line)["text"] for line in drawn["one"]["samples.jsonl"].decode().splitlines()]
+    assert len(before) == len(after) and before != after  # per-batch streams are other streams than the sequential one

@@ -333,6 +333,7 @@ class SampleSection(SampleGrid):
     seed: int = Field(ge=0)  # the report draw
     tuning_seed: int = Field(ge=0)  # the tuning draw: never the report's
     batch_size: int = Field(ge=1)
+    streams: Literal["sequential", "per_batch"]  # per_batch: a stream per batch, shardable (remask.sampling)
     device: DeviceName
 
     @model_validator(mode="after")

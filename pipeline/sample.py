@@ -12,7 +12,9 @@ selection rule, and the best rule by judge NLL there), then draws the report sam
 a model of the scale axis on the study's grid settings into ``results/scale/samples/<point>/<model>/``.
 ``sample_judge`` writes ``results/samples/judge.jsonl``: unconditional samples of the causal
 judge, the reference row. Every row goes through the one search, :func:`remask.tuning.tune_row`, as the public peer's row
-does (``pipeline.peer_sample``).
+does (``pipeline.peer_sample``). Under ``torchrun --nproc_per_node=N -m pipeline.sample ...`` the
+processes share every draw's batches and the first writes the same files one process would
+(``sample.streams: per_batch``; the sequential stream is refused there).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from remask.atomic import write_json
 from remask.checkpoint import load_model
 from remask.config import TIERS, ConfigError, Params
 from remask.judge import judge_generate
-from remask.runtime import resolve_device
+from remask.runtime import World, close_world, init_world, resolve_device
 
 
 def sample_judge(params: Params, model_dir: Path, out: Path) -> None:
@@ -38,7 +40,7 @@ def sample_judge(params: Params, model_dir: Path, out: Path) -> None:
     write_rows(rows, out)
 
 
-def scale_sample(params: Params, point: str, name: str | None, models: Path) -> None:
+def scale_sample(params: Params, point: str, name: str | None, models: Path, world: World) -> None:
     """Every row of the scale axis's model ``name`` at ``point``, on the study's grid settings at the
     axis's budgets, scored by the axis's judge; rows ``<row>@<name>-<point>``."""
     axis = params.scale
@@ -46,40 +48,54 @@ def scale_sample(params: Params, point: str, name: str | None, models: Path) -> 
         raise ConfigError(f"--scale-point {point!r} --variant {name!r}: a point of scale.points ({', '.join(axis.points)}) "
                           f"and a model of scale.models ({', '.join(axis.models)})")
     samples, logs = sample_rows(params.scale_grid(), axis.models[name].policies, models / "scale" / point / name,
-                                models / "scale" / "judge", variant=scale_variant(name, point))
+                                models / "scale" / "judge", variant=scale_variant(name, point), world=world)
     out = SCALE_SAMPLES / point / name
-    write_json(out / "tuning.json", {row: log.to_dict() for row, log in logs.items()})
-    write_rows(samples, out / "samples.jsonl")
+    if world.is_main:
+        write_json(out / "tuning.json", {row: log.to_dict() for row, log in logs.items()})
+        write_rows(samples, out / "samples.jsonl")
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
+    """One process, or several under ``torchrun`` sharing every draw's batches (``sample.streams:
+    per_batch``); the first process writes."""
+    world, _ = init_world(params.sample.device)
+    try:
+        run(params, args, world)
+    finally:
+        close_world(world)
+
+
+def run(params: Params, args: argparse.Namespace, world: World) -> None:
     models = Path(args.models_dir)
     if sum(map(bool, (args.row, args.variant, args.judge))) != 1:
         raise ConfigError("name one of --row (a row of the tier's grid), --variant or --judge")
     if args.judge:
-        sample_judge(params, models / "judge", Path(args.out_dir or samples_dir(args.tier)) / "judge.jsonl")
+        if world.is_main:
+            sample_judge(params, models / "judge", Path(args.out_dir or samples_dir(args.tier)) / "judge.jsonl")
         return
     if args.scale_point:
-        scale_sample(params, args.scale_point, args.variant, models)
+        scale_sample(params, args.scale_point, args.variant, models, world)
         return
     if args.variant:
         variants = params.study.variants
         if args.variant not in variants:
             raise ConfigError(f"--variant {args.variant!r} is not in study.variants: {', '.join(variants)}")
         samples, logs = sample_rows(params.for_tier("study"), variants[args.variant].policies,
-                                    models / "study" / args.variant, models / "judge", variant=args.variant)
+                                    models / "study" / args.variant, models / "judge", variant=args.variant, world=world)
         out = tier_results("study") / "variants" / args.variant
-        write_json(out / "tuning.json", {name: log.to_dict() for name, log in logs.items()})
-        write_rows(samples, out / "samples.jsonl")
+        if world.is_main:
+            write_json(out / "tuning.json", {name: log.to_dict() for name, log in logs.items()})
+            write_rows(samples, out / "samples.jsonl")
         return
     out_dir = Path(args.out_dir) if args.out_dir else samples_dir(args.tier)
     grid = params.for_tier(args.tier)
     if args.row not in grid.sample.policies:
         raise ConfigError(f"--row {args.row!r} is not a row of this tier's grid: {', '.join(grid.sample.policies)}")
     samples, logs = sample_rows(grid, {args.row: grid.sample.policies[args.row]}, models / "multitask",
-                                models / "judge")
-    write_json(tier_results(args.tier) / "tuning" / f"{args.row}.json", logs[args.row].to_dict())
-    write_rows(samples, out_dir / f"{args.row}.jsonl")
+                                models / "judge", world=world)
+    if world.is_main:
+        write_json(tier_results(args.tier) / "tuning" / f"{args.row}.json", logs[args.row].to_dict())
+        write_rows(samples, out_dir / f"{args.row}.jsonl")
 
 
 if __name__ == "__main__":

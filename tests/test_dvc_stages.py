@@ -71,7 +71,7 @@ def stages() -> list[tuple[str, dict, Path]]:
 
 def run_modules(stage: dict) -> set[Path]:
     cmd = stage["cmd"]
-    entry = re.search(r"python -m (pipeline\.\w+)", cmd).group(1)
+    entry = re.search(r"(?:python|\$\{scale\.launcher\}) -m (pipeline\.\w+)", cmd).group(1)
     sources = [module_file(entry).read_text()]
     notebook = re.search(r"--name (\w+)", cmd)
     if entry == "pipeline.notebook" and notebook:
@@ -93,14 +93,14 @@ def test_stage_depends_on_every_module_it_runs(name, stage, pipeline):
 
 
 def test_the_scale_matrices_name_the_points_and_models_of_params():
-    """scale/dvc.yaml's matrices list scale.points and scale.models by name (DVC names a matrix of
-    dicts by index): every point is trained and sampled, and each model by the stage that can train it."""
+    """scale/dvc.yaml's matrices run over scale.points (a preset names its own) and list scale.models
+    by name: every point is trained and sampled, and each model by the stage that can train it."""
     from remask.config import load_params
 
     axis = load_params(REPO / "params.yaml").scale
     matrices = {name: stage["matrix"] for name, stage in yaml.safe_load((REPO / "scale" / "dvc.yaml").read_text())["stages"].items()
                 if "matrix" in stage}
-    assert all(m["point"] == list(axis.points) for m in matrices.values())
+    assert all(m["point"] == "${scale.points}" for m in matrices.values())
     frozen = [name for name, model in axis.models.items() if model.frozen_generator]
     assert matrices["scale_train"]["model"] == [name for name in axis.models if name not in frozen]
     assert matrices["scale_train_posthoc"]["model"] == frozen

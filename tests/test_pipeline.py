@@ -83,7 +83,7 @@ GIT_IDENTITY = {"GIT_AUTHOR_NAME": "remask tests", "GIT_AUTHOR_EMAIL": "tests@re
 
 def dvc(project: Path, *args: str, tool: str = "dvc") -> subprocess.CompletedProcess:
     env = {**os.environ, **GIT_IDENTITY, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(project), "DVC_NO_ANALYTICS": "1"}
+           "PYTHONPATH": f"{project}{os.pathsep}{project / 'src'}", "DVC_NO_ANALYTICS": "1"}  # the project's copy
     command = [str(Path(sys.executable).parent / "dvc")] if tool == "dvc" else [tool]
     return subprocess.run([*command, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
 

@@ -6,11 +6,17 @@ In the slow tier (``make test-slow``): about five minutes of a 2-core CPU.
 """
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
+import yaml
 
-from test_pipeline import dvc, make_project
+from conftest import REPO, TINY_MODEL
+from test_pipeline import TINY, dvc, make_project
 from remask.checkpoint import read_weights
 
 pytestmark = pytest.mark.slow
@@ -74,3 +80,72 @@ def test_notebook_05_draws_the_curve(scale_run):
     p = scale_run
     assert (p / "reports/05_scale_axis.html").is_file()
     assert {f.stem for f in (p / "reports/figures/05_scale_axis").glob("*.png")} == {"curve", "generator_cost"}
+
+
+def test_sampling_sharded_over_two_torchrun_processes_writes_what_one_process_writes(scale_run, tmp_path):
+    """sample.streams per_batch: two CPU (gloo) processes share every draw's batches (the tiny draws hold
+    two batches each), and the first writes the tuning log and samples one process writes, byte for byte;
+    the sequential stream is refused under torchrun."""
+    project = tmp_path / "shard"
+    shutil.copytree(scale_run, project, ignore=shutil.ignore_patterns(".dvc", ".git", "reports"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    out = project / "results/scale/samples/steps500/multitask"
+    command = ["-m", "pipeline.sample", "--scale-point", "steps500", "--variant", "multitask"]
+    env = {**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{project / 'src'}", "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+    refused = subprocess.run([*torchrun, *command], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "sample.streams: per_batch" in refused.stderr
+    params["sample"]["streams"] = "per_batch"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    drawn = {}
+    for name, launcher in (("one", [sys.executable]), ("two", torchrun)):
+        run = subprocess.run([*launcher, *command], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        drawn[name] = {f: (out / f).read_bytes() for f in ("samples.jsonl", "tuning.json")}
+        shutil.rmtree(out)
+    assert drawn["one"] == drawn["two"]
+    before = [json.loads(line)["text"] for line in (scale_run / out.relative_to(project) / "samples.jsonl").open()]
+    after = [json.loads(line)["text"] for line in drawn["one"]["samples.jsonl"].decode().splitlines()]
+    assert len(before) == len(after) and before != after  # per-batch streams are other streams than the sequential one
+
+
+@pytest.fixture(scope="module")
+def gpu_preset_run(tmp_path_factory):
+    """The GPU preset (presets/gpu.yaml) applied to a project, then a second preset that shrinks it to
+    tiny sizes while keeping its point names, its per-batch streams and a torchrun launcher, here of
+    two CPU (gloo) processes: the preset's pipeline end to end, every training under DDP and every
+    sampling sharded."""
+    project = make_project(tmp_path_factory.mktemp("gpu"))
+    preset = yaml.safe_load((REPO / "presets" / "gpu.yaml").read_text())
+    shrink = {"data": yaml.safe_load((project / "params.yaml").read_text())["data"],
+              "sample": {"num_samples": 6, "batch_size": 3},
+              "scale": {"launcher": "torchrun --standalone --nproc_per_node=2", "nfe_budgets": [8],
+                        "models": TINY["scale"]["models"], "judge": {"train": {"max_steps": 12}},
+                        "points": {name: {"model": TINY_MODEL, "train": {"max_steps": 4 * (i + 1), "eval_every": 4,
+                                                                          "checkpoint_every": 4, "compile": False}}
+                                   for i, name in enumerate(preset["scale"]["points"])}}}
+    (project / "tiny.yaml").write_text(yaml.safe_dump(shrink))
+    env = {**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{project / 'src'}"}
+    for applied in (REPO / "presets" / "gpu.yaml", project / "tiny.yaml"):
+        run = subprocess.run([sys.executable, "-m", "pipeline.preset", str(applied)], cwd=project, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+    result = dvc(project, "repro", "scale/dvc.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return project, list(preset["scale"]["points"])
+
+
+def test_the_gpu_preset_runs_end_to_end_under_torchrun_at_a_tiny_size(gpu_preset_run):
+    p, points = gpu_preset_run
+    params = yaml.safe_load((p / "params.yaml").read_text())
+    assert params["sample"]["streams"] == "per_batch" and params["data"]["split"] == "documents"
+    lock = yaml.safe_load((p / "scale" / "dvc.lock").read_text())["stages"]
+    assert lock[f"scale_sample@{points[0]}-multitask"]["cmd"].startswith("torchrun --standalone --nproc_per_node=2 ")
+    for i, point in enumerate(points):
+        info = json.loads((p / f"models/scale/{point}/multitask/config.json").read_text())
+        assert info["step"] == 4 * (i + 1)
+    metrics = json.loads((p / "results/scale/metrics.json").read_text())
+    assert {c["point"] for c in metrics["cells"]} == set(points)
+    summary = (p / "results/scale/summary.md").read_text()
+    assert all(f"| {point} |" in summary for point in points)

@@ -224,3 +224,28 @@ def test_annealing_and_filtering_leave_the_nfe_exact(model, policy):
         diffusion_generate(model, 1, 8, SamplerOptions(steps=2, temperature_floor=0.5))
     with pytest.raises(ValueError, match="top_k_share"):
         diffusion_generate(model, 1, 8, SamplerOptions(steps=2, top_k_share=0.0))
+
+
+def test_per_batch_streams_make_a_batch_independent_of_the_batches_before_it(model):
+    """streams per_batch: batch b draws from its own stream (batch_seed), so the first batch of a
+    larger draw is the whole of a one-batch draw, whatever comes after it, and the later batches are
+    other texts; the sequential stream (every committed sample) is another stream; a sharded world
+    needs per_batch (tested under torchrun in tests/test_pipeline_scale.py)."""
+    from remask.runtime import World
+    from remask.sampling import batch_seed, sharded_generate
+
+    options = SamplerOptions(steps=4, policy="confidence", temperature=1.5, batch_size=3, streams="per_batch")
+    six = diffusion_generate(model, 6, 12, options, seed=5).tokens
+    assert torch.equal(six[:3], diffusion_generate(model, 3, 12, options, seed=5).tokens)
+    assert torch.equal(six[:3], diffusion_generate(model, 5, 12, options, seed=5).tokens[:3])
+    assert not torch.equal(six[:3], six[3:])
+    sequential = diffusion_generate(model, 6, 12, SamplerOptions(**{**options.__dict__, "streams": "sequential"}),
+                                    seed=5).tokens
+    assert not torch.equal(sequential, six)
+    assert len({batch_seed(5, b) for b in range(100)} | {batch_seed(6, 0)}) == 101
+    with pytest.raises(ValueError, match="streams must be one of"):
+        diffusion_generate(model, 3, 12, SamplerOptions(steps=4, streams="shared"))
+    with pytest.raises(ValueError, match=r"needs per_batch streams \(sample.streams: per_batch\)"):
+        sharded_generate(model, 3, 12, SamplerOptions(steps=4), 0, World(rank=0, size=2))
+    alone = sharded_generate(model, 6, 12, options, 5, World())  # one process: the same draw
+    assert torch.equal(alone.tokens, six)

@@ -2,10 +2,15 @@
 judges, a post-hoc critic without its generator), and its summary gives a verdict per compute point
 and family against the family's own model, in the order of compute, never an extrapolated number."""
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from conftest import REPO_PARAMS, params_with
-from remask.config import ConfigError
+from conftest import REPO, REPO_PARAMS, params_with
+from remask.config import ConfigError, load_params
 from remask.records import Comparison, TuningLog
 from remask.scale import Cell, PointRecord, render_scale, scale_cells
 
@@ -87,3 +92,41 @@ def test_cells_keep_learned_rows_and_the_oracle_against_their_own_models_confide
     assert [(c.row, c.vs_confidence.baseline) for c in cells] == [
         ("critic_fused@multitask-p", "confidence@multitask-p"), ("oracle_loo@generator_only-p", "confidence@generator_only-p")]
     assert cells[0].vs_revisiting.baseline == "remdm_conf_budget@multitask-p" and cells[1].vs_revisiting is None
+
+
+def _preset(params: Path, preset: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.preset", str(preset), "--params", str(params)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_the_gpu_preset_changes_only_what_it_names_and_keeps_every_comment(tmp_path):
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    applied = _preset(params, REPO / "presets" / "gpu.yaml")
+    assert applied.returncode == 0, applied.stderr
+    after = load_params(params)
+    assert list(after.scale.points) == ["w256", "w384", "w512"] and after.scale.nfe_budgets == [32, 64]
+    assert after.sample.streams == "per_batch" and after.scale.launcher.startswith("torchrun")
+    assert after.for_scale("w512", "multitask").model.n_embd == 512
+    assert after.for_scale("w512", "posthoc").train.max_steps == 1000  # the model's overrides over the point's
+    after.scale_judge()  # as large and as long-trained as the largest generator, or refused
+    for section in type(after).model_fields:
+        if section not in ("data", "sample", "scale"):
+            assert getattr(after, section) == getattr(REPO_PARAMS, section), section
+    assert after.sample.policies == REPO_PARAMS.sample.policies and after.data.sha256 == REPO_PARAMS.data.sha256
+    before, text = (REPO / "params.yaml").read_text(), params.read_text()
+    kept = [line for line in before.splitlines() if "#" in line and "scale" not in line and "points" not in line]
+    assert sum(line in text for line in kept) >= 0.9 * len(kept)  # the comments of what the preset leaves stay
+    assert "# critic loss weight; generator_only forces 0" in text and "# faster than 128 on a 2-core CPU" in text
+
+
+def test_a_bad_preset_is_refused_naming_the_key_and_writes_nothing(tmp_path):
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    preset = tmp_path / "bad.yaml"
+    preset.write_text("sample: {streams: sideways}\n")
+    refused = _preset(params, preset)
+    assert refused.returncode == 2 and "sample.streams" in refused.stderr
+    assert params.read_text() == (REPO / "params.yaml").read_text()
+    preset.write_text("scale: {launcher: mpirun -n 2}\n")
+    assert "scale.launcher" in _preset(params, preset).stderr

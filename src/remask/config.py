@@ -333,6 +333,7 @@ class SampleSection(SampleGrid):
     seed: int = Field(ge=0)  # the report draw
     tuning_seed: int = Field(ge=0)  # the tuning draw: never the report's
     batch_size: int = Field(ge=1)
+    streams: Literal["sequential", "per_batch"]  # per_batch: a stream per batch, shardable (remask.sampling)
     device: DeviceName
 
     @model_validator(mode="after")
@@ -463,12 +464,14 @@ class ScaleSection(_Section):
     point's own model it starts from) is trained, sampled on the study's grid settings at
     ``nfe_budgets``, and compared with its own model's ``confidence``. ``judge``: overrides of the
     ``judge`` section for the axis's judge, which must be at least as large and trained at least as
-    long as the largest generator it scores."""
+    long as the largest generator it scores. ``launcher``: what starts its training and sampling
+    stages, ``python`` or ``torchrun ...`` (the processes share the work and write what one would)."""
 
     points: dict[str, Overrides]
     models: dict[str, Variant]
     judge: Overrides
     nfe_budgets: list[int] = Field(min_length=1)
+    launcher: str = Field(pattern=r"^(python|torchrun)( .+)?$")
 
     @model_validator(mode="after")
     def _names(self) -> "ScaleSection":

@@ -58,15 +58,23 @@ class World:
         return self.size > 1
 
 
+def process_device(world: World, device_name: str) -> torch.device:
+    """This process's device: ``device_name`` resolved, and on CUDA in a distributed world the GPU of
+    its local rank."""
+    device = resolve_device(device_name)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    return device
+
+
 def init_world(device_name: str) -> tuple[World, torch.device]:
     """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1), else run alone."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return World(), resolve_device(device_name)
     world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
-    device = resolve_device(device_name)
+    device = process_device(world, device_name)
     if device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

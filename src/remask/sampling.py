@@ -33,13 +33,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from remask.drawing import fill, top_k_per_row
 from remask.model import DiffusionTransformer
 from remask.policies import Policy, StepState, get_policy, leave_one_out_probs
-from remask.runtime import autocast
+from remask.runtime import World, autocast
 from remask.schedules import masked_counts
 from remask.tempering import ANNEALING, step_probs, temperature_at
 
@@ -72,8 +74,11 @@ class SamplerOptions:
     annealing to ``temperature_floor``, the vocabulary filter ``top_k_share`` and ``top_p``:
     :mod:`remask.tempering`) and how the tokens to re-mask are selected (noise blend, selection rule, the candidate pool's committed
     budget). ``batch_size`` is how many sequences run at once; it changes the order in which the
-    seed's stream is spent, so it is part of what reproduces a draw. Pipeline stages build it from
-    the ``sample`` section (:meth:`remask.config.SampleSection.sampler_options`)."""
+    seed's stream is spent, so it is part of what reproduces a draw, as ``streams`` is: ``sequential``
+    spends one stream batch after batch, ``per_batch`` gives batch ``b`` a stream of its own
+    (:func:`batch_seed`), so that a batch's texts do not depend on the batches before it or on which
+    process draws it (sharded sampling under ``torchrun``). Pipeline stages build it from the
+    ``sample`` section (:meth:`remask.config.SampleSection.sampler_options`, ``sample.streams``)."""
 
     steps: int
     policy: str = "confidence"
@@ -88,6 +93,7 @@ class SamplerOptions:
     selection_temperature: float = 1.0
     committed_budget: float | None = None
     batch_size: int = 64
+    streams: str = "sequential"
 
     def checked_policy(self) -> Policy:
         """The registered policy, after every option has been checked; a bad one raises ValueError."""
@@ -158,6 +164,15 @@ def prefix_prompt(ids: Sequence[int], num_samples: int, length: int, mask_id: in
     return Known(fixed, protected)
 
 
+STREAMS = ("sequential", "per_batch")
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The seed of batch ``batch`` of a draw with ``per_batch`` streams: a stream of its own, derived
+    from the draw's ``seed`` and the batch's index by NumPy's ``SeedSequence`` (independent streams)."""
+    return int(np.random.SeedSequence([seed, batch]).generate_state(1, dtype=np.uint64)[0])
+
+
 @torch.no_grad()
 def diffusion_generate(
     model: DiffusionTransformer, num_samples: int, length: int, options: SamplerOptions, seed: int = 0,
@@ -165,7 +180,29 @@ def diffusion_generate(
 ) -> Generation:
     """Generate ``num_samples`` sequences of ``length`` tokens with ``options``, around the
     ``known`` tokens (none by default); see the module docstring."""
-    chosen = options.checked_policy()
+    known = _checked_known(model, num_samples, length, options, known)
+    return _generate(model, known, options, seed, World(), record_trajectory, progress)
+
+
+@torch.no_grad()
+def sharded_generate(model: DiffusionTransformer, num_samples: int, length: int, options: SamplerOptions, seed: int,
+                     world: World) -> Generation:
+    """:func:`diffusion_generate` in a distributed ``world`` (``torchrun``): each process draws every
+    ``world.size``-th batch and every process returns every text, the texts one process draws. That
+    needs ``per_batch`` streams: with the sequential one a batch's texts depend on every batch before it."""
+    if world.distributed and options.streams != "per_batch":
+        raise ValueError("sampling sharded over processes needs per_batch streams (sample.streams: per_batch): with "
+                         "one sequential stream a batch's texts depend on every batch before it")
+    return _generate(model, _checked_known(model, num_samples, length, options, None), options, seed, world, False,
+                     False)
+
+
+def _checked_known(model: DiffusionTransformer, num_samples: int, length: int, options: SamplerOptions,
+                   known: Known | None) -> Known:
+    """The arguments checked, and the known tokens (all ``[MASK]`` and none protected by default)."""
+    options.checked_policy()
+    if options.streams not in STREAMS:
+        raise ValueError(f"streams must be one of {', '.join(STREAMS)}, got {options.streams!r}")
     cfg = model.config
     if cfg.causal:
         raise ValueError("diffusion_generate needs a bidirectional (diffusion) model, not the causal judge")
@@ -180,32 +217,45 @@ def diffusion_generate(
         raise ValueError(f"the known tokens and their protected mask must both have shape ({num_samples}, {length})")
     if (known.tokens[known.protected] == cfg.mask_id).any():
         raise ValueError("a protected position holds [MASK]")
+    return known
 
+
+def _generate(model: DiffusionTransformer, known: Known, options: SamplerOptions, seed: int, world: World,
+              record_trajectory: bool, progress: bool) -> Generation:
+    """This process's batches of the draw (every ``world.size``-th, all of them alone), each from its
+    stream, then every process's gathered in order."""
+    chosen = options.checked_policy()
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
+    sequential = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
-    outputs, trajectory = [], [] if record_trajectory else None
+    outputs, trajectory = {}, [] if record_trajectory else None
     steps, batch_size = options.steps, options.batch_size
-    chunks = range(0, num_samples, batch_size)
-    bar = tqdm(total=len(chunks) * steps, desc=f"sample {options.policy}", unit="step", disable=not progress,
+    mine = list(enumerate(range(0, len(known.tokens), batch_size)))[world.rank::world.size]
+    bar = tqdm(total=len(mine) * steps, desc=f"sample {options.policy}", unit="step", disable=not progress,
                leave=False)
-    passes = 0
-    for start in chunks:
+    passes = nfe_for(options.policy, steps, int((~known.protected).any(0).sum()))
+    for batch, start in mine:
         rows = slice(start, start + batch_size)
+        generator = sequential if options.streams == "sequential" else \
+            torch.Generator().manual_seed(batch_seed(seed, batch))
         tokens, passes, steps_log = _generate_chunk(model, chosen, options, known.rows(rows, device), generator,
                                                     record_trajectory, bar)
         expected = nfe_for(options.policy, steps, int((~known.protected[rows]).any(0).sum()))
         if passes != expected:
             raise AssertionError(f"counted {passes} forward passes, expected {expected}")
-        outputs.append(tokens.cpu())
+        outputs[batch] = tokens.cpu()
         if trajectory is not None:
             trajectory.append(steps_log)
     bar.close()
     model.train(was_training)
+    if world.distributed:  # every process returns every batch, in order
+        gathered: list[dict[int, torch.Tensor]] = [{} for _ in range(world.size)]
+        dist.all_gather_object(gathered, outputs)
+        outputs = {batch: tokens for part in gathered for batch, tokens in part.items()}
     if trajectory is not None:
         trajectory = [_cat_steps([chunk[i] for chunk in trajectory]) for i in range(steps)]
-    return Generation(torch.cat(outputs), passes, steps, options.policy, trajectory)
+    return Generation(torch.cat([outputs[b] for b in sorted(outputs)]), passes, steps, options.policy, trajectory)
 
 
 def _generate_chunk(model: DiffusionTransformer, chosen: Policy, options: SamplerOptions, known: Known,

@@ -53,7 +53,8 @@ from remask.metrics import char_entropy
 from remask.model import DiffusionTransformer
 from remask.policies import get_policy, untrained_inputs
 from remask.records import TEXT_LEVEL, BudgetTuning, Candidate, LevelTuning, Pilot, Searched, Tuned, TuningLog
-from remask.sampling import SamplerOptions, diffusion_generate, steps_for_nfe
+from remask.runtime import World
+from remask.sampling import SamplerOptions, sharded_generate, steps_for_nfe
 from remask.tempering import temperature_span
 
 Measure = Callable[[float], tuple[float, float]]  # temperature -> (character entropy, judge NLL)
@@ -285,18 +286,21 @@ class Search:
     log: Callable[[str], None] = print
 
 
-def sampler_draw_at(model: DiffusionTransformer, tokenizer: CharTokenizer, cfg: SampleSection, policy: str) -> DrawAt:
+def sampler_draw_at(model: DiffusionTransformer, tokenizer: CharTokenizer, cfg: SampleSection, policy: str,
+                    world: World = World()) -> DrawAt:
     """Our sampler as a :data:`DrawAt`: ``policy`` at the most steps each budget allows, with the
-    sample section's options and each candidate's knobs and re-masking pool."""
+    sample section's options and each candidate's knobs and re-masking pool; in a distributed
+    ``world``, every draw's batches shared among the processes (the same texts)."""
     def draw_at(budget: int) -> tuple[Draw, int]:
         steps = steps_for_nfe(policy, budget)
-        options = SamplerOptions(steps=steps, policy=policy, batch_size=cfg.batch_size, **cfg.sampler_options())
+        options = SamplerOptions(steps=steps, policy=policy, batch_size=cfg.batch_size, streams=cfg.streams,
+                                 **cfg.sampler_options())
 
         def draw(temperature: float, candidate: Candidate, seed: int, n: int) -> tuple[list[str], int]:
             rule = candidate.selection
             run = replace(options, temperature=temperature, selection=rule.rule, selection_temperature=rule.temperature,
                           committed_budget=candidate.committed_budget, **candidate.knobs.sampler_options())
-            result = diffusion_generate(model, n, cfg.length, run, seed=seed)
+            result = sharded_generate(model, n, cfg.length, run, seed, world)
             return [tokenizer.decode(ids.tolist()) for ids in result.tokens], result.nfe
         return draw, steps
     return draw_at

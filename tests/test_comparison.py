@@ -52,12 +52,13 @@ def test_tune_row_tunes_on_the_tuning_seed_and_reports_on_the_other(monkeypatch)
         def __init__(self, n):
             self.tokens, self.nfe = torch.zeros(n, 8, dtype=torch.long), 8
 
-    def fake_generate(model, n, length, options, seed):
+    def fake_generate(model, n, length, options, seed, world):
+        assert not world.distributed
         seeds.append((seed, n, options.temperature))
         return Result(n)
 
     tok = CharTokenizer("ab")
-    monkeypatch.setattr(tuning, "diffusion_generate", fake_generate)
+    monkeypatch.setattr(tuning, "sharded_generate", fake_generate)
     monkeypatch.setattr(tuning, "char_entropy", lambda texts: 3.0 + seeds[-1][2])  # entropy = 3 + T
     monkeypatch.setattr(tuning, "judge_nll_bits", lambda judge, tok, texts: [1.0] * len(texts))
     cfg = REPO_PARAMS.sample.with_(seed=0, tuning_seed=5, length=8, tuning=REPO_PARAMS.sample.tuning.with_(

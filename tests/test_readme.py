@@ -47,19 +47,27 @@ def test_the_first_screens_answer_is_the_committed_outcome():
 
 
 def test_the_study_tables_numbers_are_the_committed_study():
-    """Every cell of the README's study table that quotes one row's difference from `confidence`
-    (a backticked row, then `+d [low, high]` per budget) is what the study's metrics hold."""
+    """Every cell of the README's study table that quotes a row's judge-NLL difference (a backticked row,
+    then `+d [low, high]` under a column naming its baseline, `confidence` or its own model's, and its
+    entropy level) is what the study's metrics hold, at NFE 32."""
     table = (REPO / "README.md").read_text().split("### What the study answered", 1)[1].split("\n\n- ", 1)[0]
-    measured = comparisons("study")
+    metrics = json.loads((REPO / "results" / "study" / "evaluate_samples" / "metrics.json").read_text())
+    measured = {(c["policy"], c["baseline"], c["level"]): c for c in metrics["comparisons"] if c["budget"] == 32}
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    columns = {i: ("own" if "own model" in cell else "confidence", "second" if "second" in cell else "text")
+               for i, cell in enumerate(header) if cell.startswith("vs ")}
+    assert len(columns) == 4, header
     checked = 0
-    for line in (line for line in table.splitlines() if line.startswith("| ")):
+    for line in lines[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        row = re.fullmatch(r"`([\w@]+)`", cells[1]) if len(cells) > 4 else None
-        for budget, cell in zip((32, 64), cells[3:5]):
-            quoted = re.match(rf"{NUMBER} \[{NUMBER}, {NUMBER}\]", cell)
+        row = re.fullmatch(r"`([\w@]+)`", cells[1])
+        for i, (against, level) in columns.items():
+            quoted = re.match(rf"{NUMBER} \[{NUMBER}, {NUMBER}\]", cells[i])
             if row and quoted:
-                d = measured[(row.group(1), budget)]["differences"]["judge_nll"]
+                baseline = "confidence" if against == "confidence" else "confidence@" + row.group(1).split("@")[1]
+                d = measured[(row.group(1), baseline, level)]["differences"]["judge_nll"]
                 assert tuple(map(float, quoted.groups())) == tuple(round(v, 3) for v in (d["difference"], *d["ci"])), (
-                    row.group(1), budget)
+                    row.group(1), baseline, level)
                 checked += 1
     assert checked >= 10

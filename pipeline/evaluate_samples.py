@@ -50,6 +50,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     records = compare_policies(samples, frontiers, tuning, levels, cfg.bootstrap_resamples, cfg.confidence_level,
                                cfg.seed + 4)
     best = {(budget, level): best_training_free(tuning, budget, level) for _, budget, level in frontiers}
+    found = answers(records, frontiers, tuning, reference)
 
     write_json(out / "metrics.json", {
         "reference": reference,
@@ -58,7 +59,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
         "levels": levels,
         "best_training_free": {f"nfe{b}/{level}": p for (b, level), p in best.items()},
         "comparisons": [r.to_dict() for r in records],
-        "answers": [a.to_dict() for a in answers(records, frontiers, tuning, reference)],
+        "answers": [a.to_dict() for a in found],
         "settings": {s.key: s.to_dict() for s in settings},
         "search": {f"{row}/nfe{budget}/{level}": [c.to_dict() for c in done.levels[level].tuned.searched]
                    for row, log in tuning.items() for budget, done in log.budgets.items() for level in done.levels},
@@ -103,7 +104,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     peer_record = {"training": read_json(tier_dir / "train" / "peer" / "metrics.json", "study_peer_train"),
                    "tuning": tuning[peer]} if peer else None
     summary = render_summary(SummaryInputs(reference, judge_row, frontiers, records, best, settings, detection_view,
-                                           losses, scfg.tuning_seed, scfg.seed, tuning, levels, ablation, stage,
+                                           losses, scfg.tuning_seed, scfg.seed, tuning, levels, found, ablation, stage,
                                            peer_record, finalists))
     write_text(tier_dir / "summary.md", summary)
     print(summary)

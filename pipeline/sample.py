@@ -40,6 +40,13 @@ def sample_judge(params: Params, model_dir: Path, out: Path) -> None:
     write_rows(rows, out)
 
 
+def write_drawn(world: World, tuning_path: Path, tuning: dict, samples_path: Path, samples: list[dict]) -> None:
+    """A stage's tuning log and samples, written by the first process only (every process drew the same)."""
+    if world.is_main:
+        write_json(tuning_path, tuning)
+        write_rows(samples, samples_path)
+
+
 def scale_sample(params: Params, point: str, name: str | None, models: Path, world: World) -> None:
     """Every row of the scale axis's model ``name`` at ``point``, on the study's grid settings at the
     axis's budgets, scored by the axis's judge; rows ``<row>@<name>-<point>``."""
@@ -50,9 +57,8 @@ def scale_sample(params: Params, point: str, name: str | None, models: Path, wor
     samples, logs = sample_rows(params.scale_grid(), axis.models[name].policies, models / "scale" / point / name,
                                 models / "scale" / "judge", variant=scale_variant(name, point), world=world)
     out = SCALE_SAMPLES / point / name
-    if world.is_main:
-        write_json(out / "tuning.json", {row: log.to_dict() for row, log in logs.items()})
-        write_rows(samples, out / "samples.jsonl")
+    write_drawn(world, out / "tuning.json", {row: log.to_dict() for row, log in logs.items()}, out / "samples.jsonl",
+                samples)
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
@@ -83,9 +89,8 @@ def run(params: Params, args: argparse.Namespace, world: World) -> None:
         samples, logs = sample_rows(params.for_tier("study"), variants[args.variant].policies,
                                     models / "study" / args.variant, models / "judge", variant=args.variant, world=world)
         out = tier_results("study") / "variants" / args.variant
-        if world.is_main:
-            write_json(out / "tuning.json", {name: log.to_dict() for name, log in logs.items()})
-            write_rows(samples, out / "samples.jsonl")
+        write_drawn(world, out / "tuning.json", {name: log.to_dict() for name, log in logs.items()},
+                    out / "samples.jsonl", samples)
         return
     out_dir = Path(args.out_dir) if args.out_dir else samples_dir(args.tier)
     grid = params.for_tier(args.tier)
@@ -93,9 +98,8 @@ def run(params: Params, args: argparse.Namespace, world: World) -> None:
         raise ConfigError(f"--row {args.row!r} is not a row of this tier's grid: {', '.join(grid.sample.policies)}")
     samples, logs = sample_rows(grid, {args.row: grid.sample.policies[args.row]}, models / "multitask",
                                 models / "judge", world=world)
-    if world.is_main:
-        write_json(tier_results(args.tier) / "tuning" / f"{args.row}.json", logs[args.row].to_dict())
-        write_rows(samples, out_dir / f"{args.row}.jsonl")
+    write_drawn(world, tier_results(args.tier) / "tuning" / f"{args.row}.json", logs[args.row].to_dict(),
+                out_dir / f"{args.row}.jsonl", samples)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def test_every_name_literal_equals_its_registry():
     from remask.model import ModelConfig
     from remask.policies import POLICIES
     from remask.runtime import DEVICES
-    from remask.sampling import SELECTIONS
+    from remask.sampling import SELECTIONS, STREAMS
     from remask.schedules import SCHEDULES
     from remask.tempering import ANNEALING
 
@@ -127,6 +127,7 @@ def test_every_name_literal_equals_its_registry():
     assert set(get_args(config.TargetName)) == set(TARGETS)
     assert get_args(config.ScheduleName) == SCHEDULES
     assert get_args(config.SelectionName) == SELECTIONS
+    assert get_args(config.StreamsName) == STREAMS
     assert get_args(config.AnnealName) == ANNEALING
     assert get_args(config.CriticHead) == get_args(get_type_hints(ModelConfig)["critic_head"])
     assert get_args(config.DeviceName) == DEVICES

@@ -81,9 +81,14 @@ GIT_IDENTITY = {"GIT_AUTHOR_NAME": "remask tests", "GIT_AUTHOR_EMAIL": "tests@re
                 "GIT_COMMITTER_NAME": "remask tests", "GIT_COMMITTER_EMAIL": "tests@remask.invalid"}
 
 
+def project_env(project: Path) -> dict[str, str]:
+    """The environment a command runs in inside a project: its own copy of pipeline/ and src/ imported."""
+    return {**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{project / 'src'}"}
+
+
 def dvc(project: Path, *args: str, tool: str = "dvc") -> subprocess.CompletedProcess:
-    env = {**os.environ, **GIT_IDENTITY, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": f"{project}{os.pathsep}{project / 'src'}", "DVC_NO_ANALYTICS": "1"}  # the project's copy
+    env = {**project_env(project), **GIT_IDENTITY, "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     command = [str(Path(sys.executable).parent / "dvc")] if tool == "dvc" else [tool]
     return subprocess.run([*command, *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
 

@@ -6,7 +6,6 @@ In the slow tier (``make test-slow``): about five minutes of a 2-core CPU.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import torch
 import yaml
 
 from conftest import REPO, TINY_MODEL
-from test_pipeline import TINY, dvc, make_project
+from test_pipeline import TINY, dvc, make_project, project_env
 from remask.checkpoint import read_weights
 
 pytestmark = pytest.mark.slow
@@ -91,7 +90,7 @@ def test_sampling_sharded_over_two_torchrun_processes_writes_what_one_process_wr
     params = yaml.safe_load((project / "params.yaml").read_text())
     out = project / "results/scale/samples/steps500/multitask"
     command = ["-m", "pipeline.sample", "--scale-point", "steps500", "--variant", "multitask"]
-    env = {**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{project / 'src'}", "OMP_NUM_THREADS": "1"}
+    env = {**project_env(project), "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
     refused = subprocess.run([*torchrun, *command], cwd=project, env=env, capture_output=True, text=True, timeout=600)
@@ -126,7 +125,7 @@ def gpu_preset_run(tmp_path_factory):
                                                                           "checkpoint_every": 4, "compile": False}}
                                    for i, name in enumerate(preset["scale"]["points"])}}}
     (project / "tiny.yaml").write_text(yaml.safe_dump(shrink))
-    env = {**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{project / 'src'}"}
+    env = project_env(project)
     for applied in (REPO / "presets" / "gpu.yaml", project / "tiny.yaml"):
         run = subprocess.run([sys.executable, "-m", "pipeline.preset", str(applied)], cwd=project, env=env,
                              capture_output=True, text=True, timeout=120)

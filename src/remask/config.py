@@ -30,6 +30,7 @@ TargetName = Literal["differs", "loo", "generated"]  # remask.critic_targets.TAR
 ScheduleName = Literal["linear", "cosine"]  # remask.schedules.SCHEDULES
 SelectionName = Literal["topk", "gumbel"]  # remask.sampling.SELECTIONS
 AnnealName = Literal["constant", "linear"]  # remask.tempering.ANNEALING
+StreamsName = Literal["sequential", "per_batch"]  # remask.sampling.STREAMS
 CriticHead = Literal["linear", "mlp"]  # remask.model.ModelConfig.critic_head
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]  # remask.runtime.DEVICES
 Tier = Literal["quick", "study"]
@@ -333,7 +334,7 @@ class SampleSection(SampleGrid):
     seed: int = Field(ge=0)  # the report draw
     tuning_seed: int = Field(ge=0)  # the tuning draw: never the report's
     batch_size: int = Field(ge=1)
-    streams: Literal["sequential", "per_batch"]  # per_batch: a stream per batch, shardable (remask.sampling)
+    streams: StreamsName  # per_batch: a stream per batch, shardable (remask.sampling)
     device: DeviceName
 
     @model_validator(mode="after")

@@ -218,7 +218,7 @@ def answers(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int, st
 def is_grid_baseline(log: TuningLog) -> bool:
     """``confidence``, ``remdm_conf`` or a fixed-pool ``remdm_conf``: the training-free rows a learned
     row must beat to answer the question."""
-    return (log.runs == BASELINE and log.fields.get("committed_budget") is None) or log.runs == REVISITING_BASELINE
+    return is_same_model_baseline(log) or log.runs == REVISITING_BASELINE
 
 
 def render_answer(found: Sequence[Answer], levels: Mapping[str, float]) -> list[str]:
@@ -618,8 +618,9 @@ class SummaryInputs:
     ``frontiers[(row, budget, level)]`` and ``settings`` as in its ``metrics.json``, the comparison
     records, the best training-free row of each budget and level, the detection tables, the
     generators' validation losses, the seeds of the two draws, every row's tuning log, each entropy
-    level's value (bits), the ablation arms' metrics (study), who wrote it, the public peer's
-    ``training`` record and :class:`TuningLog` (study), and the study's finalists."""
+    level's value (bits), the answer per budget and level (:func:`answers`), the ablation arms' metrics
+    (study), who wrote it, the public peer's ``training`` record and :class:`TuningLog` (study), and the
+    study's finalists."""
 
     reference: Mapping
     judge_row: Mapping
@@ -633,6 +634,7 @@ class SummaryInputs:
     report_seed: int
     tuning: Mapping[str, TuningLog]
     levels: Mapping[str, float]
+    answers: Sequence[Answer]
     ablation: Sequence[Mapping] = ()
     generated_by: str = "`evaluate_samples` stage of `dvc repro`"
     peer: Mapping | None = None
@@ -658,7 +660,7 @@ def render_summary(inputs: SummaryInputs) -> str:
         f"word validity {reference['word_validity']:.3f}, rep-4 {reference['rep_4']:.3f}. The judge's own samples "
         f"(autoregressive, temperature 1): judge NLL {fmt(judge_row, 'judge_nll')}, entropy "
         f"{judge_row['char_entropy']:.3f}, word validity {judge_row['word_validity']:.3f}.", "",
-        *render_answer(answers(records, frontiers, inputs.tuning, reference), inputs.levels),
+        *render_answer(inputs.answers, inputs.levels),
         *render_verdict(records, inputs.best, inputs.levels, inputs.finalists), "",
         *render_goal(records, frontiers, reference, detection, generator_losses), "",
     ]

@@ -65,6 +65,7 @@ class Generation:
 
 
 SELECTIONS = ("topk", "gumbel")
+STREAMS = ("sequential", "per_batch")  # how a draw spends its random streams (SamplerOptions)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ class SamplerOptions:
                              f"top_k_share in (0, 1]; got {self.anneal!r}, {self.temperature_floor}, {self.top_k_share}")
         if self.anneal == "constant" and self.temperature_floor != 0:
             raise ValueError(f"temperature_floor {self.temperature_floor} is read only by anneal='linear'")
+        if self.streams not in STREAMS:
+            raise ValueError(f"streams must be one of {', '.join(STREAMS)}, got {self.streams!r}")
         if self.selection not in SELECTIONS or self.selection_temperature < 0:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)} with selection_temperature >= 0, "
                              f"got {self.selection!r} at {self.selection_temperature}")
@@ -164,9 +167,6 @@ def prefix_prompt(ids: Sequence[int], num_samples: int, length: int, mask_id: in
     return Known(fixed, protected)
 
 
-STREAMS = ("sequential", "per_batch")
-
-
 def batch_seed(seed: int, batch: int) -> int:
     """The seed of batch ``batch`` of a draw with ``per_batch`` streams: a stream of its own, derived
     from the draw's ``seed`` and the batch's index by NumPy's ``SeedSequence`` (independent streams)."""
@@ -180,8 +180,8 @@ def diffusion_generate(
 ) -> Generation:
     """Generate ``num_samples`` sequences of ``length`` tokens with ``options``, around the
     ``known`` tokens (none by default); see the module docstring."""
-    known = _checked_known(model, num_samples, length, options, known)
-    return _generate(model, known, options, seed, World(), record_trajectory, progress)
+    chosen, known = _checked(model, num_samples, length, options, known)
+    return _generate(model, chosen, known, options, seed, World(), record_trajectory, progress)
 
 
 @torch.no_grad()
@@ -193,16 +193,15 @@ def sharded_generate(model: DiffusionTransformer, num_samples: int, length: int,
     if world.distributed and options.streams != "per_batch":
         raise ValueError("sampling sharded over processes needs per_batch streams (sample.streams: per_batch): with "
                          "one sequential stream a batch's texts depend on every batch before it")
-    return _generate(model, _checked_known(model, num_samples, length, options, None), options, seed, world, False,
-                     False)
+    chosen, known = _checked(model, num_samples, length, options, None)
+    return _generate(model, chosen, known, options, seed, world, False, False)
 
 
-def _checked_known(model: DiffusionTransformer, num_samples: int, length: int, options: SamplerOptions,
-                   known: Known | None) -> Known:
-    """The arguments checked, and the known tokens (all ``[MASK]`` and none protected by default)."""
-    options.checked_policy()
-    if options.streams not in STREAMS:
-        raise ValueError(f"streams must be one of {', '.join(STREAMS)}, got {options.streams!r}")
+def _checked(model: DiffusionTransformer, num_samples: int, length: int, options: SamplerOptions,
+             known: Known | None) -> tuple[Policy, Known]:
+    """The arguments checked: the policy the options name (:meth:`SamplerOptions.checked_policy`) and the
+    known tokens (all ``[MASK]`` and none protected by default)."""
+    chosen = options.checked_policy()
     cfg = model.config
     if cfg.causal:
         raise ValueError("diffusion_generate needs a bidirectional (diffusion) model, not the causal judge")
@@ -217,14 +216,13 @@ def _checked_known(model: DiffusionTransformer, num_samples: int, length: int, o
         raise ValueError(f"the known tokens and their protected mask must both have shape ({num_samples}, {length})")
     if (known.tokens[known.protected] == cfg.mask_id).any():
         raise ValueError("a protected position holds [MASK]")
-    return known
+    return chosen, known
 
 
-def _generate(model: DiffusionTransformer, known: Known, options: SamplerOptions, seed: int, world: World,
-              record_trajectory: bool, progress: bool) -> Generation:
+def _generate(model: DiffusionTransformer, chosen: Policy, known: Known, options: SamplerOptions, seed: int,
+              world: World, record_trajectory: bool, progress: bool) -> Generation:
     """This process's batches of the draw (every ``world.size``-th, all of them alone), each from its
     stream, then every process's gathered in order."""
-    chosen = options.checked_policy()
     device = next(model.parameters()).device
     sequential = torch.Generator().manual_seed(seed)
     was_training = model.training

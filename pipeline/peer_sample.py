@@ -1,7 +1,8 @@
 """DVC stage ``study_peer_sample``: the public peer's samples, tuned like every row of the study.
 
 Tunes the peer's start temperature and critic-noise scale (a selection rule's noise temperature;
-``topk``: none) on the tuning draw with the same search as every row of ``study.sample``, then
+``topk``: none) on the tuning draw with the same search as every row of ``study.sample`` (within
+its own ``study.peer.temperature_range``: its start temperature saturates near 4.25 bits), then
 draws the report samples with its own ``generate()`` at each NFE budget (two passes per step,
 counted by :func:`remask.peer.peer_generate`), as the row ``study.peer.row`` beside the study's
 others: ``results/study/samples/<row>.jsonl`` and ``results/study/tuning/<row>.json``. A
@@ -44,7 +45,9 @@ def main(params: Params, args: argparse.Namespace) -> None:
         our_sampler(params, Path(args.models_dir))
         return
     study = params.for_tier("study")
-    cfg, peer, model_dir = study.sample, params.study.peer, Path(args.models_dir) / PEER_DIR
+    peer, model_dir = params.study.peer, Path(args.models_dir) / PEER_DIR
+    cfg = study.sample.with_(tuning=study.sample.tuning.with_(temperature_range=peer.temperature_range))
+    # ^ its own knob's range (config.PeerSection): its start temperature saturates where ours does not
     device = resolve_device(cfg.device)
     wrapper, tok, _ = load_peer(model_dir, device)
     judge = load_judge(Path(args.models_dir) / "judge", tok, model_dir, device)

@@ -54,6 +54,12 @@ def test_cross_field_rule_is_explained():
         params_with({"model": {"n_embd": 30}})
 
 
+def test_the_peers_own_temperature_range_is_checked_like_the_searchs():
+    with pytest.raises(ConfigError, match=r"study\.peer.*temperature_range must be \[low, high\]"):
+        params_with({"study": {"peer": {"temperature_range": [3.0, 0.7]}}})
+    assert params_with({"study": {"peer": {"temperature_range": [0.5, 4.0]}}}).study.peer.temperature_range == [0.5, 4.0]
+
+
 def test_every_error_is_reported_at_once():
     with pytest.raises(ConfigError) as info:
         params_with({"train": {"alpha": -1, "lr": 0}})

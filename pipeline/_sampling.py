@@ -42,7 +42,7 @@ def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path
     samples, logs = [], {}
     for row, spec in rows.items():
         name = row if variant is None else f"{row}@{variant}"
-        draws = trained_draws(spec.runs(row), training, cfg.tuning, search.log)
+        draws = trained_draws(spec.runs(row), training, spec.tuning(cfg.tuning, row), search.log)
         plan = RowPlan.of(name, spec, cfg, spec.runs(row), model_dir, draws)
         drawn, logs[name] = tune_row(plan, sampler_draw_at(model, tok, cfg, spec.runs(row), world),
                                      search)

@@ -176,6 +176,24 @@ def test_a_coordinate_search_tries_the_rules_then_the_winners_draw_knobs_then_it
     assert len(candidates(True, grid, grid.draws)) == 4 and rounds(grid, grid.draws, []) == []
 
 
+def test_a_row_may_narrow_its_own_search_and_the_others_keep_the_tiers():
+    cfg = REPO_PARAMS.for_tier("study").sample
+    narrow = PolicySampling(selections=[GUMBEL], draws=[PEERS])  # the oracle's on the scale axis: one candidate
+    tier = cfg.tuning.with_(selections=[TOPK, GUMBEL], draws=[CONSTANT, PEERS])
+    cfg = cfg.with_(tuning=tier)
+    plan = RowPlan.of("oracle_loo", narrow, cfg, "oracle_loo", Path("m"), narrow.tuning(tier, "oracle_loo").draws)
+    tuning = plan.tuning(cfg.tuning)
+    assert (tuning.temperature_range, tuning.second_level) == (cfg.tuning.temperature_range, cfg.tuning.second_level)
+    tuned = tune_policy(candidates(plan.ranks, tuning, plan.draws), lambda t, c: (2.0 + 2.0 * t, 3.0 + t), 4.6,
+                        tuning, then=rounds(tuning, plan.draws, plan.pools))
+    assert [o.candidate for o in tuned.searched] == [Candidate(GUMBEL, PEERS)]
+    plain = RowPlan.of("confidence", PolicySampling(), cfg, "confidence", Path("m"), cfg.tuning.draws)
+    assert plain.tuning(cfg.tuning) == cfg.tuning
+    assert [c.selection for c in candidates(plain.ranks, plain.tuning(cfg.tuning), plain.draws)] == cfg.tuning.selections
+    with pytest.raises(ConfigError, match=r"policies\.oracle_loo\.selections: gumbel 0\.5 is not among the tier's"):
+        PolicySampling(selections=[SelectionRule(rule="gumbel", temperature=0.5)]).tuning(tier, "oracle_loo")
+
+
 def test_a_critic_is_never_searched_with_draw_knobs_below_its_training_temperatures():
     record = training_record(sample_temperature=0.7, sample_temperature_spread=1.3)
     greedy_end = DrawKnobs(anneal="linear", floor=0.0, top_k_share=0.3, top_p=1.0)

@@ -65,7 +65,7 @@ TINY = {
                                      "policies": {"confidence": {},
                                                   "remdm_conf_budget": {"policy": "remdm_conf", "committed_budget": 0.1},
                                                   "critic_fused": {}}}},
-              "judge": {"train": {"max_steps": 12}}, "nfe_budgets": [8]},
+              "judge": {"train": {"max_steps": 12}}, "nfe_budgets": [8], "num_samples": 6},
     "notebooks": {"num_examples": 2, "steps": 4, "nfe": 8, "passage_length": 40, "cell_timeout": 300},
 }
 NOTEBOOKS = {

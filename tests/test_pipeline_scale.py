@@ -118,8 +118,8 @@ def gpu_preset_run(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("gpu"))
     preset = yaml.safe_load((REPO / "presets" / "gpu.yaml").read_text())
     shrink = {"data": yaml.safe_load((project / "params.yaml").read_text())["data"],
-              "sample": {"num_samples": 6, "batch_size": 3},
-              "scale": {"launcher": "torchrun --standalone --nproc_per_node=2", "nfe_budgets": [8],
+              "sample": {"batch_size": 3},
+              "scale": {"launcher": "torchrun --standalone --nproc_per_node=2", "nfe_budgets": [8], "num_samples": 6,
                         "models": TINY["scale"]["models"], "judge": {"train": {"max_steps": 12}},
                         "points": {name: {"model": TINY_MODEL, "train": {"max_steps": 4 * (i + 1), "eval_every": 4,
                                                                           "checkpoint_every": 4, "compile": False}}

@@ -186,26 +186,6 @@ class EvaluateCriticSection(_Section):
 SAMPLER_KEYS = ("schedule", "top_p", "randomness_strength", "selection", "selection_temperature")
 
 
-class PolicySampling(_Section):
-    """One row of a tier's grid: a registered policy (``policy``; ``None``: the row's name) and its
-    exceptions to the tier's settings (``None``: the tier's value). The ``oracle_loo`` ceiling costs
-    one pass per position per step, so it is drawn with fewer samples. ``committed_budget``: the
-    sampler's pool option (:func:`remask.sampling.diffusion_generate`), for policies whose
-    candidates are every token: ``None`` re-masks the top of all tokens, a share ``eta`` keeps
-    MaskGIT's choice among the tokens just filled and re-masks ``round(eta * committed)`` committed
-    tokens besides."""
-
-    policy: PolicyName | None = None
-    committed_budget: float | None = Field(None, ge=0, le=1)
-    num_samples: int | None = Field(None, ge=2)
-    tuning_samples: int | None = Field(None, ge=2)
-    nfe_budgets: list[int] | None = Field(None, min_length=1)
-
-    def runs(self, row: str) -> str:
-        """The registered policy the row named ``row`` runs."""
-        return self.policy or row
-
-
 def _check_registered(rows: dict[str, PolicySampling]) -> None:
     """Every row names a registered policy, by its name or by ``policy``."""
     for name, spec in rows.items():
@@ -260,6 +240,41 @@ class DrawKnobs(_Section):
         """These knobs as :class:`remask.sampling.SamplerOptions` fields."""
         return {"anneal": self.anneal, "temperature_floor": self.floor, "top_k_share": self.top_k_share,
                 "top_p": self.top_p}
+
+
+class PolicySampling(_Section):
+    """One row of a tier's grid: a registered policy (``policy``; ``None``: the row's name) and its
+    exceptions to the tier's settings (``None``: the tier's value). The ``oracle_loo`` ceiling costs
+    one pass per position per step, so it is drawn with fewer samples and may be searched over
+    fewer candidates (``selections``, ``draws``: a subset of the tier's search for this row alone,
+    which its tuning log records; a narrower search can only understate a ceiling). ``committed_budget``:
+    the sampler's pool option (:func:`remask.sampling.diffusion_generate`), for policies whose
+    candidates are every token: ``None`` re-masks the top of all tokens, a share ``eta`` keeps
+    MaskGIT's choice among the tokens just filled and re-masks ``round(eta * committed)`` committed
+    tokens besides."""
+
+    policy: PolicyName | None = None
+    committed_budget: float | None = Field(None, ge=0, le=1)
+    num_samples: int | None = Field(None, ge=2)
+    tuning_samples: int | None = Field(None, ge=2)
+    nfe_budgets: list[int] | None = Field(None, min_length=1)
+    selections: list[SelectionRule] | None = Field(None, min_length=1)
+    draws: list[DrawKnobs] | None = Field(None, min_length=1)
+
+    def runs(self, row: str) -> str:
+        """The registered policy the row named ``row`` runs."""
+        return self.policy or row
+
+    def tuning(self, tier: "Tuning", row: str) -> "Tuning":
+        """The tier's search with this row's narrower ``selections`` and ``draws`` where it names
+        them; a rule or draw knob the tier does not search is refused (the row ``row`` narrows, it
+        never searches what the others cannot)."""
+        for key, mine, theirs in (("selections", self.selections, tier.selections), ("draws", self.draws, tier.draws)):
+            extra = [choice for choice in mine or () if choice not in theirs]
+            if extra:
+                raise ConfigError(f"policies.{row}.{key}: {extra[0].label} is not among the tier's {key}: a row may "
+                                  "only narrow the search every row gets")
+        return tier.with_(selections=self.selections or tier.selections, draws=self.draws or tier.draws)
 
 
 class Tuning(_Section):
@@ -475,7 +490,8 @@ class ScaleSection(_Section):
     ``model`` and ``train`` sections (each run with its own schedule to its end); at every point each
     of ``models`` (a :class:`Variant`: its overrides, its rows, and ``frozen_generator`` naming the
     point's own model it starts from) is trained, sampled on the study's grid settings at
-    ``nfe_budgets``, and compared with its own model's ``confidence``. ``judge``: overrides of the
+    ``nfe_budgets`` with ``num_samples`` report texts per temperature (a row's own count, the
+    oracle's, still wins), and compared with its own model's ``confidence``. ``judge``: overrides of the
     ``judge`` section for the axis's judge, which must be at least as large and trained at least as
     long as the largest generator it scores. ``launcher``: what starts its training and sampling
     stages, ``python`` or ``torchrun ...`` (the processes share the work and write what one would)."""
@@ -484,6 +500,7 @@ class ScaleSection(_Section):
     models: dict[str, Variant]
     judge: Overrides
     nfe_budgets: list[int] = Field(min_length=1)
+    num_samples: int = Field(ge=2)  # the report draw's texts per temperature: what the intervals need
     launcher: str = Field(pattern=r"^(python|torchrun)( .+)?$")
 
     @model_validator(mode="after")
@@ -601,9 +618,11 @@ class Params(_Section):
         return self.with_overrides(overlay(self.scale.points[point], self.scale.models[model].overrides))
 
     def scale_grid(self) -> "Params":
-        """The study's sampling settings at the scale axis's NFE budgets: what every axis row is tuned and drawn with."""
+        """The study's sampling settings at the scale axis's NFE budgets and report texts: what every
+        axis row is tuned and drawn with."""
         study = self.for_tier("study")
-        return study.model_copy(update={"sample": study.sample.model_copy(update={"nfe_budgets": self.scale.nfe_budgets})})
+        return study.model_copy(update={"sample": study.sample.with_(nfe_budgets=self.scale.nfe_budgets,
+                                                                     num_samples=self.scale.num_samples)})
 
     def scale_judge(self) -> JudgeSection:
         """The scale axis's judge: the ``judge`` section with ``scale.judge``'s overrides, refused

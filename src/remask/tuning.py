@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from remask.config import DrawKnobs, PolicySampling, SampleSection, Tuning
+from remask.config import DrawKnobs, PolicySampling, SampleSection, SelectionRule, Tuning
 from remask.data import CharTokenizer, reference_texts
 from remask.errors import ConfigError
 from remask.frontier import interpolate, segment
@@ -226,8 +226,9 @@ class RowPlan:
     ``fields`` that say what runs it (written into its tuning log and every report sample), whether
     its score ranks tokens (``ranks``: a selection rule matters), its NFE ``budgets``, the report
     draw's samples per temperature and the tuning draw's per pilot, the ``model`` it samples, the
-    draw knobs searched, and the re-masking ``pools`` searched after them (committed budgets: only
-    for a row whose policy may re-mask any token and whose pool the row does not fix)."""
+    draw knobs searched, the re-masking ``pools`` searched after them (committed budgets: only
+    for a row whose policy may re-mask any token and whose pool the row does not fix), and the
+    selection rules searched (``selections``; ``None``: the tier's)."""
 
     name: str
     fields: dict[str, Any]
@@ -238,20 +239,27 @@ class RowPlan:
     model: str
     draws: tuple[DrawKnobs, ...] | None  # the draw knobs searched; None: the row's own sampler's
     pools: tuple[float, ...] = ()
+    selections: tuple[SelectionRule, ...] | None = None
+
+    def tuning(self, tier: Tuning) -> Tuning:
+        """The tier's search settings with this row's selection rules."""
+        return tier if self.selections is None else tier.with_(selections=list(self.selections))
 
     @classmethod
     def of(cls, name: str, spec: PolicySampling, cfg: SampleSection, policy: str, model: Path,
            draws: Sequence[DrawKnobs]) -> "RowPlan":
         """A row of a grid running the registered ``policy`` (``spec``'s ``None``: the tier's value),
-        searched over ``draws`` (:func:`trained_draws`) and, where its pool is open (the policy may
-        re-mask any token, the row fixes no budget, and it is no oracle ceiling, whose cost per
+        searched over ``draws`` (:func:`trained_draws` of the row's search, ``spec.tuning``), its
+        selection rules (``spec.selections`` or the tier's) and, where its pool is open (the policy
+        may re-mask any token, the row fixes no budget, and it is no oracle ceiling, whose cost per
         pilot is a pass per position), over ``cfg.tuning.committed_budgets``."""
         chosen = get_policy(policy)
         open_pool = spec.committed_budget is None and chosen.candidates == "all" and chosen.kind != "oracle"
         return cls(name, {"runs": policy, "committed_budget": spec.committed_budget}, chosen.ranks,
                    tuple(spec.nfe_budgets or cfg.nfe_budgets), spec.num_samples or cfg.num_samples,
                    spec.tuning_samples or cfg.tuning.num_samples, str(model), tuple(draws),
-                   tuple(cfg.tuning.committed_budgets) if open_pool else ())
+                   tuple(cfg.tuning.committed_budgets) if open_pool else (),
+                   tuple(spec.tuning(cfg.tuning, name).selections))
 
 
 def trained_draws(policy: str, training: dict, cfg: Tuning, log: Callable[[str], None]) -> list[DrawKnobs]:
@@ -323,8 +331,9 @@ def tune_row(plan: RowPlan, draw_at: DrawAt, search: Search) -> tuple[list[dict]
         raise ValueError(f"the report seed {search.report_seed} is the tuning seed: a draw is never both")
     log = TuningLog(plan.name, plan.fields, plan.model, search.levels[TEXT_LEVEL], cfg.tuning_seed, search.report_seed)
     samples, start = [], None
-    searched = candidates(plan.ranks, cfg.tuning, plan.draws, plan.fields["committed_budget"])
-    then = rounds(cfg.tuning, plan.draws, plan.pools)
+    tuning = plan.tuning(cfg.tuning)
+    searched = candidates(plan.ranks, tuning, plan.draws, plan.fields["committed_budget"])
+    then = rounds(tuning, plan.draws, plan.pools)
     for budget in plan.budgets:
         draw, steps = draw_at(budget)
         levels, known = {}, []
@@ -341,7 +350,7 @@ def tune_row(plan: RowPlan, draw_at: DrawAt, search: Search) -> tuple[list[dict]
                            f"(target {target:.3f}), judge NLL {nll:.3f}")
                 return entropy, nll
 
-            tuned = tune_policy(searched, measure, target, cfg.tuning, start, known, then)
+            tuned = tune_policy(searched, measure, target, tuning, start, known, then)
             known += tuned.pilots
             if level == TEXT_LEVEL:
                 start = tuned.temperature
@@ -349,7 +358,7 @@ def tune_row(plan: RowPlan, draw_at: DrawAt, search: Search) -> tuple[list[dict]
                        f"{plan.tuning_samples} samples in {time.perf_counter() - began:.0f} s; tuned: "
                        f"{tuned.candidate.label}, T={tuned.temperature:.4f}"
                        + ("" if tuned.reached else f" (entropy {target:.3f} was not reached within the tolerance)"))
-            temperatures = report_temperatures(tuned.temperature, cfg.tuning)
+            temperatures = report_temperatures(tuned.temperature, tuning)
             for temperature in temperatures:
                 texts, nfe = draw(temperature, tuned.candidate, search.report_seed, plan.num_samples)
                 samples += report_rows(plan.name, plan.fields, texts, nfe_budget=budget, level=level, steps=steps,

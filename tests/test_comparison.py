@@ -555,3 +555,20 @@ def test_the_answer_names_the_tuning_draws_best_learned_row_and_its_share_of_the
     assert answer(-0.6, -0.7, -0.5, 1, oracle=(-0.4, -0.6, -0.2, 1), rep_4=0.07)[0].headroom_share == 1.0  # clipped
     level, text = answer(0.0, -0.1, 0.1, 0, oracle=(-0.1, -0.3, 0.1, 0))  # the oracle's interval crosses 0
     assert level.headroom_share is None and "no headroom measured above 0" in text
+
+
+def test_a_row_whose_search_ended_at_the_edge_of_the_range_is_chosen_after_the_measurable_ones():
+    from remask.records import BudgetTuning, LevelTuning, Tuned
+    from remask.report import best_of_kind
+
+    def log(row, temperature, report, nll):
+        chosen = Candidate(SelectionRule(rule="topk"), None)
+        tuned = Tuned(chosen, temperature, True, nll, [], [])
+        return TuningLog(row, {"runs": "critic_fused", "committed_budget": None}, "m", 4.8, 1, 0,
+                         {32: BudgetTuning(32, 32, {"text": LevelTuning(4.8, tuned, report)})})
+
+    edge = log("edge", 2.0, [1.8, 2.0], 3.0)  # reached within the tolerance at the top of the range: cannot bracket
+    inside = log("inside", 1.886, [1.697, 2.0], 3.3)  # its spread cut at 2.0, but the tuned 1.886 lies inside
+    assert edge.budgets[32].levels["text"].pinned and not inside.budgets[32].levels["text"].pinned
+    assert best_of_kind({"edge": edge, "inside": inside}, 32, "learned") == "inside"
+    assert best_of_kind({"edge": edge}, 32, "learned") == "edge"  # no other: still named, and its verdict says why

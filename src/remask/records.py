@@ -172,6 +172,14 @@ class LevelTuning:
     tuned: Tuned
     report_temperatures: list[float]
 
+    @property
+    def pinned(self) -> bool:
+        """Whether the search ended at an edge of the temperature range (the report draw's spread
+        around the tuned temperature was cut there, so the tuned one is among the report's): its
+        report draw cannot reach past the tuned entropy to bracket the level, whatever the tolerance
+        let the search call reached."""
+        return round(self.tuned.temperature, 6) in [round(t, 6) for t in self.report_temperatures]
+
     def to_dict(self) -> dict:
         return {"target_entropy": self.target, **self.tuned.to_dict(), "report_temperatures": self.report_temperatures}
 

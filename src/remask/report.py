@@ -52,11 +52,13 @@ REP4_LIMIT = 1.5  # rep-4 at most this multiple of the test text's, for the goal
 
 def best_of_kind(tuning: Mapping[str, TuningLog], budget: int, kind: str, level: str = TEXT_LEVEL) -> str | None:
     """The row of ``kind`` with the lowest judge NLL at the entropy ``level`` on the *tuning* draw
-    (rows that reached the entropy first), so that choosing it never looks at the report samples."""
-    tuned = {name: log.budgets[budget].levels[level].tuned for name, log in tuning.items()
-             if kind_of(log) == kind and budget in log.budgets and level in log.budgets[budget].levels}
-    scored = [(not t.reached, t.judge_nll, name) for name, t in tuned.items()]
-    return min(scored)[2] if scored else None
+    (rows that reached the entropy first, then those whose search did not end at an edge of the
+    temperature range, :attr:`~remask.records.LevelTuning.pinned`, whose report draw cannot bracket
+    the level), so that choosing it never looks at the report samples."""
+    at = {name: log.budgets[budget].levels[level] for name, log in tuning.items()
+          if kind_of(log) == kind and budget in log.budgets and level in log.budgets[budget].levels}
+    scored = [(not t.tuned.reached, t.pinned, t.tuned.judge_nll, name) for name, t in at.items()]
+    return min(scored)[3] if scored else None
 
 
 def is_same_model_baseline(log: TuningLog) -> bool:
@@ -228,7 +230,8 @@ def render_answer(found: Sequence[Answer], levels: Mapping[str, float]) -> list[
         return []
     lines = ["## The answer, per budget and entropy level", "",
              "The best learned row at each budget and level, chosen on the tuning draw among every model's learned "
-             f"rows, measured on the report draw. It **beats** when its judge-NLL interval lies below 0 against "
+             "rows (a row whose search ended at an edge of the temperature range comes after the others: its report "
+             f"draw cannot bracket the level), measured on the report draw. It **beats** when its judge-NLL interval lies below 0 against "
              f"every training-free baseline of the grid (`{BASELINE}`, `{REVISITING_BASELINE}` and its fixed pool "
              f"where sampled) with word validity no worse and 3-gram JSD no further from real text, and rep-4 at most "
              f"{REP4_LIMIT}x the text's; otherwise its gap to `{BASELINE}` and the share of the oracle ceiling's "

@@ -351,7 +351,12 @@ def test_outcome_follows_the_intervals_and_needs_bracketed_frontiers():
     assert record(1, 1, bracketed=False).outcome == "no verdict"
     judged = record(1, 1)
     judged.differences["ngram_jsd"] = {"difference": 0.1, "ci": [0.05, 0.15], "better": -1}
-    assert judged.outcome == "disagree"  # the judge rewards what the text's 3-gram statistics do not
+    assert judged.outcome == "disagree" and judged.judge_favoured  # the judge rewards what the 3-gram statistics do not
+    closer = record(-1, -1)
+    closer.differences["ngram_jsd"] = {"difference": -0.05, "ci": [-0.06, -0.04], "better": 1}
+    assert closer.outcome == "disagree" and not closer.judge_favoured  # worse judge NLL, text-like statistics: no plain loss
+    closer.differences["ngram_jsd"]["better"] = 0
+    assert closer.outcome == "loses"
     frontiers = {("critic", 32, "text"): point("critic", {"rep_4": 0.05})}
     lines = render_goal([record(1, 0)], frontiers, {"rep_4": 0.04}, None, {"multitask": 2.0, "generator_only": 2.0})
     assert lines[4].endswith("| yes |") and "vs `confidence`: beats" in lines[4]

@@ -366,21 +366,29 @@ class Comparison:
 
     @property
     def outcome(self) -> str:
-        """``beats``, ``loses``, ``no significant difference``, ``disagree`` (better judge NLL, but
-        3-gram statistics significantly further from held-out text: the judge rewards what the
-        text's distribution does not), ``mixed`` (better judge NLL, worse word validity) or ``no
-        verdict`` (a frontier is extrapolated)."""
+        """``beats``, ``loses``, ``no significant difference``, ``disagree`` (the judge NLL and the
+        3-gram statistics significantly apart in opposite directions: a better judge NLL with
+        statistics further from held-out text, which the judge rewards and the text's distribution
+        does not, or a worse judge NLL with statistics closer to it; :attr:`judge_favoured` says
+        which), ``mixed`` (better judge NLL, worse word validity) or ``no verdict`` (a frontier is
+        extrapolated)."""
         if not self.bracketed:
             return "no verdict"
         nll, valid = self.differences["judge_nll"]["better"], self.differences["word_validity"]["better"]
         spread = self.differences.get("ngram_jsd", {}).get("better", 0)
-        if nll == 1 and spread == -1:
+        if nll * spread == -1:
             return "disagree"
         if nll == 1:
             return "beats" if valid >= 0 else "mixed"
         if nll == -1:
             return "loses"
         return "no significant difference"
+
+    @property
+    def judge_favoured(self) -> bool:
+        """Whether the judge NLL favours the policy (of a ``disagree``: then the 3-gram statistics favour
+        the baseline)."""
+        return self.differences["judge_nll"]["better"] == 1
 
     def to_dict(self) -> dict:
         return {"budget": self.budget, "level": self.level, "policy": self.policy, "kind": self.kind,

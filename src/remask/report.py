@@ -326,9 +326,10 @@ def render_verdict(records: Sequence[Comparison], best: Mapping[tuple[int, str],
              "bootstrap interval of the difference, paired by text where both hold equally many texts, and its "
              "half-width (lower judge NLL, rep-4 and 3-gram JSD, higher word validity "
              "are better). A policy beats its baseline when the judge-NLL interval lies below 0, the word-validity "
-             "interval does not lie below 0 and the 3-gram JSD interval does not lie above 0; *disagree*: judge NLL "
-             "better but 3-gram statistics further from real text (the judge rewards repetition and collapse, so "
-             "that is no win); *mixed*: judge NLL better, word validity worse. The 3-gram JSD's intervals are the "
+             "interval does not lie below 0 and the 3-gram JSD interval does not lie above 0; *disagree*: the judge "
+             "NLL and the 3-gram JSD point opposite ways, both intervals excluding 0 (a better judge NLL with 3-gram "
+             "statistics further from real text is the judge rewarding repetition and collapse, so no win; a worse "
+             "judge NLL with statistics closer to real text is no plain loss); *mixed*: judge NLL better, word validity worse. The 3-gram JSD's intervals are the "
              "jackknife's (a bootstrap resample duplicates texts and biases it upward). Baselines: "
              f"`{BASELINE}`, `{REVISITING_BASELINE}` (where sampled), and the best training-free policy, chosen by its "
              "judge NLL on the tuning draw. `<row>@<variant>`: a row sampled on a study variant's model, also compared "
@@ -472,7 +473,9 @@ def render_peer(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
         verdicts.append(f"at NFE {r.budget}, {LEVELS[r.level]}, `{r.policy}` " + {
             "beats": "beats it", "loses": "loses to it", "no significant difference": "is level with it (no significant "
             "difference)", "mixed": "has a better judge NLL but a worse word validity than it",
-            "disagree": "has a better judge NLL but 3-gram statistics further from real text than it", "no verdict": "cannot be compared with it there (a frontier is "
+            "disagree": "has a better judge NLL but 3-gram statistics further from real text than it"
+            if r.judge_favoured else "has a worse judge NLL but 3-gram statistics closer to real text than it",
+            "no verdict": "cannot be compared with it there (a frontier is "
             "extrapolated; judge NLL at a lower entropy is not a better text, a collapsed sampler scores well)"}[r.outcome])
     if verdicts:
         lines += ["", "Our best rows against the peer (each row's annealing and vocabulary filter searched like the peer's "

@@ -43,11 +43,13 @@ REFRESHED_STATES = "refreshed_states.npz"  # the labelled states, for the study 
 
 
 def refreshed_table(scores: dict[str, np.ndarray], cfg: EvaluateCriticSection, names: tuple[str, ...]) -> dict:
-    """The refreshed-target metrics of ``names``, per state and pooled."""
+    """The refreshed-target metrics of ``names``, per state and pooled (``positions``: the tokens
+    the judge labelled of each sample's state, where not all)."""
     last = cfg.refreshed_steps - 1
+    samples, states, labelled = len(np.unique(scores["sample"])), len(np.unique(scores["step"])), np.isfinite(scores["p_judge"])
     return {
         "policy": cfg.refreshed_policy, "steps": cfg.refreshed_steps, "implausible_below": cfg.implausible_below,
-        "samples": int(len(np.unique(scores["sample"]))),
+        "samples": samples, **({} if labelled.all() else {"positions": int(labelled.sum()) // (samples * states)}),
         "states": {("final" if step == last else f"step_{step + 1}"): summarise_refreshed(
             {k: v[scores["step"] == step] for k, v in scores.items()}, cfg.implausible_below, names, seed=cfg.seed)
             for step in sorted(set(scores["step"].tolist()))},

@@ -606,3 +606,8 @@ def test_refreshed_detection_leaves_unlabelled_tokens_out():
     kept = {k: v[::2] for k, v in scores.items()}
     assert summarise_refreshed(hidden, 0.2, ("critic",), resamples=20) == summarise_refreshed(kept, 0.2, ("critic",),
                                                                                               resamples=20)
+    from remask.report import render_refreshed
+
+    table = {"policy": "confidence", "steps": 32, "samples": 32, "implausible_below": 0.05, "states": {}, "pooled": {}}
+    assert "every token of the fill halfway through" in render_refreshed(table)[2]
+    assert "32 random tokens of each sample's fill" in render_refreshed(dict(table, positions=32))[2]

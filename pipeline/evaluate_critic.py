@@ -43,11 +43,13 @@ REFRESHED_STATES = "refreshed_states.npz"  # the labelled states, for the study 
 
 
 def refreshed_table(scores: dict[str, np.ndarray], cfg: EvaluateCriticSection, names: tuple[str, ...]) -> dict:
-    """The refreshed-target metrics of ``names``, per state and pooled."""
+    """The refreshed-target metrics of ``names``, per state and pooled (``positions``: the tokens
+    the judge labelled of each sample's state, where not all)."""
     last = cfg.refreshed_steps - 1
+    samples, states, labelled = len(np.unique(scores["sample"])), len(np.unique(scores["step"])), np.isfinite(scores["p_judge"])
     return {
         "policy": cfg.refreshed_policy, "steps": cfg.refreshed_steps, "implausible_below": cfg.implausible_below,
-        "samples": int(len(np.unique(scores["sample"]))),
+        "samples": samples, **({} if labelled.all() else {"positions": int(labelled.sum()) // (samples * states)}),
         "states": {("final" if step == last else f"step_{step + 1}"): summarise_refreshed(
             {k: v[scores["step"] == step] for k, v in scores.items()}, cfg.implausible_below, names, seed=cfg.seed)
             for step in sorted(set(scores["step"].tolist()))},
@@ -61,23 +63,25 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def refreshed_detection(params: Params, model, judge, tok, samples: int, out: Path) -> dict:
+def refreshed_detection(params: Params, model, judge, tok, samples: int, out: Path, positions: int | None = None) -> dict:
     """Every score of :data:`REFRESHED_SCORES` against the refreshed target on ``samples`` sampler
-    runs (their fill halfway through and their final samples, labelled by the judge), with intervals
-    over samples; the labelled states go to ``out/refreshed_states.npz``, for the study variants."""
+    runs (their fill halfway through and their final samples, labelled by the judge at every token
+    or at ``positions`` of each at random), with intervals over samples; the labelled states go to
+    ``out/refreshed_states.npz``, for the study variants."""
     cfg = params.evaluate_critic
     states = (cfg.refreshed_steps // 2 - 1, cfg.refreshed_steps - 1)
     options = SamplerOptions(steps=cfg.refreshed_steps, policy=cfg.refreshed_policy, temperature=cfg.temperature,
                              **params.sample.sampler_options())
     refreshed = refreshed_scores(model, judge, tok, options,
-                                 StateDraw(samples, model.config.block_size, states, cfg.seed), progress=True)
+                                 StateDraw(samples, model.config.block_size, states, cfg.seed, positions), progress=True)
     write_bytes(out / REFRESHED_STATES, _npz(refreshed))
     return refreshed_table(refreshed, cfg, REFRESHED_SCORES)
 
 
 def study_detection(params: Params, models: Path, results: Path) -> None:
     """The study's refreshed-target detection: the quick tier's, on ``study.detection_samples``
-    sampler runs (intervals over samples that can decide), into ``results/study/detection/``."""
+    sampler runs (intervals over samples that can decide), each state labelled at
+    ``study.detection_positions`` of its tokens, into ``results/study/detection/``."""
     device = resolve_device(params.sample.device)
     model_dir = models / "multitask"
     model, tok, training = load_model(model_dir, device)
@@ -85,7 +89,8 @@ def study_detection(params: Params, models: Path, results: Path) -> None:
                     str(model_dir))
     judge = load_judge(models / "judge", tok, model_dir, device)
     out = results / "study" / "detection"
-    table = refreshed_detection(params, model, judge, tok, params.study.detection_samples, out)
+    table = refreshed_detection(params, model, judge, tok, params.study.detection_samples, out,
+                                params.study.detection_positions)
     write_json(out / "refreshed.json", table)
     print(json.dumps({n: round(m["auroc"], 4) for n, m in table["pooled"].items()}, indent=2))
 

@@ -577,3 +577,37 @@ def test_a_row_whose_search_ended_at_the_edge_of_the_range_is_chosen_after_the_m
     assert edge.budgets[32].levels["text"].pinned and not inside.budgets[32].levels["text"].pinned
     assert best_of_kind({"edge": edge, "inside": inside}, 32, "learned") == "inside"
     assert best_of_kind({"edge": edge}, 32, "learned") == "edge"  # no other: still named, and its verdict says why
+
+
+def test_the_judges_leave_one_out_on_a_subset_of_positions_is_the_full_ones_there():
+    torch.manual_seed(0)
+    tok = CharTokenizer("abc\n")
+    judge = DiffusionTransformer(ModelConfig(vocab_size=tok.vocab_size, mask_id=tok.mask_id, n_layer=1, n_head=2,
+                                             n_embd=16, block_size=12, causal=True)).eval()
+    full = judge_leave_one_out(judge, tok, "abcabcabc", batch_size=5)
+    some = judge_leave_one_out(judge, tok, "abcabcabc", batch_size=5, positions=[1, 4, 7])
+    assert torch.allclose(some[[1, 4, 7]], full[[1, 4, 7]]) and torch.isnan(some[[0, 2, 3, 5, 6, 8]]).all()
+
+
+def test_refreshed_detection_leaves_unlabelled_tokens_out():
+    from remask.detection import StateDraw, summarise_refreshed
+
+    rng = np.random.default_rng(0)
+    draw = StateDraw(num_samples=2, length=10, state_steps=(1,), seed=0, positions=4)
+    chosen = draw.labelled(rng)
+    assert len(chosen) == 4 == len(set(chosen.tolist())) and list(chosen) == sorted(chosen)
+    assert StateDraw(2, 10, (1,), 0).labelled(rng) is None
+    with pytest.raises(ValueError, match="positions must lie in"):
+        StateDraw(2, 10, (1,), 0, positions=11)
+    p_judge = rng.uniform(0, 1, 400)
+    scores = {"p_judge": p_judge, "sample": np.repeat(np.arange(40), 10), "confidence": rng.normal(0, 1, 400),
+              "critic": (p_judge < 0.2) + rng.normal(0, 0.3, 400)}
+    hidden = dict(scores, p_judge=np.where(np.arange(400) % 2 == 0, p_judge, np.nan))
+    kept = {k: v[::2] for k, v in scores.items()}
+    assert summarise_refreshed(hidden, 0.2, ("critic",), resamples=20) == summarise_refreshed(kept, 0.2, ("critic",),
+                                                                                              resamples=20)
+    from remask.report import render_refreshed
+
+    table = {"policy": "confidence", "steps": 32, "samples": 32, "implausible_below": 0.05, "states": {}, "pooled": {}}
+    assert "every token of the fill halfway through" in render_refreshed(table)[2]
+    assert "32 random tokens of each sample's fill" in render_refreshed(dict(table, positions=32))[2]

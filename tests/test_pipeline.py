@@ -31,7 +31,7 @@ TINY = {
     "evaluate_samples": {"bootstrap_resamples": 100},
     "ablation": {"arms": {"mlp_head": {"model": {"critic_head": "mlp"}}},
                  "steps": 4, "eval_windows": 4, "rollout_steps": 3, "nfe": 8, "num_samples": 4},
-    "study": {"finalists": {"num_samples": 9, "oracle_num_samples": 4}, "detection_samples": 2,
+    "study": {"finalists": {"num_samples": 9, "oracle_num_samples": 4}, "detection_samples": 2, "detection_positions": 8,
               "sample": {"policies": {"confidence": {},
                                       "oracle_loo": {"num_samples": 4, "tuning_samples": 2, "nfe_budgets": [8]}},
                          "nfe_budgets": [8], "tuning": {"num_samples": 4, "max_pilots": 3, "selections": [

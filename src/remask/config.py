@@ -471,6 +471,7 @@ class StudySection(_Section):
     peer: PeerSection
     finalists: Finalists
     detection_samples: int = Field(ge=2)  # sampler runs of the study's refreshed-target detection
+    detection_positions: int = Field(ge=1)  # tokens of each run's state the judge labels, at random
 
     @model_validator(mode="after")
     def _variant_names(self) -> "StudySection":

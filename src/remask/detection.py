@@ -204,12 +204,24 @@ STATE_KEYS = ("tokens", "just_filled", "p_at_fill")  # what rescore_states needs
 @dataclass(frozen=True)
 class StateDraw:
     """Which sampler states the refreshed target labels: ``num_samples`` unconditional samples of
-    ``length`` tokens drawn on ``seed``, at the fill of each step of ``state_steps``."""
+    ``length`` tokens drawn on ``seed``, at the fill of each step of ``state_steps``; in each,
+    ``positions`` of its tokens chosen at random (``None``: every token). The judge's label costs
+    a pass per character per labelled position, so a subset buys more samples, and the intervals
+    over samples narrow with samples, not with tokens per sample."""
 
     num_samples: int
     length: int
     state_steps: tuple[int, ...]
     seed: int
+    positions: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.positions is not None and not 1 <= self.positions <= self.length:
+            raise ValueError(f"positions must lie in [1, {self.length}], got {self.positions}")
+
+    def labelled(self, rng: np.random.Generator) -> np.ndarray | None:
+        """The positions of one state's sample to label, sorted (``None``: all)."""
+        return None if self.positions is None else np.sort(rng.choice(self.length, self.positions, replace=False))
 
 
 @torch.no_grad()
@@ -219,8 +231,9 @@ def refreshed_scores(model: DiffusionTransformer, judge: DiffusionTransformer, t
     ``options`` (policy, steps...), at the fill of each step of ``draw.state_steps`` (``steps - 1``:
     the final samples).
 
-    Every token is labelled by the judge's leave-one-out probability ``p_judge`` of it given all
-    other tokens of the state (:func:`remask.judge.judge_leave_one_out`): an independent model's
+    Every token (or ``draw.positions`` of each sample's, at random; the others' ``p_judge`` is nan
+    and :func:`summarise_refreshed` leaves them out) is labelled by the judge's leave-one-out
+    probability ``p_judge`` of it given all other tokens of the state (:func:`remask.judge.judge_leave_one_out`): an independent model's
     view of "implausible given the rest of the current sequence", which the stale confidence,
     fixed when the token was filled, cannot see. Scores: the one-pass scores of
     :func:`state_scores` and ``oracle_loo``, 1 - the generator's own leave-one-out probability
@@ -237,6 +250,7 @@ def refreshed_scores(model: DiffusionTransformer, judge: DiffusionTransformer, t
             return model(seqs.to(device), head="lm").float()
 
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("p_judge", *REFRESHED_SCORES, "step", "sample", *STATE_KEYS)}
+    rng = np.random.default_rng(draw.seed)
     for step in draw.state_steps:
         state = result.trajectory[step]
         scores = state_scores(model, state.tokens, state.masked, state.p_at_fill)
@@ -244,7 +258,8 @@ def refreshed_scores(model: DiffusionTransformer, judge: DiffusionTransformer, t
                                   model.config.mask_id)
         scores["oracle_loo"] = 1.0 - loo.cpu()
         for row in range(num_samples):
-            probs = judge_leave_one_out(judge, tokenizer, tokenizer.decode(state.tokens[row].tolist()), progress=progress)
+            probs = judge_leave_one_out(judge, tokenizer, tokenizer.decode(state.tokens[row].tolist()), progress=progress,
+                                        positions=draw.labelled(rng))
             parts["p_judge"].append(probs.gather(-1, state.tokens[row].unsqueeze(-1).to(probs.device)).squeeze(-1)
                                     .cpu().numpy())
             for name in REFRESHED_SCORES:
@@ -289,7 +304,10 @@ def summarise_refreshed(scores: Mapping[str, np.ndarray], threshold: float, name
     the Spearman correlation with the judge's surprisal ``-log p_judge``, each with a percentile
     interval ``<metric>_ci`` from a bootstrap over *samples* (``scores["sample"]``: a sample's
     tokens are resampled together, as they are not independent), and its difference from the stale
-    ``confidence`` on the same resamples, ``<metric>_vs_confidence`` with ``..._ci``."""
+    ``confidence`` on the same resamples, ``<metric>_vs_confidence`` with ``..._ci``. Tokens the
+    judge did not label (``p_judge`` nan: :class:`StateDraw` ``positions``) are left out."""
+    labelled = np.isfinite(scores["p_judge"])
+    scores = {k: v[labelled] for k, v in scores.items()}
     implausible = scores["p_judge"] < threshold
     surprisal = -np.log(np.clip(scores["p_judge"], 1e-300, 1.0))
     compared = [*names, *([STALE] if STALE in scores and STALE not in names else [])]

@@ -86,14 +86,16 @@ def judge_generate(
 @torch.no_grad()
 def judge_leave_one_out(
     model: DiffusionTransformer, tokenizer: CharTokenizer, text: str, batch_size: int = 256, progress: bool = False,
+    positions: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """``(L, C)`` float64: the judge's probability of every character at every position of
-    ``text`` given all the other characters, exact by Bayes under the causal judge.
+    ``text`` given all the other characters, exact by Bayes under the causal judge; only at
+    ``positions`` where given (the other rows nan: a labelled subset costs its share of the passes).
 
     p(x_i = c | x_-i) is proportional to the joint probability of the text with c at i; the factors
     before i do not depend on c, so it is the softmax over c of the sum of log p(x_j | x_<j) for
     j >= i. Every candidate character (the tokenizer's characters, never ``[MASK]``) is scored at
-    every position: ``L * C`` judge passes. The text, after the judge's context character, must fit
+    labelled position: ``L * C`` judge passes for every position. The text, after the judge's context character, must fit
     in one window: the rest of the window is the context on both sides.
     """
     _check(model)
@@ -104,11 +106,15 @@ def judge_leave_one_out(
         raise ValueError(f"a text of {len(text)} characters does not fit the judge's window of "
                          f"{model.config.block_size} after its context character")
     length, chars = len(text), len(tokenizer.chars)
+    labelled = torch.arange(length, device=device) if positions is None else \
+        torch.as_tensor(positions, dtype=torch.long, device=device)
+    if labelled.numel() and not 0 <= int(labelled.min()) <= int(labelled.max()) < length:
+        raise ValueError(f"positions must lie in [0, {length - 1}]")
     candidates = torch.arange(chars, device=device)
-    log_joint = torch.empty(length * chars, dtype=torch.float64, device=device)
-    position = torch.arange(length, device=device).repeat_interleave(chars) + 1  # index in ids (after the context)
-    char = candidates.repeat(length)
-    for start in tqdm(range(0, length * chars, batch_size), desc="judge leave-one-out", unit="batch",
+    log_joint = torch.empty(len(labelled) * chars, dtype=torch.float64, device=device)
+    position = labelled.repeat_interleave(chars) + 1  # index in ids (after the context)
+    char = candidates.repeat(len(labelled))
+    for start in tqdm(range(0, len(labelled) * chars, batch_size), desc="judge leave-one-out", unit="batch",
                       disable=not progress, leave=False):
         rows = slice(start, start + batch_size)
         seqs = ids.repeat(len(position[rows]), 1)
@@ -118,4 +124,6 @@ def judge_leave_one_out(
         logp = torch.log_softmax(logits.double(), dim=-1).gather(-1, seqs[:, 1:].unsqueeze(-1)).squeeze(-1)
         after = torch.arange(1, len(ids), device=device)[None, :] >= position[rows][:, None]  # targets j >= i
         log_joint[rows] = (logp * after).sum(1)
-    return torch.softmax(log_joint.view(length, chars), dim=-1)
+    out = torch.full((length, chars), float("nan"), dtype=torch.float64, device=device)
+    out[labelled] = torch.softmax(log_joint.view(len(labelled), chars), dim=-1)
+    return out

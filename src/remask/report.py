@@ -555,8 +555,10 @@ def render_refreshed(refreshed: Mapping) -> list[str]:
     samples = refreshed.get("samples")
     lines = ["## Detection against a refreshed, independent target", "",
              f"Unconditional samples of `{refreshed['policy']}` ({refreshed['steps']} steps"
-             + ("" if samples is None else f", {samples} samples") + "); every token of the fill "
-             "halfway through and of the final samples is labelled by the judge's leave-one-out probability "
+             + ("" if samples is None else f", {samples} samples") + "); "
+             + ("every token of the fill halfway through and of the final samples is" if "positions" not in refreshed
+                else f"{refreshed['positions']} random tokens of each sample's fill halfway through and final text are")
+             + " labelled by the judge's leave-one-out probability "
              "p_J(token | every other token), exact by Bayes under the causal judge. *Implausible*: p_J < "
              f"{refreshed['implausible_below']:g}. AUROC and average precision rank implausible tokens; Spearman: "
              "correlation with -log p_J. `confidence` is stale (fixed when the token was filled); `oracle_loo` is the "

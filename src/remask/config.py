@@ -316,7 +316,6 @@ class Tuning(_Section):
     draws: list[DrawKnobs] = Field(min_length=1)
 
 
-
 class SampleGrid(_Section):
     """Which samples a tier draws: its policies (each tuned, then drawn on the report seed) and NFE budgets."""
 

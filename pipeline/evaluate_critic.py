@@ -46,7 +46,8 @@ def refreshed_table(scores: dict[str, np.ndarray], cfg: EvaluateCriticSection, n
     """The refreshed-target metrics of ``names``, per state and pooled (``positions``: the tokens
     the judge labelled of each sample's state, where not all)."""
     last = cfg.refreshed_steps - 1
-    samples, states, labelled = len(np.unique(scores["sample"])), len(np.unique(scores["step"])), np.isfinite(scores["p_judge"])
+    samples, states = len(np.unique(scores["sample"])), len(np.unique(scores["step"]))
+    labelled = np.isfinite(scores["p_judge"])
     return {
         "policy": cfg.refreshed_policy, "steps": cfg.refreshed_steps, "implausible_below": cfg.implausible_below,
         "samples": samples, **({} if labelled.all() else {"positions": int(labelled.sum()) // (samples * states)}),
@@ -63,7 +64,8 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def refreshed_detection(params: Params, model, judge, tok, samples: int, out: Path, positions: int | None = None) -> dict:
+def refreshed_detection(params: Params, model, judge, tok, samples: int, out: Path,
+                        positions: int | None = None) -> dict:
     """Every score of :data:`REFRESHED_SCORES` against the refreshed target on ``samples`` sampler
     runs (their fill halfway through and their final samples, labelled by the judge at every token
     or at ``positions`` of each at random), with intervals over samples; the labelled states go to
@@ -73,7 +75,8 @@ def refreshed_detection(params: Params, model, judge, tok, samples: int, out: Pa
     options = SamplerOptions(steps=cfg.refreshed_steps, policy=cfg.refreshed_policy, temperature=cfg.temperature,
                              **params.sample.sampler_options())
     refreshed = refreshed_scores(model, judge, tok, options,
-                                 StateDraw(samples, model.config.block_size, states, cfg.seed, positions), progress=True)
+                                 StateDraw(samples, model.config.block_size, states, cfg.seed, positions),
+                                 progress=True)
     write_bytes(out / REFRESHED_STATES, _npz(refreshed))
     return refreshed_table(refreshed, cfg, REFRESHED_SCORES)
 

@@ -55,9 +55,11 @@ def test_cross_field_rule_is_explained():
 
 
 def test_the_peers_own_temperature_range_is_checked_like_the_searchs():
-    with pytest.raises(ConfigError, match=r"study\.peer.*temperature_range must be \[low, high\]"):
+    with pytest.raises(ConfigError, match=r"study\.peer\.temperature_range: must be \[low, high\] with 0 < low < high"):
         params_with({"study": {"peer": {"temperature_range": [3.0, 0.7]}}})
     assert params_with({"study": {"peer": {"temperature_range": [0.5, 4.0]}}}).study.peer.temperature_range == [0.5, 4.0]
+    with pytest.raises(ConfigError, match=r"sample\.tuning\.temperature_range: must be \[low, high\]"):
+        params_with({"sample": {"tuning": {"temperature_range": [0.0, 2.0]}}})
 
 
 def test_every_error_is_reported_at_once():

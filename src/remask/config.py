@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from remask.errors import ConfigError
 
@@ -277,6 +277,16 @@ class PolicySampling(_Section):
         return tier.with_(selections=self.selections or tier.selections, draws=self.draws or tier.draws)
 
 
+def _ordered(bounds: list[float]) -> list[float]:
+    """A search range ``[low, high]`` with ``0 < low < high``."""
+    if not 0 < bounds[0] < bounds[1]:
+        raise ValueError(f"must be [low, high] with 0 < low < high, got {bounds}")
+    return bounds
+
+
+TemperatureRange = Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(_ordered)]
+
+
 class Tuning(_Section):
     """How each policy's knobs are tuned on the tuning draw (``sample.tuning_seed``): for every
     candidate, a selection rule of ``selections`` with draw knobs of ``draws`` (every pair), a
@@ -295,7 +305,7 @@ class Tuning(_Section):
     (rules + draws candidates instead of rules x draws)."""
 
     num_samples: int = Field(ge=2)
-    temperature_range: list[float] = Field(min_length=2, max_length=2)
+    temperature_range: TemperatureRange
     entropy_tolerance: float = Field(gt=0, lt=0.5)
     max_pilots: int = Field(ge=3)
     report_spread: float = Field(gt=0, lt=0.5)
@@ -304,13 +314,6 @@ class Tuning(_Section):
     search: Literal["grid", "coordinate"]  # every rule with every draw knob, or one after the other
     selections: list[SelectionRule] = Field(min_length=1)
     draws: list[DrawKnobs] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _range(self) -> "Tuning":
-        lo, hi = self.temperature_range
-        if not 0 < lo < hi:
-            raise ValueError(f"temperature_range must be [low, high] with 0 < low < high, got {[lo, hi]}")
-        return self
 
 
 class SampleGrid(_Section):
@@ -439,15 +442,8 @@ class PeerSection(_Section):
     critic_loss_weight: float = Field(ge=0)
     filter_thres: float = Field(ge=0, lt=1)  # generate(): top-k keeps ceil((1 - thres) * vocab) tokens
     attn_flash: bool  # its attention through torch's scaled_dot_product_attention (same maths, faster)
-    temperature_range: list[float] = Field(min_length=2, max_length=2)  # its start temperature's search range
+    temperature_range: TemperatureRange  # its start temperature's search range
     rows: dict[str, PolicySampling]  # rows drawn from its generator by our sampler, reported as <row>@peer
-
-    @model_validator(mode="after")
-    def _range(self) -> "PeerSection":
-        lo, hi = self.temperature_range
-        if not 0 < lo < hi:
-            raise ValueError(f"temperature_range must be [low, high] with 0 < low < high, got {[lo, hi]}")
-        return self
 
 
 class Finalists(_Section):

@@ -233,9 +233,10 @@ def refreshed_scores(model: DiffusionTransformer, judge: DiffusionTransformer, t
 
     Every token (or ``draw.positions`` of each sample's, at random; the others' ``p_judge`` is nan
     and :func:`summarise_refreshed` leaves them out) is labelled by the judge's leave-one-out
-    probability ``p_judge`` of it given all other tokens of the state (:func:`remask.judge.judge_leave_one_out`): an independent model's
-    view of "implausible given the rest of the current sequence", which the stale confidence,
-    fixed when the token was filled, cannot see. Scores: the one-pass scores of
+    probability ``p_judge`` of it given all other tokens of the state
+    (:func:`remask.judge.judge_leave_one_out`): an independent model's view of "implausible given
+    the rest of the current sequence", which the stale confidence, fixed when the token was filled,
+    cannot see. Scores: the one-pass scores of
     :func:`state_scores` and ``oracle_loo``, 1 - the generator's own leave-one-out probability
     (:func:`remask.policies.leave_one_out_probs`, one pass per position: a ceiling, not a contender).
     """
@@ -258,8 +259,8 @@ def refreshed_scores(model: DiffusionTransformer, judge: DiffusionTransformer, t
                                   model.config.mask_id)
         scores["oracle_loo"] = 1.0 - loo.cpu()
         for row in range(num_samples):
-            probs = judge_leave_one_out(judge, tokenizer, tokenizer.decode(state.tokens[row].tolist()), progress=progress,
-                                        positions=draw.labelled(rng))
+            text = tokenizer.decode(state.tokens[row].tolist())
+            probs = judge_leave_one_out(judge, tokenizer, text, progress=progress, positions=draw.labelled(rng))
             parts["p_judge"].append(probs.gather(-1, state.tokens[row].unsqueeze(-1).to(probs.device)).squeeze(-1)
                                     .cpu().numpy())
             for name in REFRESHED_SCORES:

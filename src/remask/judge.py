@@ -95,8 +95,9 @@ def judge_leave_one_out(
     p(x_i = c | x_-i) is proportional to the joint probability of the text with c at i; the factors
     before i do not depend on c, so it is the softmax over c of the sum of log p(x_j | x_<j) for
     j >= i. Every candidate character (the tokenizer's characters, never ``[MASK]``) is scored at
-    labelled position: ``L * C`` judge passes for every position. The text, after the judge's context character, must fit
-    in one window: the rest of the window is the context on both sides.
+    every labelled position: ``C`` judge passes a position, ``L * C`` for all. The text, after the
+    judge's context character, must fit in one window: the rest of the window is the context on
+    both sides.
     """
     _check(model)
     model.eval()

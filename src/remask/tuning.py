@@ -249,8 +249,8 @@ class RowPlan:
     def of(cls, name: str, spec: PolicySampling, cfg: SampleSection, policy: str, model: Path,
            draws: Sequence[DrawKnobs]) -> "RowPlan":
         """A row of a grid running the registered ``policy`` (``spec``'s ``None``: the tier's value),
-        searched over ``draws`` (:func:`trained_draws` of the row's search, ``spec.tuning``), its
-        selection rules (``spec.selections`` or the tier's) and, where its pool is open (the policy
+        searched over ``draws`` (:func:`trained_draws` of the row's search, ``spec.tuning``, which
+        checks the row's narrowing), its selection rules (``spec.selections`` or the tier's) and, where its pool is open (the policy
         may re-mask any token, the row fixes no budget, and it is no oracle ceiling, whose cost per
         pilot is a pass per position), over ``cfg.tuning.committed_budgets``."""
         chosen = get_policy(policy)
@@ -259,7 +259,7 @@ class RowPlan:
                    tuple(spec.nfe_budgets or cfg.nfe_budgets), spec.num_samples or cfg.num_samples,
                    spec.tuning_samples or cfg.tuning.num_samples, str(model), tuple(draws),
                    tuple(cfg.tuning.committed_budgets) if open_pool else (),
-                   tuple(spec.tuning(cfg.tuning, name).selections))
+                   tuple(spec.selections or cfg.tuning.selections))
 
 
 def trained_draws(policy: str, training: dict, cfg: Tuning, log: Callable[[str], None]) -> list[DrawKnobs]:

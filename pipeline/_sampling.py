@@ -31,7 +31,8 @@ def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path
         raise ConfigError(f"sample.schedule {cfg.schedule!r}: {model_dir} was trained on the "
                           f"{training['mask_schedule']} masking schedule (train.mask_schedule)")
     for row, spec in rows.items():
-        require_trained(spec.runs(row), training, tuple(cfg.tuning.temperature_range), str(model_dir))
+        require_trained(spec.runs(row), training, tuple(spec.tuning(cfg.tuning, row).temperature_range),
+                        str(model_dir))
         if spec.committed_budget is not None and get_policy(spec.runs(row)).candidates != "all":
             raise ConfigError(f"policies.{row}.committed_budget: policy {spec.runs(row)!r} re-masks only the "
                               "tokens it just filled; a committed budget needs one whose candidates are all tokens")

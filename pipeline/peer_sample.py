@@ -46,8 +46,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
         return
     study = params.for_tier("study")
     peer, model_dir = params.study.peer, Path(args.models_dir) / PEER_DIR
-    cfg = study.sample.with_(tuning=study.sample.tuning.with_(temperature_range=peer.temperature_range))
-    # ^ its own knob's range (config.PeerSection): its start temperature saturates where ours does not
+    cfg = study.sample
     device = resolve_device(cfg.device)
     wrapper, tok, _ = load_peer(model_dir, device)
     judge = load_judge(Path(args.models_dir) / "judge", tok, model_dir, device)
@@ -56,7 +55,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
                     lambda m: print(m, flush=True))
     fields = {"runs": f"x-transformers=={VERSION} generate()", "kind": "peer", "committed_budget": None}
     plan = RowPlan(peer.row, fields, True, tuple(cfg.nfe_budgets), cfg.num_samples, cfg.tuning.num_samples,
-                   str(model_dir), draws=None)  # its own sampler: annealed to 0, filter_thres; none of our knobs
+                   str(model_dir), draws=None,  # its own sampler: annealed to 0, filter_thres; none of our knobs
+                   temperature_range=tuple(peer.temperature_range))  # its start temperature saturates where ours does not
     masks_left = MasksLeft()
     samples, log = tune_row(plan, peer_draw_at(wrapper, tok, cfg, peer.filter_thres, params.data.unknown_char,
                                                masks_left), search)

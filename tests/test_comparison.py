@@ -194,6 +194,23 @@ def test_a_row_may_narrow_its_own_search_and_the_others_keep_the_tiers():
         PolicySampling(selections=[SelectionRule(rule="gumbel", temperature=0.5)]).tuning(tier, "oracle_loo")
 
 
+def test_a_row_may_search_its_own_temperature_range():
+    cfg = REPO_PARAMS.for_tier("study").sample
+    tier = cfg.tuning.with_(selections=[GUMBEL], draws=[CONSTANT], temperature_range=[0.7, 2.0])
+    cfg = cfg.with_(tuning=tier)
+    hotter = PolicySampling(temperature_range=[0.7, 3.0])  # a ceiling whose picks need hotter fills
+    assert hotter.tuning(tier, "oracle_loo").temperature_range == [0.7, 3.0]
+    entropy_at = lambda t, c: (2.0 + t, 3.0 + t)  # noqa: E731 - the target 4.5 needs T = 2.5
+    for spec, reached in ((PolicySampling(), False), (hotter, True)):
+        plan = RowPlan.of("oracle_loo", spec, cfg, "oracle_loo", Path("m"), spec.tuning(tier, "oracle_loo").draws)
+        tuning = plan.tuning(cfg.tuning)
+        tuned = tune_policy(candidates(plan.ranks, tuning, plan.draws), entropy_at, 4.5, tuning)
+        assert tuned.reached is reached and tuned.temperature <= tuning.temperature_range[1]
+    assert tuned.temperature == pytest.approx(2.5, rel=0.01)
+    record = training_record(sample_temperature=0.7, sample_temperature_spread=1.3)  # a critic trained at 0.7-2.0
+    assert untrained_inputs("critic", record, tuple(hotter.tuning(tier, "critic").temperature_range))
+
+
 def test_a_critic_is_never_searched_with_draw_knobs_below_its_training_temperatures():
     record = training_record(sample_temperature=0.7, sample_temperature_spread=1.3)
     greedy_end = DrawKnobs(anneal="linear", floor=0.0, top_k_share=0.3, top_p=1.0)

@@ -98,7 +98,8 @@ def test_a_file_missing_keys_names_them_there_is_no_second_source_of_values(tmp_
 SEMANTIC_DEFAULTS = {("PolicySampling", "policy"), ("PolicySampling", "committed_budget"),
                      ("PolicySampling", "num_samples"), ("PolicySampling", "tuning_samples"),
                      ("PolicySampling", "nfe_budgets"), ("PolicySampling", "selections"),
-                     ("PolicySampling", "draws"), ("SelectionRule", "temperature"), ("DrawKnobs", "floor")}
+                     ("PolicySampling", "draws"), ("PolicySampling", "temperature_range"), ("SelectionRule", "temperature"),
+                     ("DrawKnobs", "floor")}
 
 
 def test_config_holds_no_default_params_yaml_is_the_one_source_of_values():

@@ -242,12 +242,24 @@ class DrawKnobs(_Section):
                 "top_p": self.top_p}
 
 
+def _ordered(bounds: list[float]) -> list[float]:
+    """A search range ``[low, high]`` with ``0 < low < high``."""
+    if not 0 < bounds[0] < bounds[1]:
+        raise ValueError(f"must be [low, high] with 0 < low < high, got {bounds}")
+    return bounds
+
+
+TemperatureRange = Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(_ordered)]
+
+
 class PolicySampling(_Section):
     """One row of a tier's grid: a registered policy (``policy``; ``None``: the row's name) and its
     exceptions to the tier's settings (``None``: the tier's value). The ``oracle_loo`` ceiling costs
     one pass per position per step, so it is drawn with fewer samples and may be searched over
     fewer candidates (``selections``, ``draws``: a subset of the tier's search for this row alone,
-    which its tuning log records; a narrower search can only understate a ceiling). ``committed_budget``:
+    which its tuning log records; a narrower search can only understate a ceiling) and over its own
+    ``temperature_range`` (a ceiling that picks likelier tokens needs hotter fills to reach the
+    text's entropy; the row's training is checked over it as over the tier's). ``committed_budget``:
     the sampler's pool option (:func:`remask.sampling.diffusion_generate`), for policies whose
     candidates are every token: ``None`` re-masks the top of all tokens, a share ``eta`` keeps
     MaskGIT's choice among the tokens just filled and re-masks ``round(eta * committed)`` committed
@@ -260,31 +272,23 @@ class PolicySampling(_Section):
     nfe_budgets: list[int] | None = Field(None, min_length=1)
     selections: list[SelectionRule] | None = Field(None, min_length=1)
     draws: list[DrawKnobs] | None = Field(None, min_length=1)
+    temperature_range: TemperatureRange | None = None
 
     def runs(self, row: str) -> str:
         """The registered policy the row named ``row`` runs."""
         return self.policy or row
 
     def tuning(self, tier: "Tuning", row: str) -> "Tuning":
-        """The tier's search with this row's narrower ``selections`` and ``draws`` where it names
-        them; a rule or draw knob the tier does not search is refused (the row ``row`` narrows, it
-        never searches what the others cannot)."""
+        """The tier's search with this row's narrower ``selections`` and ``draws`` and its own
+        ``temperature_range`` where it names them; a rule or draw knob the tier does not search is
+        refused (the row ``row`` narrows, it never searches what the others cannot)."""
         for key, mine, theirs in (("selections", self.selections, tier.selections), ("draws", self.draws, tier.draws)):
             extra = [choice for choice in mine or () if choice not in theirs]
             if extra:
                 raise ConfigError(f"policies.{row}.{key}: {extra[0].label} is not among the tier's {key}: a row may "
                                   "only narrow the search every row gets")
-        return tier.with_(selections=self.selections or tier.selections, draws=self.draws or tier.draws)
-
-
-def _ordered(bounds: list[float]) -> list[float]:
-    """A search range ``[low, high]`` with ``0 < low < high``."""
-    if not 0 < bounds[0] < bounds[1]:
-        raise ValueError(f"must be [low, high] with 0 < low < high, got {bounds}")
-    return bounds
-
-
-TemperatureRange = Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(_ordered)]
+        return tier.with_(selections=self.selections or tier.selections, draws=self.draws or tier.draws,
+                          temperature_range=self.temperature_range or tier.temperature_range)
 
 
 class Tuning(_Section):

@@ -227,8 +227,9 @@ class RowPlan:
     its score ranks tokens (``ranks``: a selection rule matters), its NFE ``budgets``, the report
     draw's samples per temperature and the tuning draw's per pilot, the ``model`` it samples, the
     draw knobs searched, the re-masking ``pools`` searched after them (committed budgets: only
-    for a row whose policy may re-mask any token and whose pool the row does not fix), and the
-    selection rules searched (``selections``; ``None``: the tier's)."""
+    for a row whose policy may re-mask any token and whose pool the row does not fix), the
+    selection rules searched (``selections``; ``None``: the tier's) and the row's own temperature
+    range (``None``: the tier's)."""
 
     name: str
     fields: dict[str, Any]
@@ -240,17 +241,22 @@ class RowPlan:
     draws: tuple[DrawKnobs, ...] | None  # the draw knobs searched; None: the row's own sampler's
     pools: tuple[float, ...] = ()
     selections: tuple[SelectionRule, ...] | None = None
+    temperature_range: tuple[float, float] | None = None
 
     def tuning(self, tier: Tuning) -> Tuning:
-        """The tier's search settings with this row's selection rules."""
-        return tier if self.selections is None else tier.with_(selections=list(self.selections))
+        """The tier's search settings with this row's selection rules and temperature range."""
+        mine = {"selections": None if self.selections is None else list(self.selections),
+                "temperature_range": None if self.temperature_range is None else list(self.temperature_range)}
+        changes = {key: value for key, value in mine.items() if value is not None}
+        return tier.with_(**changes) if changes else tier
 
     @classmethod
     def of(cls, name: str, spec: PolicySampling, cfg: SampleSection, policy: str, model: Path,
            draws: Sequence[DrawKnobs]) -> "RowPlan":
         """A row of a grid running the registered ``policy`` (``spec``'s ``None``: the tier's value),
         searched over ``draws`` (:func:`trained_draws` of the row's search, ``spec.tuning``, which
-        checks the row's narrowing), its selection rules (``spec.selections`` or the tier's) and, where its pool is open (the policy
+        checks the row's narrowing), its selection rules and temperature range (``spec``'s or the
+        tier's) and, where its pool is open (the policy
         may re-mask any token, the row fixes no budget, and it is no oracle ceiling, whose cost per
         pilot is a pass per position), over ``cfg.tuning.committed_budgets``."""
         chosen = get_policy(policy)
@@ -259,7 +265,8 @@ class RowPlan:
                    tuple(spec.nfe_budgets or cfg.nfe_budgets), spec.num_samples or cfg.num_samples,
                    spec.tuning_samples or cfg.tuning.num_samples, str(model), tuple(draws),
                    tuple(cfg.tuning.committed_budgets) if open_pool else (),
-                   tuple(spec.selections or cfg.tuning.selections))
+                   tuple(spec.selections or cfg.tuning.selections),
+                   tuple(spec.temperature_range or cfg.tuning.temperature_range))
 
 
 def trained_draws(policy: str, training: dict, cfg: Tuning, log: Callable[[str], None]) -> list[DrawKnobs]:

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, REPO_PARAMS, params_with
 from remask.config import ConfigError, load_params
 from remask.records import Comparison, TuningLog
-from remask.scale import Cell, PointRecord, render_scale, scale_cells
+from remask.scale import Cell, PointRecord, oracle_reading, render_scale, scale_cells
 
 
 def comparison(policy: str, baseline: str, better: int, value: float | None = -0.1, bracketed: bool = True,
@@ -58,6 +58,19 @@ def test_a_cell_beats_only_below_both_own_baselines_with_rep_4_within_the_limit(
     assert cell("a", 1, rep=0.09).verdict(0.06) == "level"  # repeats more than 1.5x the text
     assert cell("a", -1).verdict(0.06) == "loses" and cell("a", 0).verdict(0.06) == "level"
     assert cell("a", 0, value=None, bracketed=False).verdict(0.06) == "no verdict"
+
+
+def test_the_oracle_is_read_as_headroom_only_where_it_is_below_confidence():
+    def oracle(better: int) -> Cell:
+        row, own = "oracle_loo@generator_only-p", "confidence@generator_only-p"
+        return Cell("p", "generator_only", row, "oracle", 32, "text", comparison(row, own, better, kind="oracle"),
+                    None, 0.02)
+    assert oracle_reading(oracle(1)) == "ceiling (oracle): its headroom"
+    assert oracle_reading(oracle(-1)) == "oracle behind `confidence` here: no headroom measured"
+    assert oracle_reading(oracle(0)) == "oracle level with `confidence`: no headroom measured"
+    points = [PointRecord("p", 500, 3e12, {"generator_only": {"gen_loss": 2.5, "bpc_bound": 3.6}})]
+    assert "oracle behind `confidence` here" in render_scale([oracle(-1)], points, {"rep_4": 0.04}, {"text": 4.8},
+                                                             {"bpc": 2.5}, "test")
 
 
 def test_the_summary_orders_points_by_compute_and_prints_no_extrapolated_number():

@@ -56,6 +56,16 @@ class Cell:
         return {"loses": "loses", "no significant difference": "level"}.get(outcome, outcome)
 
 
+def oracle_reading(cell: Cell) -> str:
+    """The oracle's row read as what it is, a ceiling: its difference is headroom only where it is
+    below its model's ``confidence``. Its leave-one-out picks lower the text's entropy, so at a
+    high level it must fill hotter than ``confidence`` and may fall behind it; it bounds nothing there."""
+    return {"beats": "ceiling (oracle): its headroom",
+            "loses": "oracle behind `confidence` here: no headroom measured",
+            "no significant difference": "oracle level with `confidence`: no headroom measured",
+            }.get(cell.vs_confidence.outcome, f"oracle: {cell.vs_confidence.outcome}")
+
+
 def scale_cells(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int, str], FrontierPoint],
                 tuning: Mapping[str, TuningLog], variant_of: Mapping[str, tuple[str, str]]) -> list[Cell]:
     """Every learned row and oracle ceiling of every model against its own model's baselines (told
@@ -104,7 +114,7 @@ def render_scale(cells: Sequence[Cell], points: Sequence[PointRecord], reference
         for c in here:
             revisiting = fmt_difference(c.vs_revisiting.differences["judge_nll"]) if c.vs_revisiting else "-"
             jsd = c.vs_confidence.differences.get("ngram_jsd")
-            verdict = "ceiling (oracle): its headroom" if c.kind == "oracle" else c.verdict(limit)
+            verdict = oracle_reading(c) if c.kind == "oracle" else c.verdict(limit)
             lines.append(f"| {c.point} | `{c.model}` | `{c.row}` | {fmt_difference(c.vs_confidence.differences['judge_nll'])} "
                          f"| {revisiting} | {fmt_difference(jsd, 4) if jsd else '-'} | "
                          f"{EXTRAPOLATED if c.rep_4 is None else f'{c.rep_4:.3f}'} | {verdict} |")

@@ -30,9 +30,9 @@ def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path
     if training.get("mask_schedule") not in (None, cfg.schedule):
         raise ConfigError(f"sample.schedule {cfg.schedule!r}: {model_dir} was trained on the "
                           f"{training['mask_schedule']} masking schedule (train.mask_schedule)")
+    searches = {row: spec.tuning(cfg.tuning, row) for row, spec in rows.items()}
     for row, spec in rows.items():
-        require_trained(spec.runs(row), training, tuple(spec.tuning(cfg.tuning, row).temperature_range),
-                        str(model_dir))
+        require_trained(spec.runs(row), training, tuple(searches[row].temperature_range), str(model_dir))
         if spec.committed_budget is not None and get_policy(spec.runs(row)).candidates != "all":
             raise ConfigError(f"policies.{row}.committed_budget: policy {spec.runs(row)!r} re-masks only the "
                               "tokens it just filled; a committed budget needs one whose candidates are all tokens")
@@ -43,8 +43,8 @@ def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path
     samples, logs = [], {}
     for row, spec in rows.items():
         name = row if variant is None else f"{row}@{variant}"
-        draws = trained_draws(spec.runs(row), training, spec.tuning(cfg.tuning, row), search.log)
-        plan = RowPlan.of(name, spec, cfg, spec.runs(row), model_dir, draws)
+        draws = trained_draws(spec.runs(row), training, searches[row], search.log)
+        plan = RowPlan.of(name, spec, cfg, spec.runs(row), model_dir, searches[row].with_(draws=draws))
         drawn, logs[name] = tune_row(plan, sampler_draw_at(model, tok, cfg, spec.runs(row), world),
                                      search)
         samples += drawn

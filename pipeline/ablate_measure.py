@@ -61,7 +61,7 @@ def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
     samples, frontier, tuned = {}, {}, {}
     for policy in policies:
         draws = trained_draws(policy, training, params.sample.tuning, search.log)
-        plan = RowPlan.of(policy, PolicySampling(), arm_grid, policy, arm_dir, draws)
+        plan = RowPlan.of(policy, PolicySampling(), arm_grid, policy, arm_dir, pools.with_(draws=draws))
         rows, log = tune_row(plan, sampler_draw_at(model, tok, params.sample, policy), search)
         tuned[policy] = log.budgets[cfg.nfe].tuned.to_dict()
         by_temperature: dict[float, list[str]] = {}

@@ -64,7 +64,8 @@ def main(params: Params, args: argparse.Namespace) -> None:
         "comparisons": [r.to_dict() for r in records],
         "cells": [{"point": c.point, "model": c.model, "row": c.row, "kind": c.kind, "budget": c.budget,
                    "level": c.level, "verdict": c.verdict(REP4_LIMIT * reference["rep_4"]),
-                   "judge_nll": dict(c.vs_confidence.differences["judge_nll"])} for c in cells],
+                   **{metric: dict(c.vs_confidence.differences[metric]) for metric in ("judge_nll", "ngram_jsd")}}
+                  for c in cells],
     })
     summary = render_scale(cells, points, reference, levels, judge_val, "`scale_evaluate` stage of `make scale`")
     write_text(SCALE_RESULTS / "summary.md", summary)

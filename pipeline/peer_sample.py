@@ -56,7 +56,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     fields = {"runs": f"x-transformers=={VERSION} generate()", "kind": "peer", "committed_budget": None}
     plan = RowPlan(peer.row, fields, True, tuple(cfg.nfe_budgets), cfg.num_samples, cfg.tuning.num_samples,
                    str(model_dir), draws=None,  # its own sampler: annealed to 0, filter_thres; none of our knobs
-                   temperature_range=tuple(peer.temperature_range))  # its start temperature saturates where ours does not
+                   search=cfg.tuning.with_(temperature_range=list(peer.temperature_range)))  # its start temperature saturates where ours does not
     masks_left = MasksLeft()
     samples, log = tune_row(plan, peer_draw_at(wrapper, tok, cfg, peer.filter_thres, params.data.unknown_char,
                                                masks_left), search)

@@ -37,7 +37,7 @@ def test_tuning_and_report_seeds_must_differ():
     with pytest.raises(ConfigError, match="ablation.seed must differ from sample.tuning_seed"):
         params_with({"sample": {"seed": 0, "tuning_seed": 1}, "ablation": {"seed": 1}})
     cfg = REPO_PARAMS.sample.with_(seed=0, tuning_seed=1)
-    plan = RowPlan.of("confidence", PolicySampling(), cfg, "confidence", Path("models/multitask"), cfg.tuning.draws)
+    plan = RowPlan.of("confidence", PolicySampling(), cfg, "confidence", Path("models/multitask"), cfg.tuning)
     with pytest.raises(ValueError, match="report seed 1 is the tuning seed"):
         tune_row(plan, lambda budget: (None, 8), Search(None, None, {"text": 4.0}, cfg, report_seed=1))
 
@@ -64,7 +64,7 @@ def test_tune_row_tunes_on_the_tuning_seed_and_reports_on_the_other(monkeypatch)
     cfg = REPO_PARAMS.sample.with_(seed=0, tuning_seed=5, length=8, tuning=REPO_PARAMS.sample.tuning.with_(
         num_samples=3, selections=[TOPK], draws=[CONSTANT]))
     plan = RowPlan.of("confidence", PolicySampling(num_samples=6, nfe_budgets=[8]), cfg, "confidence", Path("m"),
-                      cfg.tuning.draws)
+                      cfg.tuning)
     draw_at = tuning.sampler_draw_at(None, tok, cfg, "confidence")
     levels = entropy_levels(4.3, cfg.tuning.with_(second_level=0.9))
     rows, log = tune_row(plan, draw_at, Search(None, tok, levels, cfg, report_seed=0, log=lambda m: None))
@@ -150,11 +150,11 @@ def test_the_pool_is_searched_after_the_other_knobs_with_the_winners_rule_and_dr
         "top-k; T constant", "gumbel 1; T constant", "gumbel 1; T constant; just filled",
         "gumbel 1; T constant; +2% committed"]
     sampling = REPO_PARAMS.for_tier("study").sample  # the study searches pools; the quick tier has none
-    plan = RowPlan.of("critic_fused", PolicySampling(), sampling, "critic_fused", Path("m"), sampling.tuning.draws)
+    plan = RowPlan.of("critic_fused", PolicySampling(), sampling, "critic_fused", Path("m"), sampling.tuning)
     assert plan.pools == tuple(sampling.tuning.committed_budgets) and plan.pools
     for policy, spec in (("confidence", PolicySampling()), ("critic_fused", PolicySampling(committed_budget=0.02)),
                          ("oracle_loo", PolicySampling())):  # a fixed pool, a filled-only policy, the ceiling
-        assert RowPlan.of(policy, spec, sampling, policy, Path("m"), sampling.tuning.draws).pools == ()
+        assert RowPlan.of(policy, spec, sampling, policy, Path("m"), sampling.tuning).pools == ()
 
 
 def test_a_coordinate_search_tries_the_rules_then_the_winners_draw_knobs_then_its_pools():
@@ -181,15 +181,16 @@ def test_a_row_may_narrow_its_own_search_and_the_others_keep_the_tiers():
     narrow = PolicySampling(selections=[GUMBEL], draws=[PEERS])  # the oracle's on the scale axis: one candidate
     tier = cfg.tuning.with_(selections=[TOPK, GUMBEL], draws=[CONSTANT, PEERS])
     cfg = cfg.with_(tuning=tier)
-    plan = RowPlan.of("oracle_loo", narrow, cfg, "oracle_loo", Path("m"), narrow.tuning(tier, "oracle_loo").draws)
-    tuning = plan.tuning(cfg.tuning)
+    plan = RowPlan.of("oracle_loo", narrow, cfg, "oracle_loo", Path("m"), narrow.tuning(tier, "oracle_loo"))
+    tuning = plan.search
     assert (tuning.temperature_range, tuning.second_level) == (cfg.tuning.temperature_range, cfg.tuning.second_level)
     tuned = tune_policy(candidates(plan.ranks, tuning, plan.draws), lambda t, c: (2.0 + 2.0 * t, 3.0 + t), 4.6,
                         tuning, then=rounds(tuning, plan.draws, plan.pools))
     assert [o.candidate for o in tuned.searched] == [Candidate(GUMBEL, PEERS)]
-    plain = RowPlan.of("confidence", PolicySampling(), cfg, "confidence", Path("m"), cfg.tuning.draws)
-    assert plain.tuning(cfg.tuning) == cfg.tuning
-    assert [c.selection for c in candidates(plain.ranks, plain.tuning(cfg.tuning), plain.draws)] == cfg.tuning.selections
+    plain = PolicySampling().tuning(tier, "confidence")
+    assert plain == cfg.tuning
+    plain_plan = RowPlan.of("confidence", PolicySampling(), cfg, "confidence", Path("m"), plain)
+    assert [c.selection for c in candidates(plain_plan.ranks, plain_plan.search, plain_plan.draws)] == cfg.tuning.selections
     with pytest.raises(ConfigError, match=r"policies\.oracle_loo\.selections: gumbel 0\.5 is not among the tier's"):
         PolicySampling(selections=[SelectionRule(rule="gumbel", temperature=0.5)]).tuning(tier, "oracle_loo")
 
@@ -202,8 +203,8 @@ def test_a_row_may_search_its_own_temperature_range():
     assert hotter.tuning(tier, "oracle_loo").temperature_range == [0.7, 3.0]
     entropy_at = lambda t, c: (2.0 + t, 3.0 + t)  # noqa: E731 - the target 4.5 needs T = 2.5
     for spec, reached in ((PolicySampling(), False), (hotter, True)):
-        plan = RowPlan.of("oracle_loo", spec, cfg, "oracle_loo", Path("m"), spec.tuning(tier, "oracle_loo").draws)
-        tuning = plan.tuning(cfg.tuning)
+        plan = RowPlan.of("oracle_loo", spec, cfg, "oracle_loo", Path("m"), spec.tuning(tier, "oracle_loo"))
+        tuning = plan.search
         tuned = tune_policy(candidates(plan.ranks, tuning, plan.draws), entropy_at, 4.5, tuning)
         assert tuned.reached is reached and tuned.temperature <= tuning.temperature_range[1]
     assert tuned.temperature == pytest.approx(2.5, rel=0.01)

@@ -25,7 +25,6 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from remask import atomic
 from remask.config import DataSection
 from remask.errors import DataError
 

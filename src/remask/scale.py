@@ -48,12 +48,17 @@ class Cell:
         """``beats`` (judge NLL below both own baselines, the 3-gram statistics not further from the
         text, word validity not worse, rep-4 within the limit), ``loses`` (above its own
         ``confidence``), ``level``, or the comparison's own word where it cannot say (``no verdict``:
-        extrapolated; ``disagree``; ``mixed``)."""
+        extrapolated; ``disagree``; ``mixed``). A row that beats its own ``confidence`` but misses
+        one of the other conditions says which, since that is the row a reader looks for."""
         outcome = self.vs_confidence.outcome
-        if outcome == "beats":
-            others = self.vs_revisiting is None or self.vs_revisiting.outcome == "beats"
-            return "beats" if others and self.rep_4 is not None and self.rep_4 <= rep_limit else "level"
-        return {"loses": "loses", "no significant difference": "level"}.get(outcome, outcome)
+        if outcome != "beats":
+            return {"loses": "loses", "no significant difference": "level"}.get(outcome, outcome)
+        if self.vs_revisiting is not None and self.vs_revisiting.outcome != "beats":
+            revisiting = self.vs_revisiting.baseline.split("@")[0]  # rows are <row>@<model>-<point>
+            return f"beats `{BASELINE}` only (vs `{revisiting}`: {self.vs_revisiting.outcome})"
+        if self.rep_4 is None or self.rep_4 > rep_limit:
+            return f"beats `{BASELINE}`, but rep-4 over {rep_limit:.3f}"
+        return "beats"
 
 
 def oracle_reading(cell: Cell) -> str:

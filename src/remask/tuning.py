@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from remask.config import DrawKnobs, PolicySampling, SampleSection, SelectionRule, Tuning
+from remask.config import DrawKnobs, PolicySampling, SampleSection, Tuning
 from remask.data import CharTokenizer, reference_texts
 from remask.errors import ConfigError
 from remask.frontier import interpolate, segment
@@ -226,10 +226,10 @@ class RowPlan:
     ``fields`` that say what runs it (written into its tuning log and every report sample), whether
     its score ranks tokens (``ranks``: a selection rule matters), its NFE ``budgets``, the report
     draw's samples per temperature and the tuning draw's per pilot, the ``model`` it samples, the
-    draw knobs searched, the re-masking ``pools`` searched after them (committed budgets: only
-    for a row whose policy may re-mask any token and whose pool the row does not fix), the
-    selection rules searched (``selections``; ``None``: the tier's) and the row's own temperature
-    range (``None``: the tier's)."""
+    draw knobs searched (``None``: the row's own sampler's), its ``search`` (the tier's settings with
+    the row's own selection rules and temperature range, :meth:`remask.config.PolicySampling.tuning`)
+    and the re-masking ``pools`` searched after the draw knobs (committed budgets: only for a row
+    whose policy may re-mask any token and whose pool the row does not fix)."""
 
     name: str
     fields: dict[str, Any]
@@ -239,34 +239,23 @@ class RowPlan:
     tuning_samples: int
     model: str
     draws: tuple[DrawKnobs, ...] | None  # the draw knobs searched; None: the row's own sampler's
+    search: Tuning
     pools: tuple[float, ...] = ()
-    selections: tuple[SelectionRule, ...] | None = None
-    temperature_range: tuple[float, float] | None = None
-
-    def tuning(self, tier: Tuning) -> Tuning:
-        """The tier's search settings with this row's selection rules and temperature range."""
-        mine = {"selections": None if self.selections is None else list(self.selections),
-                "temperature_range": None if self.temperature_range is None else list(self.temperature_range)}
-        changes = {key: value for key, value in mine.items() if value is not None}
-        return tier.with_(**changes) if changes else tier
 
     @classmethod
     def of(cls, name: str, spec: PolicySampling, cfg: SampleSection, policy: str, model: Path,
-           draws: Sequence[DrawKnobs]) -> "RowPlan":
-        """A row of a grid running the registered ``policy`` (``spec``'s ``None``: the tier's value),
-        searched over ``draws`` (:func:`trained_draws` of the row's search, ``spec.tuning``, which
-        checks the row's narrowing), its selection rules and temperature range (``spec``'s or the
-        tier's) and, where its pool is open (the policy
-        may re-mask any token, the row fixes no budget, and it is no oracle ceiling, whose cost per
-        pilot is a pass per position), over ``cfg.tuning.committed_budgets``."""
+           search: Tuning) -> "RowPlan":
+        """A row of a grid running the registered ``policy`` (``spec``'s ``None``: the tier's value)
+        under the row's ``search`` (its ``spec.tuning``, narrowed to the draw knobs the model was
+        trained for, :func:`trained_draws`) and, where its pool is open (the policy may re-mask any
+        token, the row fixes no budget, and it is no oracle ceiling, whose cost per pilot is a pass
+        per position), over the search's ``committed_budgets``."""
         chosen = get_policy(policy)
         open_pool = spec.committed_budget is None and chosen.candidates == "all" and chosen.kind != "oracle"
         return cls(name, {"runs": policy, "committed_budget": spec.committed_budget}, chosen.ranks,
                    tuple(spec.nfe_budgets or cfg.nfe_budgets), spec.num_samples or cfg.num_samples,
-                   spec.tuning_samples or cfg.tuning.num_samples, str(model), tuple(draws),
-                   tuple(cfg.tuning.committed_budgets) if open_pool else (),
-                   tuple(spec.selections or cfg.tuning.selections),
-                   tuple(spec.temperature_range or cfg.tuning.temperature_range))
+                   spec.tuning_samples or search.num_samples, str(model), tuple(search.draws), search,
+                   tuple(search.committed_budgets) if open_pool else ())
 
 
 def trained_draws(policy: str, training: dict, cfg: Tuning, log: Callable[[str], None]) -> list[DrawKnobs]:
@@ -338,7 +327,7 @@ def tune_row(plan: RowPlan, draw_at: DrawAt, search: Search) -> tuple[list[dict]
         raise ValueError(f"the report seed {search.report_seed} is the tuning seed: a draw is never both")
     log = TuningLog(plan.name, plan.fields, plan.model, search.levels[TEXT_LEVEL], cfg.tuning_seed, search.report_seed)
     samples, start = [], None
-    tuning = plan.tuning(cfg.tuning)
+    tuning = plan.search
     searched = candidates(plan.ranks, tuning, plan.draws, plan.fields["committed_budget"])
     then = rounds(tuning, plan.draws, plan.pools)
     for budget in plan.budgets:

@@ -71,3 +71,20 @@ def test_the_study_tables_numbers_are_the_committed_study():
                     row.group(1), baseline, level)
                 checked += 1
     assert checked >= 10
+
+
+def test_the_first_screens_scale_numbers_are_the_committed_axis():
+    """Every signed difference the README's "Over compute" paragraph quotes (alone or with its interval) is
+    one of the scale axis's committed comparisons of a learned row with its own model's baselines,
+    rounded as printed: the trend cannot drift from `results/scale/metrics.json`."""
+    paragraph = " ".join(first_screen().split("**Over compute**", 1)[1].split("![", 1)[0].split())
+    metrics = json.loads((REPO / "results" / "scale" / "metrics.json").read_text())
+    own = [c for c in metrics["comparisons"]  # each learned row against its own model's baselines
+           if c["kind"] == "learned" and c["policy"].split("@")[1] == c["baseline"].split("@")[1]]
+    measured = [c["differences"][metric] for c in own for metric in ("judge_nll", "ngram_jsd") if c["differences"][metric]["ci"]]
+    intervals = {tuple(round(v, 3) for v in (d["difference"], *d["ci"])) for d in measured}
+    values = {round(d["difference"], 3) for d in measured}
+    quoted = re.findall(rf"{NUMBER} \[{NUMBER}, {NUMBER}\]", paragraph)
+    assert quoted and all(tuple(map(float, q)) in intervals for q in quoted), quoted
+    alone = [float(n) for n in re.findall(rf"(?<![\d.]){NUMBER}(?![\d\]])", re.sub(r"\[[^\]]*\]", "", paragraph))]
+    assert len(alone) >= 10 and all(n in values for n in alone), [n for n in alone if n not in values]

@@ -13,7 +13,7 @@ from remask.config import ConfigError, Params, PolicySampling
 from remask.policies import get_policy, require_trained
 from remask.records import TuningLog, entropy_levels
 from remask.runtime import World, process_device
-from remask.tuning import RowPlan, Search, sampler_draw_at, target_entropy, trained_draws, tune_row
+from remask.tuning import RowPlan, Search, sampler_draw_at, target_entropy, trained_search, tune_row
 
 
 def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path, judge_dir: Path,
@@ -43,8 +43,8 @@ def sample_rows(params: Params, rows: dict[str, PolicySampling], model_dir: Path
     samples, logs = [], {}
     for row, spec in rows.items():
         name = row if variant is None else f"{row}@{variant}"
-        draws = trained_draws(spec.runs(row), training, searches[row], search.log)
-        plan = RowPlan.of(name, spec, cfg, spec.runs(row), model_dir, searches[row].with_(draws=draws))
+        trained = trained_search(spec.runs(row), training, searches[row], search.log)
+        plan = RowPlan.of(name, spec, cfg, spec.runs(row), model_dir, trained)
         drawn, logs[name] = tune_row(plan, sampler_draw_at(model, tok, cfg, spec.runs(row), world),
                                      search)
         samples += drawn

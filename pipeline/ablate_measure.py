@@ -33,7 +33,7 @@ from remask.policies import require_trained, untrained_inputs
 from remask.records import TEXT_LEVEL
 from remask.runtime import resolve_device
 from remask.sampling import SamplerOptions
-from remask.tuning import RowPlan, Search, sampler_draw_at, target_entropy, trained_draws, tune_row
+from remask.tuning import RowPlan, Search, sampler_draw_at, target_entropy, trained_search, tune_row
 
 
 def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
@@ -60,8 +60,8 @@ def measure_arm(params: Params, arm: str, models_dir: Path) -> dict:
                                                 "tuning": pools})
     samples, frontier, tuned = {}, {}, {}
     for policy in policies:
-        draws = trained_draws(policy, training, params.sample.tuning, search.log)
-        plan = RowPlan.of(policy, PolicySampling(), arm_grid, policy, arm_dir, pools.with_(draws=draws))
+        plan = RowPlan.of(policy, PolicySampling(), arm_grid, policy, arm_dir,
+                          trained_search(policy, training, pools, search.log))
         rows, log = tune_row(plan, sampler_draw_at(model, tok, params.sample, policy), search)
         tuned[policy] = log.budgets[cfg.nfe].tuned.to_dict()
         by_temperature: dict[float, list[str]] = {}

@@ -20,7 +20,7 @@ from remask.model import DiffusionTransformer, ModelConfig
 from remask.policies import POLICIES, leave_one_out_probs, require_trained, untrained_inputs
 from remask.records import Candidate, Comparison, FrontierPoint, TuningLog, entropy_levels
 from remask.report import kind_of, render_goal
-from remask.tuning import (RowPlan, Search, candidates, nll_at_target, report_temperatures, trained_draws,
+from remask.tuning import (RowPlan, Search, candidates, nll_at_target, report_temperatures, trained_search,
                            rounds, tune_policy, tune_row, tune_temperature)
 
 TOPK, GUMBEL = SelectionRule(rule="topk"), SelectionRule(rule="gumbel", temperature=1.0)
@@ -217,11 +217,11 @@ def test_a_critic_is_never_searched_with_draw_knobs_below_its_training_temperatu
     greedy_end = DrawKnobs(anneal="linear", floor=0.0, top_k_share=0.3, top_p=1.0)
     cfg = REPO_PARAMS.sample.tuning.with_(draws=[CONSTANT, PEERS, greedy_end])
     said = []
-    assert trained_draws("critic_fused", record, cfg, said.append) == [CONSTANT, PEERS]
+    assert trained_search("critic_fused", record, cfg, said.append).draws == [CONSTANT, PEERS]
     assert "left out of the search" in said[0] and "critic fills at temperatures 0-2" in said[0]
-    assert trained_draws("confidence", record, cfg, said.append) == [CONSTANT, PEERS, greedy_end]
+    assert trained_search("confidence", record, cfg, said.append).draws == [CONSTANT, PEERS, greedy_end]
     with pytest.raises(ConfigError, match="no candidate"):
-        trained_draws("critic", record, cfg.with_(draws=[greedy_end]), said.append)
+        trained_search("critic", record, cfg.with_(draws=[greedy_end]), said.append)
 
 
 def test_a_candidate_round_trips_through_its_record():

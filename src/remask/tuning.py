@@ -28,7 +28,7 @@ No measurement of the report draw feeds back into a choice, so selection and mea
 share samples. A rule that cannot reach the text's entropy within ``temperature_range`` is
 recorded as such and not chosen. A candidate whose draw would show a critic inputs it was not
 trained on (a fill annealed below its training temperatures) is left out of that row's search
-(:func:`trained_draws`), and the stage says so.
+(:func:`trained_search`), and the stage says so.
 
 There is one search, :func:`tune_row`, for every row: a row of a tier's grid, a row of a study
 variant, an ablation arm's policy and the public peer. What differs between them is resolved once
@@ -247,7 +247,7 @@ class RowPlan:
            search: Tuning) -> "RowPlan":
         """A row of a grid running the registered ``policy`` (``spec``'s ``None``: the tier's value)
         under the row's ``search`` (its ``spec.tuning``, narrowed to the draw knobs the model was
-        trained for, :func:`trained_draws`) and, where its pool is open (the policy may re-mask any
+        trained for, :func:`trained_search`) and, where its pool is open (the policy may re-mask any
         token, the row fixes no budget, and it is no oracle ceiling, whose cost per pilot is a pass
         per position), over the search's ``committed_budgets``."""
         chosen = get_policy(policy)
@@ -258,10 +258,10 @@ class RowPlan:
                    tuple(search.committed_budgets) if open_pool else ())
 
 
-def trained_draws(policy: str, training: dict, cfg: Tuning, log: Callable[[str], None]) -> list[DrawKnobs]:
-    """The draw knobs of ``cfg`` under which ``policy`` reads only inputs the model (its training
-    record ``training``) was trained on: a critic trained on fills at 0.7-2.0 is never run on a fill
-    annealed below 0.7. The others are left out of its search, and ``log`` says so."""
+def trained_search(policy: str, training: dict, cfg: Tuning, log: Callable[[str], None]) -> Tuning:
+    """``cfg`` narrowed to the draw knobs under which ``policy`` reads only inputs the model (its
+    training record ``training``) was trained on: a critic trained on fills at 0.7-2.0 is never run
+    on a fill annealed below 0.7. The others are left out of its search, and ``log`` says so."""
     low, high = cfg.temperature_range
     kept = []
     for knobs in cfg.draws:
@@ -273,7 +273,7 @@ def trained_draws(policy: str, training: dict, cfg: Tuning, log: Callable[[str],
             kept.append(knobs)
     if not kept:
         raise ConfigError(f"sample.tuning.draws: no candidate is one policy {policy!r} was trained for")
-    return kept
+    return cfg.with_(draws=kept)
 
 
 @dataclass(frozen=True)

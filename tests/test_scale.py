@@ -70,6 +70,7 @@ def test_the_oracle_is_read_as_headroom_only_where_it_is_below_confidence():
     assert oracle_reading(oracle(1)) == "ceiling (oracle): its headroom"
     assert oracle_reading(oracle(-1)) == "oracle behind `confidence` here: no headroom measured"
     assert oracle_reading(oracle(0)) == "oracle level with `confidence`: no headroom measured"
+    assert oracle(-1).verdict(0.06) == oracle_reading(oracle(-1))  # metrics.json and the summary read it alike
     points = [PointRecord("p", 500, 3e12, {"generator_only": {"gen_loss": 2.5, "bpc_bound": 3.6}})]
     assert "oracle behind `confidence` here" in render_scale([oracle(-1)], points, {"rep_4": 0.04}, {"text": 4.8},
                                                              {"bpc": 2.5}, "test")

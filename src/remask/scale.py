@@ -49,7 +49,10 @@ class Cell:
         text, word validity not worse, rep-4 within the limit), ``loses`` (above its own
         ``confidence``), ``level``, or the comparison's own word where it cannot say (``no verdict``:
         extrapolated; ``disagree``; ``mixed``). A row that beats its own ``confidence`` but misses
-        one of the other conditions says which, since that is the row a reader looks for."""
+        one of the other conditions says which, since that is the row a reader looks for. The
+        oracle is no contender: its cell is read as a ceiling (:func:`oracle_reading`)."""
+        if self.kind == "oracle":
+            return oracle_reading(self)
         outcome = self.vs_confidence.outcome
         if outcome != "beats":
             return {"loses": "loses", "no significant difference": "level"}.get(outcome, outcome)
@@ -119,10 +122,9 @@ def render_scale(cells: Sequence[Cell], points: Sequence[PointRecord], reference
         for c in here:
             revisiting = fmt_difference(c.vs_revisiting.differences["judge_nll"]) if c.vs_revisiting else "-"
             jsd = c.vs_confidence.differences.get("ngram_jsd")
-            verdict = oracle_reading(c) if c.kind == "oracle" else c.verdict(limit)
             lines.append(f"| {c.point} | `{c.model}` | `{c.row}` | {fmt_difference(c.vs_confidence.differences['judge_nll'])} "
                          f"| {revisiting} | {fmt_difference(jsd, 4) if jsd else '-'} | "
-                         f"{EXTRAPOLATED if c.rep_4 is None else f'{c.rep_4:.3f}'} | {verdict} |")
+                         f"{EXTRAPOLATED if c.rep_4 is None else f'{c.rep_4:.3f}'} | {c.verdict(limit)} |")
     lines += ["", render_trend(cells, points, limit)]
     return "\n".join(lines) + "\n"
 

@@ -6,6 +6,10 @@ parameters from the ``notebooks`` section of ``params.yaml`` (passed as Python v
 papermill's API, so booleans and numbers keep their types). It writes
 ``reports/<name>.ipynb``, ``reports/<name>.html`` and the figures ``reports/figures/<name>/*.png``.
 
+The same results give the same report, byte for byte: what differs from run to run (papermill's
+clock times and temporary output path, the kernel's execution timestamps, the injected
+parameters cell's random id) is taken out of the executed notebook before it is written.
+
 A failing cell fails the stage: the error names the cell, the partly executed notebook is kept
 as ``reports/<name>.failed.ipynb`` for inspection, and no figure of the failed run is left in
 ``reports/figures/<name>``.
@@ -31,6 +35,7 @@ REPORTS = Path("reports")
 KERNEL = "python3"
 
 
+CLOCK = ("start_time", "end_time", "duration")  # papermill's per-run times, in the notebook's and each cell's metadata
 STUDY_NOTEBOOK = "04_policy_comparison"  # the one notebook the study tier executes again, on its own results
 
 
@@ -64,6 +69,24 @@ def notebook_parameters(name: str, params: Params, tier: str = "quick") -> dict:
     return {"project_dir": ".", "figures_dir": str(figures), "seed": nb.seed, **per_notebook[name], **tier_paths}
 
 
+def without_run_details(executed: nbformat.NotebookNode, output_path: Path) -> nbformat.NotebookNode:
+    """``executed`` without what changes from one run of the same notebook on the same results to
+    the next: clock times, the temporary file papermill wrote to (named ``output_path`` instead) and
+    the injected parameters cell's random id."""
+    run = executed.metadata.get("papermill", {})
+    for key in CLOCK:
+        run.pop(key, None)
+    if "output_path" in run:
+        run["output_path"] = str(output_path)
+    for cell in executed.cells:
+        cell.metadata.pop("execution", None)
+        for key in CLOCK:
+            cell.metadata.get("papermill", {}).pop(key, None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"
+    return executed
+
+
 def execute(name: str, parameters: dict, timeout: int, reports: Path = REPORTS) -> None:
     """Run the template with papermill into ``reports/<name>.ipynb`` and export it to HTML."""
     template = TEMPLATES / f"{name}.ipynb"
@@ -88,7 +111,9 @@ def execute(name: str, parameters: dict, timeout: int, reports: Path = REPORTS) 
         except BaseException:
             shutil.rmtree(figures, ignore_errors=True)
             raise
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+        report = without_run_details(nbformat.read(executed, as_version=4), reports / f"{name}.ipynb")
+        nbformat.write(report, executed)
+        body, _ = HTMLExporter().from_notebook_node(report)
         write_text(reports / f"{name}.html", body)
     print(f"notebook {name}: wrote {reports / name}.ipynb, {reports / name}.html and "
           f"{len(list(figures.glob('*.png')))} figures in {figures}")

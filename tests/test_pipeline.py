@@ -203,6 +203,24 @@ def test_notebook_04_uses_the_notebooks_nfe(pipeline_run):
     assert "nfe = 8" in injected.source and "length = 16" in injected.source
 
 
+def test_a_notebook_run_again_on_the_same_results_writes_the_same_report(pipeline_run, tmp_path):
+    """No clock time, temporary path or random cell id in a report: the same results give the
+    same notebook and HTML, byte for byte (and dvc.lock the same hashes)."""
+    project = tmp_path / "again"
+    shutil.copytree(pipeline_run, project, ignore=shutil.ignore_patterns(".dvc", ".git"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(project)}
+    name = "02_training_the_critic"
+    run = subprocess.run([sys.executable, "-m", "pipeline.notebook", "--name", name], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for suffix in (".ipynb", ".html"):
+        assert (project / "reports" / f"{name}{suffix}").read_bytes() == \
+            (pipeline_run / "reports" / f"{name}{suffix}").read_bytes(), suffix
+    text = (project / "reports" / f"{name}.ipynb").read_text()
+    assert "start_time" not in text and "iopub" not in text and ".tmp" not in text
+
+
 def test_a_failing_cell_fails_the_notebook_stage(pipeline_run, tmp_path):
     """A broken artifact makes papermill stop; the stage exits non-zero, naming the cell, and leaves no figures."""
     project = tmp_path / "broken"

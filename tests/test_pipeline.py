@@ -203,16 +203,20 @@ def test_notebook_04_uses_the_notebooks_nfe(pipeline_run):
     assert "nfe = 8" in injected.source and "length = 16" in injected.source
 
 
+def notebook_stage(project: Path, name: str) -> subprocess.CompletedProcess:
+    """The notebook stage of ``name`` run inside ``project`` (its kernel found on the environment's PATH)."""
+    env = {**project_env(project), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-m", "pipeline.notebook", "--name", name], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
 def test_a_notebook_run_again_on_the_same_results_writes_the_same_report(pipeline_run, tmp_path):
     """No clock time, temporary path or random cell id in a report: the same results give the
     same notebook and HTML, byte for byte (and dvc.lock the same hashes)."""
     project = tmp_path / "again"
     shutil.copytree(pipeline_run, project, ignore=shutil.ignore_patterns(".dvc", ".git"))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(project)}
     name = "02_training_the_critic"
-    run = subprocess.run([sys.executable, "-m", "pipeline.notebook", "--name", name], cwd=project, env=env,
-                         capture_output=True, text=True, timeout=600)
+    run = notebook_stage(project, name)
     assert run.returncode == 0, run.stderr[-2000:]
     for suffix in (".ipynb", ".html"):
         assert (project / "reports" / f"{name}{suffix}").read_bytes() == \
@@ -226,10 +230,7 @@ def test_a_failing_cell_fails_the_notebook_stage(pipeline_run, tmp_path):
     project = tmp_path / "broken"
     shutil.copytree(pipeline_run, project, ignore=shutil.ignore_patterns(".dvc"))
     (project / "results/evaluate_samples/metrics.json").write_text("{}")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(project)}
-    run = subprocess.run([sys.executable, "-m", "pipeline.notebook", "--name", "04_policy_comparison"], cwd=project,
-                         env=env, capture_output=True, text=True, timeout=600)
+    run = notebook_stage(project, "04_policy_comparison")
     assert run.returncode != 0
     assert "notebook 04_policy_comparison: cell" in run.stderr and "KeyError" in run.stderr
     assert not (project / "reports/figures/04_policy_comparison").exists()

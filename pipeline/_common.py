@@ -32,7 +32,8 @@ DATA_DIR = Path("data/prepared")  # the tokenize stage's output, every later sta
 PEER_DIR = Path("study") / "peer"  # the public peer's model, under models/
 PEER = "peer"  # the study "variant" name of rows our sampler draws from the peer's generator (<row>@peer)
 SCALE_RESULTS = Path("results/scale")  # the scale axis's results (its models: models/scale, remask.train)
-SCALE_SAMPLES = SCALE_RESULTS / "samples"  # <point>/<model>/{samples.jsonl,tuning.json}
+SCALE_SAMPLES = SCALE_RESULTS / "samples"  # <point>/<model or CEILING>/{samples.jsonl,tuning.json}
+CEILING = "ceiling"  # where a point's ceiling rows (scale.ceiling, drawn by scale_ceiling@<point>) are written
 
 
 def scale_variant(model: str, point: str) -> str:

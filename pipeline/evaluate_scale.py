@@ -1,7 +1,7 @@
 """DVC stage ``scale_evaluate``: the scale axis's verdict, ``results/scale/summary.md``.
 
-Reads every model's rows at every compute point (``results/scale/samples/<point>/<model>/``, rows
-``<row>@<model>-<point>``), scores them with the axis's judge (``models/scale/judge``) and the text
+Reads every model's rows at every compute point (``results/scale/samples/<point>/<model>/``, and
+the ceiling's in ``<point>/ceiling/``; rows ``<row>@<model>-<point>``), scores them with the axis's judge (``models/scale/judge``) and the text
 metrics exactly as ``evaluate_samples`` does (:mod:`pipeline._scoring`), compares every row with its
 own model's ``confidence`` and ``remdm_conf_budget`` (:func:`remask.report.compare_policies`), and
 writes the verdict per point, family and entropy level (:mod:`remask.scale`) with each point's
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline._common import SCALE_RESULTS, SCALE_SAMPLES, read_json, run_stage, scale_variant
+from pipeline._common import CEILING, SCALE_RESULTS, SCALE_SAMPLES, read_json, run_stage, scale_variant
 from pipeline._scoring import Scorer, report_groups
 from remask.atomic import write_json, write_text
 from remask.checkpoint import load_model
@@ -41,16 +41,18 @@ def main(params: Params, args: argparse.Namespace) -> None:
     scorer = Scorer.of(models / "scale" / "judge", grid)
     reference, levels = scorer.reference(grid.sample)
 
-    tuning, files, variant_of = {}, [], {}
+    tuning, files, variant_of, drawn_in = {}, [], {}, {}
     for point in params.scale.points:
-        for name in params.scale.models:
-            where = SCALE_SAMPLES / point / name
-            logs = read_json(where / "tuning.json", f"scale_sample@{point}-{name}")
-            tuning.update({row: TuningLog.from_dict(raw, scale_variant(name, point)) for row, raw in logs.items()})
-            variant_of.update({row: (point, name) for row in logs})
+        stages = [(name, name, f"scale_sample@{point}-{name}") for name in params.scale.models]
+        for folder, model, stage in [*stages, (CEILING, params.scale.ceiling.model, f"scale_ceiling@{point}")]:
+            where = SCALE_SAMPLES / point / folder
+            logs = read_json(where / "tuning.json", stage)
+            tuning.update({row: TuningLog.from_dict(raw, scale_variant(model, point)) for row, raw in logs.items()})
+            variant_of.update({row: (point, model) for row in logs})
+            drawn_in.update({row: where / "tuning.json" for row in logs})
             files.append(where / "samples.jsonl")
     settings, samples = scorer.settings(report_groups(files))
-    frontiers = scorer.frontiers(samples, tuning, levels, lambda row: f"{SCALE_SAMPLES}/{'/'.join(variant_of[row])}/tuning.json")
+    frontiers = scorer.frontiers(samples, tuning, levels, lambda row: str(drawn_in[row]))
     records = compare_policies(samples, frontiers, tuning, levels, cfg.bootstrap_resamples, cfg.confidence_level,
                                cfg.seed + 4)
     cells = scale_cells(records, frontiers, tuning, variant_of)

@@ -9,7 +9,9 @@ selection rule, and the best rule by judge NLL there), then draws the report sam
 ``--variant <name>`` samples every row of a study variant (``study.variants``) on its own model
 ``models/study/<name>`` into ``results/study/variants/<name>/``, rows named ``<row>@<name>``.
 ``scale_sample@<point>-<model>`` (``--scale-point <point> --variant <model>``) samples every row of
-a model of the scale axis on the study's grid settings into ``results/scale/samples/<point>/<model>/``.
+a model of the scale axis on the study's grid settings into ``results/scale/samples/<point>/<model>/``;
+``scale_ceiling@<point>`` (``--scale-point <point> --ceiling``) the axis's ceiling rows (the oracle,
+``scale.ceiling``) on their model into ``results/scale/samples/<point>/ceiling/``.
 ``sample_judge`` writes ``results/samples/judge.jsonl``: unconditional samples of the causal
 judge, the reference row. Every row goes through the one search, :func:`remask.tuning.tune_row`, as the public peer's row
 does (``pipeline.peer_sample``). Under ``torchrun --nproc_per_node=N -m pipeline.sample ...`` the
@@ -22,12 +24,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline._common import SCALE_SAMPLES, run_stage, samples_dir, scale_variant, tier_results, write_rows
+from pipeline._common import CEILING, SCALE_SAMPLES, run_stage, samples_dir, scale_variant, tier_results, write_rows
 from pipeline._sampling import sample_rows
 from remask.atomic import write_json
 from remask.checkpoint import load_model
 from remask.config import TIERS, ConfigError, Params
 from remask.judge import judge_generate
+from remask.policies import get_policy
 from remask.runtime import World, close_world, init_world, resolve_device
 
 
@@ -48,15 +51,22 @@ def write_drawn(world: World, tuning_path: Path, tuning: dict, samples_path: Pat
 
 
 def scale_sample(params: Params, point: str, name: str | None, models: Path, world: World) -> None:
-    """Every row of the scale axis's model ``name`` at ``point``, on the study's grid settings at the
-    axis's budgets, scored by the axis's judge; rows ``<row>@<name>-<point>``."""
+    """Every row of the scale axis's model ``name`` at ``point`` (``name`` ``None``: the ceiling's
+    rows, on ``scale.ceiling.model``), on the study's grid settings at the axis's budgets, scored by
+    the axis's judge; rows ``<row>@<model>-<point>``, written under ``<point>/<name or ceiling>``."""
     axis = params.scale
-    if point not in axis.points or name not in axis.models:
+    if point not in axis.points or (name is not None and name not in axis.models):
         raise ConfigError(f"--scale-point {point!r} --variant {name!r}: a point of scale.points ({', '.join(axis.points)}) "
-                          f"and a model of scale.models ({', '.join(axis.models)})")
-    samples, logs = sample_rows(params.scale_grid(), axis.models[name].policies, models / "scale" / point / name,
-                                models / "scale" / "judge", variant=scale_variant(name, point), world=world)
-    out = SCALE_SAMPLES / point / name
+                          f"and a model of scale.models ({', '.join(axis.models)}), or --ceiling")
+    model, rows = (name, axis.models[name].policies) if name is not None else (axis.ceiling.model, axis.ceiling.policies)
+    if name is None:
+        contenders = [row for row, spec in rows.items() if get_policy(spec.runs(row)).kind != "oracle"]
+        if contenders:
+            raise ConfigError(f"scale.ceiling.policies.{contenders[0]}: the ceiling's stage draws oracle rows only "
+                              f"(a contender belongs in scale.models.{model}.policies)")
+    samples, logs = sample_rows(params.scale_grid(), rows, models / "scale" / point / model,
+                                models / "scale" / "judge", variant=scale_variant(model, point), world=world)
+    out = SCALE_SAMPLES / point / (name or CEILING)
     write_drawn(world, out / "tuning.json", {row: log.to_dict() for row, log in logs.items()}, out / "samples.jsonl",
                 samples)
 
@@ -73,8 +83,10 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
 def run(params: Params, args: argparse.Namespace, world: World) -> None:
     models = Path(args.models_dir)
-    if sum(map(bool, (args.row, args.variant, args.judge))) != 1:
-        raise ConfigError("name one of --row (a row of the tier's grid), --variant or --judge")
+    if sum(map(bool, (args.row, args.variant, args.judge, args.ceiling))) != 1:
+        raise ConfigError("name one of --row (a row of the tier's grid), --variant, --ceiling or --judge")
+    if args.ceiling and not args.scale_point:
+        raise ConfigError("--ceiling draws the scale axis's ceiling rows: name its point with --scale-point")
     if args.judge:
         if world.is_main:
             sample_judge(params, models / "judge", Path(args.out_dir or samples_dir(args.tier)) / "judge.jsonl")
@@ -108,6 +120,8 @@ if __name__ == "__main__":
     parser.add_argument("--variant", default=None, help="sample every row of this study variant (with --scale-point: "
                         "this model of scale.models) on its model")
     parser.add_argument("--scale-point", default=None, help="a point of the scale axis (scale.points)")
+    parser.add_argument("--ceiling", action="store_true", help="with --scale-point: the ceiling's rows "
+                        "(scale.ceiling, the oracle) on their model, in a stage of their own")
     parser.add_argument("--judge", action="store_true", help="the causal judge's own samples, the reference row")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--tier", choices=TIERS, default="quick", help="whose grid: quick (sample) or study (study.sample)")

@@ -105,3 +105,4 @@ def test_the_scale_matrices_name_the_points_and_models_of_params():
     assert matrices["scale_train"]["model"] == [name for name in axis.models if name not in frozen]
     assert matrices["scale_train_posthoc"]["model"] == frozen
     assert matrices["scale_sample"]["model"] == list(axis.models)
+    assert set(matrices["scale_ceiling"]) == {"point"}  # on scale.ceiling.model, named in its deps

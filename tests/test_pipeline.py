@@ -50,8 +50,7 @@ TINY = {
               "models": {"generator_only": {"frozen_generator": None, "overrides": {"train": {"alpha": 0.0}},
                                             "policies": {"confidence": {},
                                                          "remdm_conf_budget": {"policy": "remdm_conf",
-                                                                               "committed_budget": 0.1},
-                                                         "oracle_loo": {"num_samples": 4, "tuning_samples": 2}}},
+                                                                               "committed_budget": 0.1}}},
                          "multitask": {"frozen_generator": None, "overrides": {},
                                        "policies": {"confidence": {},
                                                     "remdm_conf_budget": {"policy": "remdm_conf", "committed_budget": 0.1},
@@ -65,6 +64,7 @@ TINY = {
                                      "policies": {"confidence": {},
                                                   "remdm_conf_budget": {"policy": "remdm_conf", "committed_budget": 0.1},
                                                   "critic_fused": {}}}},
+              "ceiling": {"model": "generator_only", "policies": {"oracle_loo": {"num_samples": 4, "tuning_samples": 2}}},
               "judge": {"train": {"max_steps": 12}}, "nfe_budgets": [8], "num_samples": 6},
     "notebooks": {"num_examples": 2, "steps": 4, "nfe": 8, "passage_length": 40, "cell_timeout": 300},
 }

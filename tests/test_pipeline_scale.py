@@ -61,6 +61,11 @@ def test_the_summary_gives_a_verdict_per_point_and_family_against_its_own_model(
     rows = [json.loads(line) for line in (p / "results/scale/samples/steps1500/posthoc/samples.jsonl").open()]
     assert {r["policy"] for r in rows} == {f"{row}@posthoc-steps1500" for row in
                                            ("confidence", "remdm_conf_budget", "critic_fused")}
+    for point in POINTS:  # the ceiling's rows are drawn in a stage of their own, on its model
+        drawn = {folder: {json.loads(line)["policy"] for line in (p / f"results/scale/samples/{point}/{folder}/samples.jsonl").open()}
+                 for folder in ("generator_only", "ceiling")}
+        assert drawn == {"generator_only": {f"confidence@generator_only-{point}", f"remdm_conf_budget@generator_only-{point}"},
+                         "ceiling": {f"oracle_loo@generator_only-{point}"}}
     metrics = json.loads((p / "results/scale/metrics.json").read_text())
     cells = {(c["point"], c["model"], c["level"]) for c in metrics["cells"]}
     assert cells == {(point, model, level) for point in POINTS for model in ("multitask", "posthoc", "generator_only")
@@ -126,7 +131,8 @@ def gpu_preset_run(tmp_path_factory):
     shrink = {"data": yaml.safe_load((project / "params.yaml").read_text())["data"],
               "sample": {"batch_size": 3},
               "scale": {"launcher": "torchrun --standalone --nproc_per_node=2", "nfe_budgets": [8], "num_samples": 6,
-                        "models": TINY["scale"]["models"], "judge": {"train": {"max_steps": 12}},
+                        "models": TINY["scale"]["models"], "ceiling": TINY["scale"]["ceiling"],
+                        "judge": {"train": {"max_steps": 12}},
                         "points": {name: {"model": TINY_MODEL, "train": {"max_steps": 4 * (i + 1), "eval_every": 4,
                                                                           "checkpoint_every": 4, "compile": False}}
                                    for i, name in enumerate(preset["scale"]["points"])}}}

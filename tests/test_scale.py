@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, REPO_PARAMS, params_with
+from conftest import REPO, REPO_PARAMS, params_with, write_params
 from remask.config import ConfigError, load_params
 from remask.records import Comparison, TuningLog
 from remask.scale import Cell, PointRecord, oracle_reading, render_scale, scale_cells
@@ -43,6 +43,25 @@ def test_a_post_hoc_critic_of_the_axis_names_a_model_of_its_own_point():
     # a point is params plus overrides; its post-hoc critic keeps the critic's own run (steps) whatever the point's
     assert REPO_PARAMS.for_scale("steps4500", "posthoc").train.max_steps == 500
     assert REPO_PARAMS.for_scale("steps4500", "multitask").train.max_steps == 4500
+
+
+def test_the_ceiling_is_drawn_on_a_model_of_the_axis_by_its_own_stage_only(tmp_path):
+    scale = REPO_PARAMS.model_dump()["scale"]
+    oracle = scale["ceiling"]["policies"]["oracle_loo"]
+    with pytest.raises(ConfigError, match="ceiling.model: 'judge' is not a model of scale.models"):
+        params_with({"scale": {"ceiling": {"model": "judge"}}})
+    generator_only = scale["models"]["generator_only"]
+    twice = {**generator_only, "policies": {**generator_only["policies"], "oracle_loo": oracle}}
+    with pytest.raises(ConfigError, match="ceiling.policies.oracle_loo: also a row of models.generator_only.policies"):
+        params_with({"scale": {"models": {**scale["models"], "generator_only": twice}}})
+    assert params_with({"scale": {"ceiling": {"policies": {}}}}).scale.ceiling.policies == {}  # no ceiling drawn
+    contender = write_params(tmp_path / "params.yaml", {"scale": {"ceiling": {"policies": {"oracle_loo": oracle,
+                                                                                          "confidence": {}}}}})
+    refused = subprocess.run([sys.executable, "-m", "pipeline.sample", "--scale-point", "steps500", "--ceiling",
+                              "--params", str(contender), "--models-dir", str(tmp_path)],  # before any model loads
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "scale.ceiling.policies.confidence: the ceiling's stage draws oracle rows only" \
+        in refused.stderr
 
 
 def cell(point: str, better: int, rep: float | None = 0.02, revisiting: int = 1, value: float | None = -0.1,

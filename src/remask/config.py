@@ -485,6 +485,21 @@ class StudySection(_Section):
         return self
 
 
+class Ceiling(_Section):
+    """The scale axis's ceiling rows (the ``oracle_loo`` oracle): sampled on each point's ``model``
+    in a stage of their own, ``scale_ceiling@<point>``, because the oracle's search alone (a pass per
+    position per step) fills a stage's 30 minutes on a CPU; reported as ``<row>@<model>-<point>``
+    against that model's own baselines, like its other rows."""
+
+    model: str
+    policies: dict[str, PolicySampling]  # none: the stage draws nothing and the summary shows no ceiling
+
+    @model_validator(mode="after")
+    def _rows(self) -> "Ceiling":
+        _check_registered(self.policies)
+        return self
+
+
 class ScaleSection(_Section):
     """The opt-in scale axis (``scale/dvc.yaml``, ``make scale``): the study's finalist rows at
     several generator compute points. A point is these params plus its ``points`` overrides of the
@@ -492,13 +507,15 @@ class ScaleSection(_Section):
     of ``models`` (a :class:`Variant`: its overrides, its rows, and ``frozen_generator`` naming the
     point's own model it starts from) is trained, sampled on the study's grid settings at
     ``nfe_budgets`` with ``num_samples`` report texts per temperature (a row's own count, the
-    oracle's, still wins), and compared with its own model's ``confidence``. ``judge``: overrides of the
+    oracle's, still wins), and compared with its own model's ``confidence``; ``ceiling``'s rows (the
+    oracle) are drawn on its model in a stage of their own. ``judge``: overrides of the
     ``judge`` section for the axis's judge, which must be at least as large and trained at least as
     long as the largest generator it scores. ``launcher``: what starts its training and sampling
     stages, ``python`` or ``torchrun ...`` (the processes share the work and write what one would)."""
 
     points: dict[str, Overrides]
     models: dict[str, Variant]
+    ceiling: Ceiling
     judge: Overrides
     nfe_budgets: list[int] = Field(min_length=1)
     num_samples: int = Field(ge=2)  # the report draw's texts per temperature: what the intervals need
@@ -518,6 +535,18 @@ class ScaleSection(_Section):
             raise ValueError("models: the axis needs a model named generator_only (overrides {train: {alpha: 0.0}}): "
                              "every point's generator cost and compute are measured against it, and a post-hoc "
                              "critic (frozen_generator: generator_only) freezes its point's")
+        if "ceiling" in self.models:
+            raise ValueError("models.ceiling: 'ceiling' names where each point's ceiling rows are written "
+                             "(results/scale/samples/<point>/ceiling), not a model")
+        if not self.points:  # a copy for one run (Params.with_overrides) carries no axis of its own
+            return self
+        if self.ceiling.model not in self.models:
+            raise ValueError(f"ceiling.model: {self.ceiling.model!r} is not a model of scale.models "
+                             f"({', '.join(self.models)}): the ceiling is drawn on one of the axis's models")
+        shared = sorted(set(self.ceiling.policies) & set(self.models[self.ceiling.model].policies))
+        if shared:
+            raise ValueError(f"ceiling.policies.{shared[0]}: also a row of models.{self.ceiling.model}.policies; a row "
+                             "is drawn by one stage (the ceiling's own, or its model's)")
         return self
 
 

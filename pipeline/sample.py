@@ -28,7 +28,7 @@ from pipeline._common import CEILING, SCALE_SAMPLES, run_stage, samples_dir, sca
 from pipeline._sampling import sample_rows
 from remask.atomic import write_json
 from remask.checkpoint import load_model
-from remask.config import TIERS, ConfigError, Params
+from remask.config import TIERS, ConfigError, Params, PolicySampling
 from remask.judge import judge_generate
 from remask.policies import get_policy
 from remask.runtime import World, close_world, init_world, resolve_device
@@ -50,23 +50,30 @@ def write_drawn(world: World, tuning_path: Path, tuning: dict, samples_path: Pat
         write_rows(samples, samples_path)
 
 
-def scale_sample(params: Params, point: str, name: str | None, models: Path, world: World) -> None:
-    """Every row of the scale axis's model ``name`` at ``point`` (``name`` ``None``: the ceiling's
-    rows, on ``scale.ceiling.model``), on the study's grid settings at the axis's budgets, scored by
-    the axis's judge; rows ``<row>@<model>-<point>``, written under ``<point>/<name or ceiling>``."""
+def scale_rows(params: Params, point: str, drawn: str) -> tuple[str, dict[str, PolicySampling]]:
+    """``(model, rows)`` that ``scale_sample`` draws at ``point``: a model's own rows, or with
+    ``drawn`` ``CEILING`` the ceiling's (oracle rows only) on ``scale.ceiling.model``."""
     axis = params.scale
-    if point not in axis.points or (name is not None and name not in axis.models):
-        raise ConfigError(f"--scale-point {point!r} --variant {name!r}: a point of scale.points ({', '.join(axis.points)}) "
-                          f"and a model of scale.models ({', '.join(axis.models)}), or --ceiling")
-    model, rows = (name, axis.models[name].policies) if name is not None else (axis.ceiling.model, axis.ceiling.policies)
-    if name is None:
-        contenders = [row for row, spec in rows.items() if get_policy(spec.runs(row)).kind != "oracle"]
-        if contenders:
-            raise ConfigError(f"scale.ceiling.policies.{contenders[0]}: the ceiling's stage draws oracle rows only "
-                              f"(a contender belongs in scale.models.{model}.policies)")
+    if point not in axis.points or (drawn != CEILING and drawn not in axis.models):
+        raise ConfigError(f"--scale-point {point!r} with --variant {drawn!r}: a point of scale.points "
+                          f"({', '.join(axis.points)}) and a model of scale.models ({', '.join(axis.models)})")
+    if drawn != CEILING:
+        return drawn, axis.models[drawn].policies
+    contenders = [row for row, spec in axis.ceiling.policies.items() if get_policy(spec.runs(row)).kind != "oracle"]
+    if contenders:
+        raise ConfigError(f"scale.ceiling.policies.{contenders[0]}: the ceiling's stage draws oracle rows only "
+                          f"(a contender belongs in scale.models.{axis.ceiling.model}.policies)")
+    return axis.ceiling.model, axis.ceiling.policies
+
+
+def scale_sample(params: Params, point: str, drawn: str, models: Path, world: World) -> None:
+    """The rows ``drawn`` at the scale axis's ``point`` (a model's, or ``CEILING``: the ceiling's),
+    on the study's grid settings at the axis's budgets, scored by the axis's judge; rows
+    ``<row>@<model>-<point>``, written under ``<point>/<drawn>``."""
+    model, rows = scale_rows(params, point, drawn)
     samples, logs = sample_rows(params.scale_grid(), rows, models / "scale" / point / model,
                                 models / "scale" / "judge", variant=scale_variant(model, point), world=world)
-    out = SCALE_SAMPLES / point / (name or CEILING)
+    out = SCALE_SAMPLES / point / drawn
     write_drawn(world, out / "tuning.json", {row: log.to_dict() for row, log in logs.items()}, out / "samples.jsonl",
                 samples)
 
@@ -87,12 +94,15 @@ def run(params: Params, args: argparse.Namespace, world: World) -> None:
         raise ConfigError("name one of --row (a row of the tier's grid), --variant, --ceiling or --judge")
     if args.ceiling and not args.scale_point:
         raise ConfigError("--ceiling draws the scale axis's ceiling rows: name its point with --scale-point")
+    if args.scale_point and not (args.variant or args.ceiling):
+        raise ConfigError("--scale-point draws a model's rows (--variant <model of scale.models>) or the ceiling's "
+                          "(--ceiling)")
     if args.judge:
         if world.is_main:
             sample_judge(params, models / "judge", Path(args.out_dir or samples_dir(args.tier)) / "judge.jsonl")
         return
     if args.scale_point:
-        scale_sample(params, args.scale_point, args.variant, models, world)
+        scale_sample(params, args.scale_point, CEILING if args.ceiling else args.variant, models, world)
         return
     if args.variant:
         variants = params.study.variants

@@ -105,4 +105,8 @@ def test_the_scale_matrices_name_the_points_and_models_of_params():
     assert matrices["scale_train"]["model"] == [name for name in axis.models if name not in frozen]
     assert matrices["scale_train_posthoc"]["model"] == frozen
     assert matrices["scale_sample"]["model"] == list(axis.models)
-    assert set(matrices["scale_ceiling"]) == {"point"}  # on scale.ceiling.model, named in its deps
+    ceiling = yaml.safe_load((REPO / "scale" / "dvc.yaml").read_text())["stages"]["scale_ceiling"]
+    assert set(matrices["scale_ceiling"]) == {"point"} and "--ceiling" in ceiling["cmd"]  # on scale.ceiling.model:
+    assert "models/scale/${item.point}/${scale.ceiling.model}" in ceiling["deps"]
+    assert [next(iter(o)) if isinstance(o, dict) else o for o in ceiling["outs"] + ceiling["metrics"]] == [
+        f"results/scale/samples/${{item.point}}/ceiling/{name}" for name in ("samples.jsonl", "tuning.json")]  # CEILING

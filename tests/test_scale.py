@@ -56,12 +56,13 @@ def test_the_ceiling_is_drawn_on_a_model_of_the_axis_by_its_own_stage_only(tmp_p
         params_with({"scale": {"models": {**scale["models"], "generator_only": twice}}})
     assert params_with({"scale": {"ceiling": {"policies": {}}}}).scale.ceiling.policies == {}  # no ceiling drawn
     contender = write_params(tmp_path / "params.yaml", {"scale": {"ceiling": {"policies": {"oracle_loo": oracle,
-                                                                                          "confidence": {}}}}})
-    refused = subprocess.run([sys.executable, "-m", "pipeline.sample", "--scale-point", "steps500", "--ceiling",
-                              "--params", str(contender), "--models-dir", str(tmp_path)],  # before any model loads
-                             cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "scale.ceiling.policies.confidence: the ceiling's stage draws oracle rows only" \
-        in refused.stderr
+                                                                                          "random": {}}}}})
+    for args, refusal in ((["--ceiling"], "scale.ceiling.policies.random: the ceiling's stage draws oracle rows only"),
+                          (["--row", "confidence"], "--scale-point draws a model's rows (--variant <model")):
+        refused = subprocess.run([sys.executable, "-m", "pipeline.sample", "--scale-point", "steps500", *args,
+                                  "--params", str(contender), "--models-dir", str(tmp_path)],  # before any model loads
+                                 cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and refusal in refused.stderr, refused.stderr
 
 
 def cell(point: str, better: int, rep: float | None = 0.02, revisiting: int = 1, value: float | None = -0.1,

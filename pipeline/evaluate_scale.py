@@ -1,8 +1,8 @@
 """DVC stage ``scale_evaluate``: the scale axis's verdict, ``results/scale/summary.md``.
 
 Reads every model's rows at every compute point (``results/scale/samples/<point>/<model>/``, and
-the ceiling's in ``<point>/ceiling/``; rows ``<row>@<model>-<point>``), scores them with the axis's judge (``models/scale/judge``) and the text
-metrics exactly as ``evaluate_samples`` does (:mod:`pipeline._scoring`), compares every row with its
+the ceiling's in ``<point>/ceiling/``; rows ``<row>@<model>-<point>``, each drawn by one stage),
+scores them with the axis's judge (``models/scale/judge``) and the text metrics exactly as ``evaluate_samples`` does (:mod:`pipeline._scoring`), compares every row with its
 own model's ``confidence`` and ``remdm_conf_budget`` (:func:`remask.report.compare_policies`), and
 writes the verdict per point, family and entropy level (:mod:`remask.scale`) with each point's
 validation numbers and generator compute, plus ``results/scale/metrics.json``.
@@ -17,7 +17,7 @@ from pipeline._common import CEILING, SCALE_RESULTS, SCALE_SAMPLES, read_json, r
 from pipeline._scoring import Scorer, report_groups
 from remask.atomic import write_json, write_text
 from remask.checkpoint import load_model
-from remask.config import Params
+from remask.config import ConfigError, Params
 from remask.records import TuningLog
 from remask.report import REP4_LIMIT, compare_policies
 from remask.runtime import resolve_device
@@ -47,6 +47,11 @@ def main(params: Params, args: argparse.Namespace) -> None:
         for folder, model, stage in [*stages, (CEILING, params.scale.ceiling.model, f"scale_ceiling@{point}")]:
             where = SCALE_SAMPLES / point / folder
             logs = read_json(where / "tuning.json", stage)
+            twice = sorted(set(logs) & set(drawn_in))
+            if twice:
+                raise ConfigError(f"{twice[0]} is drawn in both {drawn_in[twice[0]]} and {where / 'tuning.json'}: "
+                                  f"a row belongs to one stage; rerun {stage} or the stage that drew it first "
+                                  "(params changed since one of them ran)")
             tuning.update({row: TuningLog.from_dict(raw, scale_variant(model, point)) for row, raw in logs.items()})
             variant_of.update({row: (point, model) for row in logs})
             drawn_in.update({row: where / "tuning.json" for row in logs})

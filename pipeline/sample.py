@@ -30,7 +30,6 @@ from remask.atomic import write_json
 from remask.checkpoint import load_model
 from remask.config import TIERS, ConfigError, Params, PolicySampling
 from remask.judge import judge_generate
-from remask.policies import get_policy
 from remask.runtime import World, close_world, init_world, resolve_device
 
 
@@ -50,30 +49,29 @@ def write_drawn(world: World, tuning_path: Path, tuning: dict, samples_path: Pat
         write_rows(samples, samples_path)
 
 
-def scale_rows(params: Params, point: str, drawn: str) -> tuple[str, dict[str, PolicySampling]]:
-    """``(model, rows)`` that ``scale_sample`` draws at ``point``: a model's own rows, or with
-    ``drawn`` ``CEILING`` the ceiling's (oracle rows only) on ``scale.ceiling.model``."""
+def scale_rows(params: Params, point: str, variant: str | None) -> tuple[str, dict[str, PolicySampling]]:
+    """``(model, rows)`` that ``scale_sample`` draws at ``point``: the rows of the model ``variant``,
+    or with ``variant`` ``None`` the ceiling's (oracle rows only) on ``scale.ceiling.model``."""
     axis = params.scale
-    if point not in axis.points or (drawn != CEILING and drawn not in axis.models):
-        raise ConfigError(f"--scale-point {point!r} with --variant {drawn!r}: a point of scale.points "
-                          f"({', '.join(axis.points)}) and a model of scale.models ({', '.join(axis.models)})")
-    if drawn != CEILING:
-        return drawn, axis.models[drawn].policies
-    contenders = [row for row, spec in axis.ceiling.policies.items() if get_policy(spec.runs(row)).kind != "oracle"]
-    if contenders:
-        raise ConfigError(f"scale.ceiling.policies.{contenders[0]}: the ceiling's stage draws oracle rows only "
-                          f"(a contender belongs in scale.models.{axis.ceiling.model}.policies)")
-    return axis.ceiling.model, axis.ceiling.policies
+    if point not in axis.points:
+        raise ConfigError(f"--scale-point {point!r} is not a point of scale.points: {', '.join(axis.points)}")
+    if variant is not None:
+        if variant not in axis.models:
+            raise ConfigError(f"--scale-point {point} --variant {variant!r}: not a model of scale.models "
+                              f"({', '.join(axis.models)}; the ceiling's rows are drawn with --ceiling)")
+        return variant, axis.models[variant].policies
+    return axis.ceiling.model, axis.ceiling.policies  # oracle rows only (remask.config.Ceiling)
 
 
-def scale_sample(params: Params, point: str, drawn: str, models: Path, world: World) -> None:
-    """The rows ``drawn`` at the scale axis's ``point`` (a model's, or ``CEILING``: the ceiling's),
-    on the study's grid settings at the axis's budgets, scored by the axis's judge; rows
-    ``<row>@<model>-<point>``, written under ``<point>/<drawn>``."""
-    model, rows = scale_rows(params, point, drawn)
+def scale_sample(params: Params, point: str, variant: str | None, models: Path, world: World) -> None:
+    """The rows of the model ``variant`` at the scale axis's ``point`` (``None``: the ceiling's), on
+    the study's grid settings at the axis's budgets, scored by the axis's judge; rows
+    ``<row>@<model>-<point>``, written under ``<point>/<variant>`` (the ceiling's under
+    ``<point>/ceiling``)."""
+    model, rows = scale_rows(params, point, variant)
     samples, logs = sample_rows(params.scale_grid(), rows, models / "scale" / point / model,
                                 models / "scale" / "judge", variant=scale_variant(model, point), world=world)
-    out = SCALE_SAMPLES / point / drawn
+    out = SCALE_SAMPLES / point / (CEILING if variant is None else variant)
     write_drawn(world, out / "tuning.json", {row: log.to_dict() for row, log in logs.items()}, out / "samples.jsonl",
                 samples)
 
@@ -102,7 +100,7 @@ def run(params: Params, args: argparse.Namespace, world: World) -> None:
             sample_judge(params, models / "judge", Path(args.out_dir or samples_dir(args.tier)) / "judge.jsonl")
         return
     if args.scale_point:
-        scale_sample(params, args.scale_point, CEILING if args.ceiling else args.variant, models, world)
+        scale_sample(params, args.scale_point, None if args.ceiling else args.variant, models, world)
         return
     if args.variant:
         variants = params.study.variants

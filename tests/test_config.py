@@ -133,6 +133,7 @@ def test_every_name_literal_equals_its_registry():
     from remask.tempering import ANNEALING
 
     assert get_args(config.PolicyName) == tuple(POLICIES) == config.POLICY_NAMES
+    assert get_args(config.OracleName) == tuple(name for name, p in POLICIES.items() if p.kind == "oracle")
     assert set(get_args(config.TargetName)) == set(TARGETS)
     assert get_args(config.ScheduleName) == SCHEDULES
     assert get_args(config.SelectionName) == SELECTIONS

@@ -86,6 +86,21 @@ def test_the_summary_gives_a_verdict_per_point_and_family_against_its_own_model(
     assert oracle_rows and all("oracle" in line.strip(" |").split("|")[-1] for line in oracle_rows)  # read as a ceiling
 
 
+def test_a_row_drawn_by_two_stages_is_refused_not_counted_twice(scale_run, tmp_path):
+    """Results left from before a row moved stages (the oracle, once in generator_only's): the
+    summary names both logs instead of scoring the row's texts twice (intervals too narrow)."""
+    project = tmp_path / "stale"
+    shutil.copytree(scale_run, project, ignore=shutil.ignore_patterns(".dvc", ".git", "reports"))
+    point = project / "results/scale/samples/steps500"
+    logs = {f: json.loads((point / f / "tuning.json").read_text()) for f in ("generator_only", "ceiling")}
+    (point / "generator_only/tuning.json").write_text(json.dumps({**logs["generator_only"], **logs["ceiling"]}))
+    refused = subprocess.run([sys.executable, "-m", "pipeline.evaluate_scale"], cwd=project, env=project_env(project),
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert ("oracle_loo@generator_only-steps500 is drawn in both results/scale/samples/steps500/generator_only/"
+            "tuning.json and results/scale/samples/steps500/ceiling/tuning.json") in refused.stderr
+
+
 def test_notebook_05_draws_the_curve(scale_run):
     p = scale_run
     assert (p / "reports/05_scale_axis.html").is_file()

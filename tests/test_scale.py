@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, REPO_PARAMS, params_with, write_params
+from conftest import REPO, REPO_PARAMS, params_with
 from remask.config import ConfigError, load_params
 from remask.records import Comparison, TuningLog
 from remask.scale import Cell, PointRecord, oracle_reading, render_scale, scale_cells
@@ -55,12 +55,19 @@ def test_the_ceiling_is_drawn_on_a_model_of_the_axis_by_its_own_stage_only(tmp_p
     with pytest.raises(ConfigError, match="ceiling.policies.oracle_loo: also a row of models.generator_only.policies"):
         params_with({"scale": {"models": {**scale["models"], "generator_only": twice}}})
     assert params_with({"scale": {"ceiling": {"policies": {}}}}).scale.ceiling.policies == {}  # no ceiling drawn
-    contender = write_params(tmp_path / "params.yaml", {"scale": {"ceiling": {"policies": {"oracle_loo": oracle,
-                                                                                          "random": {}}}}})
-    for args, refusal in ((["--ceiling"], "scale.ceiling.policies.random: the ceiling's stage draws oracle rows only"),
-                          (["--row", "confidence"], "--scale-point draws a model's rows (--variant <model")):
-        refused = subprocess.run([sys.executable, "-m", "pipeline.sample", "--scale-point", "steps500", *args,
-                                  "--params", str(contender), "--models-dir", str(tmp_path)],  # before any model loads
+    with pytest.raises(ConfigError, match="policies.random: the ceiling draws oracle rows only"):
+        params_with({"scale": {"ceiling": {"policies": {"oracle_loo": oracle, "random": {}}}}})
+    with pytest.raises(ConfigError, match="models.ceiling: 'ceiling' names where each point's ceiling rows are"):
+        params_with({"scale": {"models": {**scale["models"], "ceiling": scale["models"]["multitask"]}}})
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    for args, refusal in ((["steps500", "--row", "confidence"], "--scale-point draws a model's rows (--variant <model"),
+                          (["steps500", "--variant", "ceiling"], "not a model of scale.models (generator_only, "
+                                                                 "multitask, posthoc; the ceiling's rows are drawn "
+                                                                 "with --ceiling)"),
+                          (["steps7", "--ceiling"], "--scale-point 'steps7' is not a point of scale.points")):
+        refused = subprocess.run([sys.executable, "-m", "pipeline.sample", "--scale-point", *args,
+                                  "--params", str(params), "--models-dir", str(tmp_path)],  # before any model loads
                                  cwd=REPO, capture_output=True, text=True, timeout=120)
         assert refused.returncode == 2 and refusal in refused.stderr, refused.stderr
 
@@ -145,6 +152,8 @@ def test_the_gpu_preset_changes_only_what_it_names_and_keeps_every_comment(tmp_p
     assert after.sample.streams == "per_batch" and after.scale.launcher.startswith("torchrun")
     assert after.for_scale("w512", "multitask").model.n_embd == 512
     assert after.for_scale("w512", "posthoc").train.max_steps == 1000  # the model's overrides over the point's
+    oracle = after.scale.ceiling.policies["oracle_loo"]  # the preset's oracle: the full search, on more texts
+    assert after.scale.ceiling.model == "generator_only" and oracle.num_samples == 128 and oracle.selections is None
     after.scale_judge()  # as large and as long-trained as the largest generator, or refused
     for section in type(after).model_fields:
         if section not in ("data", "sample", "scale"):

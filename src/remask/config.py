@@ -26,6 +26,7 @@ from remask.errors import ConfigError
 PolicyName = Literal["random", "confidence", "remdm_conf", "critic", "critic_confidence", "critic_fused",
                      "critic_committed", "oracle_loo", "self_planning"]  # remask.policies.POLICIES
 POLICY_NAMES: tuple[str, ...] = get_args(PolicyName)
+OracleName = Literal["oracle_loo"]  # the policies of kind "oracle" (they read the clean text): ceilings only
 TargetName = Literal["differs", "loo", "generated"]  # remask.critic_targets.TARGETS
 ScheduleName = Literal["linear", "cosine"]  # remask.schedules.SCHEDULES
 SelectionName = Literal["topk", "gumbel"]  # remask.sampling.SELECTIONS
@@ -486,10 +487,11 @@ class StudySection(_Section):
 
 
 class Ceiling(_Section):
-    """The scale axis's ceiling rows (the ``oracle_loo`` oracle): sampled on each point's ``model``
-    in a stage of their own, ``scale_ceiling@<point>``, because the oracle's search alone (a pass per
-    position per step) fills a stage's 30 minutes on a CPU; reported as ``<row>@<model>-<point>``
-    against that model's own baselines, like its other rows."""
+    """The scale axis's ceiling rows (the ``oracle_loo`` oracle, nothing that contends): sampled on
+    each point's ``model`` in a stage of their own, ``scale_ceiling@<point>``, because the oracle (a
+    pass per position per step) and that model's baselines together nearly filled a stage's 30
+    minutes on a CPU (29:46 at 4,500 steps), leaving its search no room; reported as
+    ``<row>@<model>-<point>`` against that model's own baselines, like its other rows."""
 
     model: str
     policies: dict[str, PolicySampling]  # none: the stage draws nothing and the summary shows no ceiling
@@ -497,6 +499,11 @@ class Ceiling(_Section):
     @model_validator(mode="after")
     def _rows(self) -> "Ceiling":
         _check_registered(self.policies)
+        oracles = get_args(OracleName)
+        for name, spec in self.policies.items():
+            if spec.runs(name) not in oracles:
+                raise ValueError(f"policies.{name}: the ceiling draws oracle rows only ({', '.join(oracles)}); a "
+                                 f"contender belongs in scale.models.{self.model}.policies")
         return self
 
 

@@ -106,6 +106,27 @@ def test_tune_temperature_converges_from_its_start_and_stops_within_the_toleranc
     assert not reached and len(seen) == 3
 
 
+def test_a_noisy_pilot_that_leads_back_to_one_already_run_does_not_end_the_search():
+    """The oracle's search at 4,500 steps (scale axis, 6-text pilots): T 1.85 landed 1.2% above the
+    target, the step down to 1.6087 landed higher still (noise), and the secant from the nearest
+    pilot led back to 1.6087: the search stopped as if pinned at a bound and reported the target
+    not reached. It now goes past the coldest pilot and reaches it."""
+    def measure(t):
+        noisy = {1.85: 4.859, 1.608696: 4.916}
+        return noisy.get(t, 4.803 + 1.2 * (t - 1.5)), 0.0
+
+    t, reached, seen = tune_temperature(measure, 4.803, 0.7, 3.0, tolerance=0.01, max_pilots=7, start=1.85)
+    assert reached and t < 1.608696 and abs(seen[t][0] - 4.803) <= 0.01 * 4.803
+    assert list(seen)[:3] == [1.85, 1.608696, round(1.608696 / 1.15, 6)]
+    # all below the target, the hottest pilot noisy: past the hottest instead
+    def rising(t):
+        noisy = {1.0: 4.70, 1.15: 4.60}
+        return noisy.get(t, 4.6 + 0.5 * (t - 1.0)), 0.0
+
+    t, reached, seen = tune_temperature(rising, 4.803, 0.7, 3.0, tolerance=0.01, max_pilots=7, start=1.0)
+    assert reached and list(seen)[:3] == [1.0, 1.15, round(1.15 * 1.15, 6)]
+
+
 def test_the_judge_nll_is_interpolated_at_the_target_entropy_not_read_at_the_landed_pilot():
     # a frontier of 3 bits of NLL per bit of entropy: a pilot 1% (0.048 bits) off the target is 0.14 bits off
     seen = {1.2: (4.752, 3.0), 1.4: (4.9, 3.444)}

@@ -87,6 +87,25 @@ def _next_temperature(seen: dict[float, tuple[float, float]], target: float, low
         guess = a + (target - ea) * (b - a) / (eb - ea)
     if not (below and above):
         guess = min(max(guess, nearest / MAX_STEP), nearest * MAX_STEP)
+    guess = round(min(max(guess, low), high), 6)
+    if guess in seen and low < guess < high:  # noise led back to a pilot already run, inside the range
+        guess = _past_the_pilots(seen, target, low, high)
+    return guess
+
+
+def _past_the_pilots(seen: dict[float, tuple[float, float]], target: float, low: float, high: float) -> float:
+    """A temperature no pilot has run where noise made the curve look falling and the step led back
+    to a pilot: past the coldest pilot where all lie above the target, past the hottest where all
+    lie below, else midway between the pilots on either side. Without it the search stopped there
+    as if pinned at a bound of the range, and reported a reachable target as not reached."""
+    below = [t for t, (e, _) in seen.items() if e < target]
+    above = [t for t, (e, _) in seen.items() if e > target]
+    if not below:
+        guess = min(seen) / FIRST_STEP
+    elif not above:
+        guess = max(seen) * FIRST_STEP
+    else:
+        guess = (max(below) + min(above)) / 2
     return round(min(max(guess, low), high), 6)
 
 

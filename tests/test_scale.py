@@ -47,14 +47,16 @@ def test_a_post_hoc_critic_of_the_axis_names_a_model_of_its_own_point():
 
 def test_the_ceiling_is_drawn_on_a_model_of_the_axis_by_its_own_stage_only(tmp_path):
     scale = REPO_PARAMS.model_dump()["scale"]
-    oracle = scale["ceiling"]["policies"]["oracle_loo"]
+    oracle = {"num_samples": 16, "tuning_samples": 8}  # the CPU axis draws none (params.yaml), the GPU preset's
+    assert params_with({"scale": {"ceiling": {"policies": {"oracle_loo": oracle}}}}).scale.ceiling.policies
     with pytest.raises(ConfigError, match="ceiling.model: 'judge' is not a model of scale.models"):
         params_with({"scale": {"ceiling": {"model": "judge"}}})
     generator_only = scale["models"]["generator_only"]
     twice = {**generator_only, "policies": {**generator_only["policies"], "oracle_loo": oracle}}
     with pytest.raises(ConfigError, match="ceiling.policies.oracle_loo: also a row of models.generator_only.policies"):
-        params_with({"scale": {"models": {**scale["models"], "generator_only": twice}}})
-    assert params_with({"scale": {"ceiling": {"policies": {}}}}).scale.ceiling.policies == {}  # no ceiling drawn
+        params_with({"scale": {"models": {**scale["models"], "generator_only": twice},
+                               "ceiling": {"policies": {"oracle_loo": oracle}}}})
+    assert REPO_PARAMS.scale.ceiling.policies == {}  # no ceiling drawn
     with pytest.raises(ConfigError, match="policies.random: the ceiling draws oracle rows only"):
         params_with({"scale": {"ceiling": {"policies": {"oracle_loo": oracle, "random": {}}}}})
     with pytest.raises(ConfigError, match="models.ceiling: 'ceiling' names where each point's ceiling rows are"):

@@ -79,7 +79,7 @@ def test_the_summary_gives_a_verdict_per_point_and_family_against_its_own_model(
     assert ("critic_fused@posthoc-steps500", "confidence@posthoc-steps500") in comparisons
     assert not any(base.split("@")[-1] != row.split("@")[-1] for row, base in comparisons)  # own model only
     summary = (p / "results/scale/summary.md").read_text()
-    assert "`scale_evaluate` stage of `make scale`" in summary and "**Over the axis**" in summary
+    assert "`scale_evaluate` and `scale_summary` stages of `make scale`" in summary and "**Over the axis**" in summary
     assert summary.index("| steps500 |") < summary.index("| steps1500 |") < summary.index("| steps4500 |")
     assert "| steps4500 | 12 |" in summary and "| `posthoc` |" in summary and "+0.00% |" in summary
     oracle_rows = [line for line in summary.splitlines() if "`oracle_loo@generator_only-" in line]
@@ -94,11 +94,32 @@ def test_a_row_drawn_by_two_stages_is_refused_not_counted_twice(scale_run, tmp_p
     point = project / "results/scale/samples/steps500"
     logs = {f: json.loads((point / f / "tuning.json").read_text()) for f in ("generator_only", "ceiling")}
     (point / "generator_only/tuning.json").write_text(json.dumps({**logs["generator_only"], **logs["ceiling"]}))
-    refused = subprocess.run([sys.executable, "-m", "pipeline.evaluate_scale"], cwd=project, env=project_env(project),
-                             capture_output=True, text=True, timeout=600)
+    refused = subprocess.run([sys.executable, "-m", "pipeline.evaluate_scale", "--point", "steps500", "--judged-dir",
+                              str(tmp_path / "judged")], cwd=project, env=project_env(project), capture_output=True,
+                             text=True, timeout=600)
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert ("oracle_loo@generator_only-steps500 is drawn in both results/scale/samples/steps500/generator_only/"
             "tuning.json and results/scale/samples/steps500/ceiling/tuning.json") in refused.stderr
+
+
+def test_each_point_is_judged_alone_and_the_summary_refuses_points_judged_against_another_text(scale_run, tmp_path):
+    """scale_evaluate@<point> judges one point (a row is only compared within its point); the summary
+    gathers them, and a point judged before the held-out text or the judge changed is named, not mixed in."""
+    p = scale_run
+    merged = json.loads((p / "results/scale/metrics.json").read_text())
+    judged = {point: json.loads((p / f"results/scale/evaluate/{point}.json").read_text()) for point in POINTS}
+    assert all(judged[point]["cells"] == [c for c in merged["cells"] if c["point"] == point] for point in POINTS)
+    assert sum(len(judged[point]["cells"]) for point in POINTS) == len(merged["cells"])
+    project = tmp_path / "mixed"
+    shutil.copytree(scale_run, project, ignore=shutil.ignore_patterns(".dvc", ".git", "reports"))
+    stale = project / "results/scale/evaluate/steps4500.json"  # not the first point the summary reads (steps1500)
+    moved = {level: bits + 0.1 for level, bits in judged["steps4500"]["levels"].items()}
+    stale.write_text(json.dumps({**judged["steps4500"], "levels": moved}))
+    refused = subprocess.run([sys.executable, "-m", "pipeline.summarize_scale", "--judged-dir", "results/scale/evaluate"],
+                             cwd=project, env=project_env(project), capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert ("results/scale/evaluate/steps4500.json and results/scale/evaluate/steps1500.json hold different levels"
+            in refused.stderr) and "rerun scale_evaluate@steps4500 and scale_evaluate@steps1500" in refused.stderr
 
 
 def test_notebook_05_draws_the_curve(scale_run):

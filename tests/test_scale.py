@@ -2,6 +2,7 @@
 judges, a post-hoc critic without its generator), and its summary gives a verdict per compute point
 and family against the family's own model, in the order of compute, never an extrapolated number."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from conftest import REPO, REPO_PARAMS, params_with
 from remask.config import ConfigError, load_params
 from remask.records import Comparison, TuningLog
-from remask.scale import Cell, PointRecord, oracle_reading, render_scale, scale_cells
+from remask.scale import Cell, CellResult, PointRecord, oracle_reading, render_scale, scale_cells
 
 
 def comparison(policy: str, baseline: str, better: int, value: float | None = -0.1, bracketed: bool = True,
@@ -101,8 +102,8 @@ def test_the_oracle_is_read_as_headroom_only_where_it_is_below_confidence():
     assert oracle_reading(oracle(0)) == "oracle level with `confidence`: no headroom measured"
     assert oracle(-1).verdict(0.06) == oracle_reading(oracle(-1))  # metrics.json and the summary read it alike
     points = [PointRecord("p", 500, 3e12, {"generator_only": {"gen_loss": 2.5, "bpc_bound": 3.6}})]
-    assert "oracle behind `confidence` here" in render_scale([oracle(-1)], points, {"rep_4": 0.04}, {"text": 4.8},
-                                                             {"bpc": 2.5}, "test")
+    assert "oracle behind `confidence` here" in render_scale([oracle(-1).result(0.06)], points, {"rep_4": 0.04},
+                                                             {"text": 4.8}, {"bpc": 2.5}, "test")
 
 
 def test_the_summary_orders_points_by_compute_and_prints_no_extrapolated_number():
@@ -111,7 +112,11 @@ def test_the_summary_orders_points_by_compute_and_prints_no_extrapolated_number(
               PointRecord("small", 500, 3e12, {"generator_only": {"gen_loss": 2.5, "bpc_bound": 3.6},
                                                 "multitask": {"gen_loss": 2.5, "bpc_bound": 3.6}})]
     cells = [cell("big", 1), cell("small", 0, value=None, bracketed=False, rep=None)]
-    text = render_scale(cells, points, {"rep_4": 0.04}, {"text": 4.8}, {"bpc": 2.5}, "test")
+    # what each point's stage writes and the summary reads back (JSON), rendered as the summary renders it
+    judged = [CellResult.from_dict(json.loads(json.dumps(c.result(0.06).to_dict()))) for c in cells]
+    assert judged == [c.result(0.06) for c in cells]
+    assert [PointRecord.from_dict(json.loads(json.dumps(p.to_dict()))) for p in points] == points
+    text = render_scale(judged, points, {"rep_4": 0.04}, {"text": 4.8}, {"bpc": 2.5}, "test")
     assert text.index("| small | 500 |") < text.index("| big | 4,500 |")
     assert "| big | 4,500 | 3.00e+13 | `multitask` | 2.0200 | 2.920 | +1.00% |" in text
     small = next(line for line in text.splitlines() if line.startswith("| small | `multitask` |"))

@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from tqdm import tqdm
+
 from remask.frontier import difference
 from remask.policies import get_policy
 from remask.records import LEVELS, TEXT_LEVEL, Comparison, FrontierPoint, Setting, TuningLog, level_title, pool_label
@@ -112,7 +114,7 @@ def compare_policies(
     ``samples[(policy, budget, level)]``: its report settings for that level
     (:class:`remask.metrics.SettingSamples`); ``frontiers``: the :class:`FrontierPoint` of each;
     ``tuning``: the tuning logs; ``levels``: each level's entropy (bits)."""
-    records = []
+    pairs: list[tuple[int, str, str, str]] = []  # (budget, level, policy, baseline): each bootstrapped below
 
     def compare(budget: int, at: str, policy: str, baseline: str) -> Comparison:
         diff = difference(samples[(policy, budget, at)], samples[(baseline, budget, at)], levels[at], resamples, level,
@@ -136,13 +138,13 @@ def compare_policies(
                 # a row on a study variant's model is also compared with `confidence` and `remdm_conf` with a
                 # committed budget on that same model (where sampled): the score apart from the variant's generator
                 own = same_model_baseline(tuning, tuning[policy])
-                records += [compare(budget, at, policy, baseline) for baseline in dict.fromkeys(baselines + own)
-                            if policy != baseline and (baseline, budget, at) in samples]
+                pairs += [(budget, at, policy, baseline) for baseline in dict.fromkeys(baselines + own)
+                          if policy != baseline and (baseline, budget, at) in samples]
             # our best rows of each kind (tuning draw, every model's) against the public peer's
             ours = [best_of_kind({p: tuning[p] for p in rows}, budget, kind, at) for kind in ("learned", "training_free")]
-            records += [compare(budget, at, mine, peer) for mine in ours if mine is not None
-                        for peer in rows if kind_of(tuning[peer]) == "peer"]
-    return records
+            pairs += [(budget, at, mine, peer) for mine in ours if mine is not None
+                      for peer in rows if kind_of(tuning[peer]) == "peer"]
+    return [compare(*pair) for pair in tqdm(pairs, desc="comparisons", unit="pair")]
 
 
 @dataclass(frozen=True)

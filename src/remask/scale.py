@@ -5,7 +5,9 @@ Computes from the comparisons the report already makes (:func:`remask.report.com
 every row of a model against that model's ``confidence`` and ``remdm_conf_budget``) one verdict
 per compute point, family and entropy level, and renders ``results/scale/summary.md``. A family is
 a model of ``scale.models`` (the joint critic, the post-hoc critic, ...); the oracle ceiling is
-shown as such, never as a contender.
+shown as such, never as a contender. Each point is judged in a stage of its own, which writes its
+cells as :class:`CellResult` and its :class:`PointRecord`; the summary reads them back from every
+point's file and renders them together.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ class PointRecord:
     steps: int
     flops: float  # the generator's training compute: 6 x parameters x characters seen
     val: Mapping[str, Mapping[str, float]]  # model -> its validation metrics
+
+    def to_dict(self) -> dict:
+        return {"point": self.name, "steps": self.steps, "flops": self.flops, "val": dict(self.val)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> "PointRecord":
+        return cls(raw["point"], raw["steps"], raw["flops"], raw["val"])
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,39 @@ class Cell:
             return f"beats `{BASELINE}`, but rep-4 over {rep_limit:.3f}"
         return "beats"
 
+    def result(self, rep_limit: float) -> "CellResult":
+        """The cell as the summary reads it: its verdict and the differences it rests on."""
+        return CellResult(self.point, self.model, self.row, self.kind, self.budget, self.level,
+                          self.verdict(rep_limit), self.vs_confidence.differences["judge_nll"],
+                          self.vs_confidence.differences.get("ngram_jsd"),
+                          self.vs_revisiting.differences["judge_nll"] if self.vs_revisiting else None, self.rep_4)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """A judged :class:`Cell`: what a point's ``scale_evaluate`` stage writes and ``scale_summary``
+    renders, so that the summary needs no point's samples. Differences are the comparison's
+    ``{"difference", "ci", "better"}``."""
+
+    point: str
+    model: str
+    row: str
+    kind: str
+    budget: int
+    level: str
+    verdict: str
+    judge_nll: Mapping  # vs its own model's confidence
+    ngram_jsd: Mapping | None  # vs its own model's confidence (None: no held-out 3-grams)
+    vs_revisiting: Mapping | None  # judge NLL vs its own model's remdm_conf_budget (None: not sampled)
+    rep_4: float | None  # None: extrapolated
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, raw: Mapping) -> "CellResult":
+        return cls(**raw)
+
 
 def oracle_reading(cell: Cell) -> str:
     """The oracle's row read as what it is, a ceiling: its difference is headroom only where it is
@@ -89,8 +131,8 @@ def scale_cells(records: Sequence[Comparison], frontiers: Mapping[tuple[str, int
             for (row, budget, level), found in sorted(own.items()) if BASELINE in found]
 
 
-def render_scale(cells: Sequence[Cell], points: Sequence[PointRecord], reference: Mapping, levels: Mapping[str, float],
-                 judge_val: Mapping[str, float], stage: str) -> str:
+def render_scale(cells: Sequence[CellResult], points: Sequence[PointRecord], reference: Mapping,
+                 levels: Mapping[str, float], judge_val: Mapping[str, float], stage: str) -> str:
     """``results/scale/summary.md``: the compute points, then one table per budget and entropy level
     with a row per point and family: its judge-NLL difference from its own model's ``confidence``
     (and ``remdm_conf_budget``) with the interval and its half-width, the 3-gram divergence's, rep-4
@@ -120,16 +162,15 @@ def render_scale(cells: Sequence[Cell], points: Sequence[PointRecord], reference
         here = sorted((c for c in cells if (c.budget, c.level) == (budget, level)),
                       key=lambda c: (order[c.point], c.kind == "oracle", c.model))
         for c in here:
-            revisiting = fmt_difference(c.vs_revisiting.differences["judge_nll"]) if c.vs_revisiting else "-"
-            jsd = c.vs_confidence.differences.get("ngram_jsd")
-            lines.append(f"| {c.point} | `{c.model}` | `{c.row}` | {fmt_difference(c.vs_confidence.differences['judge_nll'])} "
-                         f"| {revisiting} | {fmt_difference(jsd, 4) if jsd else '-'} | "
-                         f"{EXTRAPOLATED if c.rep_4 is None else f'{c.rep_4:.3f}'} | {c.verdict(limit)} |")
-    lines += ["", render_trend(cells, points, limit)]
+            revisiting = fmt_difference(c.vs_revisiting) if c.vs_revisiting else "-"
+            lines.append(f"| {c.point} | `{c.model}` | `{c.row}` | {fmt_difference(c.judge_nll)} "
+                         f"| {revisiting} | {fmt_difference(c.ngram_jsd, 4) if c.ngram_jsd else '-'} | "
+                         f"{EXTRAPOLATED if c.rep_4 is None else f'{c.rep_4:.3f}'} | {c.verdict} |")
+    lines += ["", render_trend(cells, points)]
     return "\n".join(lines) + "\n"
 
 
-def render_trend(cells: Sequence[Cell], points: Sequence[PointRecord], limit: float) -> str:
+def render_trend(cells: Sequence[CellResult], points: Sequence[PointRecord]) -> str:
     """The answer over the axis in one paragraph, computed: per family, the verdict at each point
     (``points`` in the order of compute, as :func:`render_scale` sorts them), at the text's entropy
     and the first budget."""
@@ -141,7 +182,6 @@ def render_trend(cells: Sequence[Cell], points: Sequence[PointRecord], limit: fl
     for model in sorted({c.model for c in cells if c.kind != "oracle"}):
         mine = {c.point: c for c in cells if c.model == model and c.budget == budget and c.level == TEXT_LEVEL
                 and c.kind != "oracle"}
-        walk = ", ".join(f"{p}: {mine[p].verdict(limit)} "
-                         f"({fmt_difference(mine[p].vs_confidence.differences['judge_nll'])})" for p in order if p in mine)
+        walk = ", ".join(f"{p}: {mine[p].verdict} ({fmt_difference(mine[p].judge_nll)})" for p in order if p in mine)
         text.append(f"`{model}` {walk}.")
     return " ".join(text)

@@ -1,9 +1,10 @@
 """DVC stage ``scale_summary``: the scale axis's verdict over its points, ``results/scale/summary.md``.
 
 Reads what every point's ``scale_evaluate@<point>`` judged (``<--judged-dir>/<point>.json``,
-``results/scale/evaluate`` in ``scale/dvc.yaml``: its cells, frontiers, comparisons and validation numbers) and the judge's validation numbers, and
-writes the verdict per point, family and entropy level (:func:`remask.scale.render_scale`) with
-``results/scale/metrics.json``, every point's numbers in one file (what notebook 05 reads). The
+``results/scale/evaluate`` in ``scale/dvc.yaml``: its cells, frontiers, comparisons and validation
+numbers) and the judge's validation numbers, and writes the verdict per point, family and entropy
+level (:func:`remask.scale.render_scale`) with ``results/scale/metrics.json``, every point's
+numbers in one file (what notebook 05 reads). The
 points must have been judged against the same held-out text and entropy levels: a point judged
 before the text or the judge changed is refused, named, not mixed in.
 """

@@ -40,8 +40,8 @@ class PointRecord:
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One row of one model at one point, budget and entropy level, against its own model's baselines."""
+class CellPlace:
+    """Where a cell sits: one row (of ``kind``) of one model at one point, budget and entropy level."""
 
     point: str
     model: str
@@ -49,6 +49,12 @@ class Cell:
     kind: str
     budget: int
     level: str
+
+
+@dataclass(frozen=True)
+class Cell(CellPlace):
+    """A row's place with its comparisons against its own model's baselines."""
+
     vs_confidence: Comparison
     vs_revisiting: Comparison | None
     rep_4: float | None
@@ -81,17 +87,11 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class CellResult:
+class CellResult(CellPlace):
     """A judged :class:`Cell`: what a point's ``scale_evaluate`` stage writes and ``scale_summary``
     renders, so that the summary needs no point's samples. Differences are the comparison's
     ``{"difference", "ci", "better"}``."""
 
-    point: str
-    model: str
-    row: str
-    kind: str
-    budget: int
-    level: str
     verdict: str
     judge_nll: Mapping  # vs its own model's confidence
     ngram_jsd: Mapping | None  # vs its own model's confidence (None: no held-out 3-grams)

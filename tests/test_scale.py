@@ -87,7 +87,9 @@ def test_a_cell_beats_only_below_both_own_baselines_with_rep_4_within_the_limit(
     # not below its own remdm_conf_budget; repeating more than 1.5x the text: each says what it missed
     assert cell("a", 1, revisiting=0).verdict(0.06) == \
         "beats `confidence` only (vs `remdm_conf_budget`: no significant difference)"
-    assert cell("a", 1, rep=0.09).verdict(0.06) == "beats `confidence`, but rep-4 over 0.060"
+    assert cell("a", 1, rep=0.09).verdict(0.06) == "beats `confidence` only (rep-4 over 0.060)"
+    assert cell("a", 1, revisiting=0, rep=0.09).verdict(0.06) == \
+        "beats `confidence` only (vs `remdm_conf_budget`: no significant difference; rep-4 over 0.060)"  # both named
     assert cell("a", -1).verdict(0.06) == "loses" and cell("a", 0).verdict(0.06) == "level"
     assert cell("a", 0, value=None, bracketed=False).verdict(0.06) == "no verdict"
 

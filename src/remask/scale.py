@@ -64,19 +64,20 @@ class Cell(CellPlace):
         text, word validity not worse, rep-4 within the limit), ``loses`` (above its own
         ``confidence``), ``level``, or the comparison's own word where it cannot say (``no verdict``:
         extrapolated; ``disagree``; ``mixed``). A row that beats its own ``confidence`` but misses
-        one of the other conditions says which, since that is the row a reader looks for. The
+        other conditions names every one it misses, since that is the row a reader looks for. The
         oracle is no contender: its cell is read as a ceiling (:func:`oracle_reading`)."""
         if self.kind == "oracle":
             return oracle_reading(self)
         outcome = self.vs_confidence.outcome
         if outcome != "beats":
             return {"loses": "loses", "no significant difference": "level"}.get(outcome, outcome)
+        missed = []
         if self.vs_revisiting is not None and self.vs_revisiting.outcome != "beats":
             revisiting = self.vs_revisiting.baseline.split("@")[0]  # rows are <row>@<model>-<point>
-            return f"beats `{BASELINE}` only (vs `{revisiting}`: {self.vs_revisiting.outcome})"
+            missed.append(f"vs `{revisiting}`: {self.vs_revisiting.outcome}")
         if self.rep_4 is None or self.rep_4 > rep_limit:
-            return f"beats `{BASELINE}`, but rep-4 over {rep_limit:.3f}"
-        return "beats"
+            missed.append(f"rep-4 over {rep_limit:.3f}")
+        return f"beats `{BASELINE}` only ({'; '.join(missed)})" if missed else "beats"
 
     def result(self, rep_limit: float) -> "CellResult":
         """The cell as the summary reads it: its verdict and the differences it rests on."""
